@@ -1,0 +1,268 @@
+"""MailManager: the one facade over queues, workers, events and flows (the seed's MailManager)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from types import TracebackType
+from typing import Any
+
+import redis.asyncio as aioredis
+from bullmq import Job
+
+from mailqueue.bullmq_fixes import connection_options
+from mailqueue.errors import MailQueueError, RedisUnavailableError
+from mailqueue.events import EventManager
+from mailqueue.flows import FlowManager
+from mailqueue.queues import QueueManager
+from mailqueue.redis_server import RedisTarget, resolve_redis
+from mailqueue.settings import Settings
+from mailqueue.types import ScheduleInfo
+from mailqueue.workers import Handler, ManagedWorker, WorkerManager
+
+log = logging.getLogger(__name__)
+
+
+class MailManager:
+    """Queues, workers, events and flows behind one small API.
+
+    >>> async with MailManager() as mail:
+    ...     await mail.add_job("emails", "send-welcome", {"to": "ada@example.com"})
+    """
+
+    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
+        base = settings or Settings()
+        self.settings = base.model_copy(update=overrides) if overrides else base
+        self.redis: RedisTarget | None = None
+        self._client: aioredis.Redis | None = None
+        self._queues: QueueManager | None = None
+        self._workers: WorkerManager | None = None
+        self._events: EventManager | None = None
+        self._flows: FlowManager | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> MailManager:
+        """Find or start Redis, connect, and build the managers. Idempotent."""
+        if self._client is not None:
+            return self
+        s = self.settings
+        # Starting a redis-server child blocks for a moment: keep the loop free meanwhile.
+        self.redis = await asyncio.to_thread(resolve_redis, s.redis_url, s.data_dir)
+        connection = connection_options(self.redis.url)
+        client = aioredis.Redis(decode_responses=True, **connection)
+        try:
+            await client.ping()
+        except Exception as exc:
+            await client.aclose()
+            self.redis.close()
+            raise RedisUnavailableError(f"Redis at {self.redis.url} does not answer: {exc}") \
+                from None
+        self._client = client
+        self._queues = QueueManager(connection, client, s.queue_prefix, s.default_job_options())
+        self._events = EventManager(connection, client, s.queue_prefix, s)
+        self._workers = WorkerManager(connection, client, s.queue_prefix, s)
+        self._flows = FlowManager(connection, client, s.queue_prefix, self._queues)
+        return self
+
+    async def close(self) -> None:
+        """Close workers (waiting for active jobs), event readers and queues; stop Redis if ours."""
+        if self._client is None:
+            return
+        try:
+            if self._workers is not None:
+                await self._workers.close()
+            if self._events is not None:
+                await self._events.close()
+            if self._flows is not None:
+                await self._flows.close()
+            if self._queues is not None:
+                await self._queues.close()
+            await self._client.aclose()
+        finally:
+            self._client = None
+            if self.redis is not None:
+                await asyncio.to_thread(self.redis.close)
+
+    async def __aenter__(self) -> MailManager:
+        return await self.start()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- the managers -------------------------------------------------------------------
+
+    def _started(self) -> None:
+        if self._client is None:
+            raise MailQueueError("MailManager is not started: call `await mail.start()` first")
+
+    @property
+    def client(self) -> aioredis.Redis:
+        self._started()
+        assert self._client is not None
+        return self._client
+
+    @property
+    def queues(self) -> QueueManager:
+        self._started()
+        assert self._queues is not None
+        return self._queues
+
+    @property
+    def workers(self) -> WorkerManager:
+        self._started()
+        assert self._workers is not None
+        return self._workers
+
+    @property
+    def events(self) -> EventManager:
+        self._started()
+        assert self._events is not None
+        return self._events
+
+    @property
+    def flows(self) -> FlowManager:
+        self._started()
+        assert self._flows is not None
+        return self._flows
+
+    # --- queues and jobs ---------------------------------------------------------------------
+
+    async def create_queue(self, name: str, **default_job_options: Any) -> None:
+        """Create the queue `name` (idempotent), with optional default job options."""
+        await self.queues.create_queue(name, **default_job_options)
+
+    async def add_job(
+        self, queue: str, name: str, data: Any = None, **opts: Any
+    ) -> Job:
+        """Add one job; options (attempts, delay, priority, jobId...) over the defaults."""
+        return await self.queues.add_job(queue, name, data, opts)
+
+    async def add_jobs(self, queue: str, jobs: list[dict[str, Any]]) -> list[Job]:
+        """Add many jobs ({name, data, opts}) in one round trip."""
+        return await self.queues.add_jobs(queue, jobs)
+
+    async def schedule_job(
+        self, queue: str, name: str, data: Any = None, *, cron: str | None = None,
+        every: int | None = None, tz: str | None = None, scheduler_id: str | None = None,
+        limit: int | None = None, **opts: Any,
+    ) -> ScheduleInfo:
+        """Run `name` on a cron pattern or every `every` ms (a BullMQ job scheduler)."""
+        return await self.queues.schedule_job(
+            queue, name, data, cron=cron, every_ms=every, tz=tz, scheduler_id=scheduler_id,
+            limit=limit, opts=opts,
+        )
+
+    async def list_schedules(self, queue: str | None = None) -> list[ScheduleInfo]:
+        """Every job scheduler of one queue, or of all queues."""
+        return await self.queues.list_schedules(queue)
+
+    async def remove_schedule(self, queue: str, scheduler_id: str) -> bool:
+        """Remove a job scheduler; False when there was none."""
+        return await self.queues.remove_schedule(queue, scheduler_id)
+
+    # --- workers -----------------------------------------------------------------------------
+
+    def start_worker(
+        self, queue: str, handlers: Mapping[str, Handler] | None = None,
+        concurrency: int | None = None, **options: Any,
+    ) -> ManagedWorker:
+        """Process `queue`: each job goes to the handler registered under its name."""
+        return self.workers.start_worker(
+            queue, handlers, concurrency=concurrency or self.settings.worker_concurrency,
+            **options,
+        )
+
+    async def stop_worker(self, queue: str, timeout: float | None = None) -> None:
+        """Close the workers of `queue`, waiting for their active jobs up to `timeout` s."""
+        await self.workers.stop_worker(queue, timeout)
+
+    # --- flows -------------------------------------------------------------------------------
+
+    async def add_flow(self, definition: Mapping[str, Any]) -> dict[str, Any]:
+        """Add a flow (name, queueName, data, children...); returns its id and tree."""
+        return await self.flows.add_flow(definition)
+
+    async def get_flow(self, queue: str, job_id: str) -> dict[str, Any]:
+        """The whole tree under a job, each node with its state."""
+        return await self.flows.get_flow(queue, job_id)
+
+    async def get_flow_metrics(self) -> dict[str, Any]:
+        """Flows by state and their durations."""
+        return await self.flows.get_flow_metrics()
+
+    # --- events, audit, alerts ---------------------------------------------------------------
+
+    def on_event(
+        self, queue: str | None, event_type: str | None, callback: Callable[..., Any]
+    ) -> Callable[[], None]:
+        """Call `callback(event)` for each event of `queue` (None: all) and type (None: all).
+
+        Callbacks may be sync or async. Returns a function that removes the listener.
+        """
+        return self.events.on_event(queue, event_type, callback)
+
+    def subscribe(
+        self, queues: list[str] | None = None, last_id: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Events as an async iterator, resuming after `last_id` (a stream id) when given."""
+        return self.events.subscribe(queues, last_id)
+
+    async def get_event_stats(self) -> dict[str, Any]:
+        return await self.events.get_event_stats()
+
+    async def setup_audit_listeners(self) -> None:
+        """Record job lifecycle events in the capped audit log too."""
+        await self.events.setup_audit_listeners()
+
+    async def get_audit_log(self, n: int = 100) -> list[dict[str, Any]]:
+        return await self.events.get_audit_log(n)
+
+    # --- monitoring ----------------------------------------------------------------------------
+
+    async def get_queue_stats(self, queue: str) -> dict[str, Any]:
+        """Counts per state, paused flag, workers and throughput of one queue."""
+        q = await self.queues.get_queue(queue)
+        counts, paused, workers, completed, failed = await asyncio.gather(
+            self.queues.get_job_counts(queue), q.isPaused(),
+            self.workers.list_workers(queue),
+            self.queues.get_metrics(queue, "completed", 60),
+            self.queues.get_metrics(queue, "failed", 60),
+        )
+        return {
+            "queue": queue, "counts": counts, "paused": bool(paused), "workers": len(workers),
+            "completed_per_minute": completed["per_minute"],
+            "failed_per_minute": failed["per_minute"],
+        }
+
+    async def get_all_queue_metrics(self) -> dict[str, dict[str, Any]]:
+        return await self.queues.get_all_queue_metrics()
+
+    async def health_check(self) -> dict[str, Any]:
+        """Redis ping latency and version, and per queue: counts and workers."""
+        report: dict[str, Any] = {"healthy": True, "redis": {}, "queues": {}}
+        try:
+            started = time.perf_counter()
+            await self.client.ping()
+            latency_ms = (time.perf_counter() - started) * 1000
+            info = await self.client.info("server")
+            report["redis"] = {
+                "url": self.redis.url if self.redis else None,
+                "source": self.redis.source if self.redis else None,
+                "ping_ms": round(latency_ms, 2),
+                "version": info.get("redis_version"),
+            }
+            for name in await self.queues.list_queues(refresh=True):
+                counts, workers = await asyncio.gather(
+                    self.queues.get_job_counts(name), self.workers.list_workers(name)
+                )
+                report["queues"][name] = {"counts": counts, "workers": len(workers)}
+        except Exception as exc:  # health is reported, never raised
+            report["healthy"] = False
+            report["error"] = f"{type(exc).__name__}: {exc}"
+        return report

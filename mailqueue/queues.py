@@ -1,0 +1,454 @@
+"""QueueManager: owns the bullmq Queues, reads and changes queue state.
+
+The one place (with flows.py) that knows BullMQ's key layout in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from bullmq import Job, Queue
+from redis.exceptions import ResponseError
+
+from mailqueue.errors import (
+    InvalidJobOptionsError,
+    InvalidScheduleError,
+    JobNotFoundError,
+    MailQueueError,
+    UnknownQueueError,
+)
+from mailqueue.job_options import merge_job_options, validate_job_options, validate_queue_name
+from mailqueue.types import JOB_STATES, JobInfo, JobPage, ScheduleInfo
+
+# Keys that exist for any queue BullMQ (Node or Python) has written to; discovery scans them.
+_QUEUE_MARKER_SUFFIXES = ("meta", "id", "events", "wait", "completed", "failed", "delayed")
+_CLEANABLE_STATES = ("completed", "failed", "delayed", "wait", "waiting", "active", "paused",
+                     "prioritized")
+_SORTABLE_STATES = {"asc": True, "desc": False}
+_DISCOVERY_CACHE_S = 2.0
+MAX_PER_PAGE = 500
+
+
+def job_info(queue_name: str, job: Job, state: str | None = None) -> JobInfo:
+    """A bullmq Job as a plain dict the CLI and dashboard can use."""
+    return {
+        "id": str(job.id),
+        "queue": queue_name,
+        "name": job.name,
+        "data": job.data,
+        "opts": dict(job.opts or {}),
+        "progress": job.progress,
+        "attempts_made": int(job.attemptsMade or 0),
+        "attempts_started": int(job.attemptsStarted or 0),
+        "timestamp": int(job.timestamp or 0),
+        "processed_on": int(job.processedOn) if job.processedOn else None,
+        "finished_on": int(job.finishedOn) if job.finishedOn else None,
+        "delay": int(job.delay or 0),
+        "priority": int(job.priority or 0),
+        "failed_reason": job.failedReason,
+        "stacktrace": list(job.stacktrace or []),
+        "return_value": job.returnvalue,
+        "parent_key": job.parentKey,
+        "state": state,
+    }
+
+
+class QueueManager:
+    """Creates queues, adds jobs, and carries out every queue-level operation."""
+
+    def __init__(
+        self,
+        connection: dict[str, Any],
+        client: aioredis.Redis,
+        prefix: str = "bull",
+        default_job_options: dict[str, Any] | None = None,
+    ) -> None:
+        self._connection = connection
+        self._client = client
+        self.prefix = prefix
+        self.default_job_options = dict(default_job_options or {})
+        self._queues: dict[str, Queue] = {}
+        self._discovered: tuple[float, list[str]] | None = None
+
+    # --- queues ---------------------------------------------------------------------------
+
+    def key(self, queue: str, *parts: str) -> str:
+        return ":".join((self.prefix, queue, *parts))
+
+    async def create_queue(self, name: str, **default_job_options: Any) -> Queue:
+        """Create (or return) the queue `name`; idempotent.
+
+        The queue's `meta` hash is written so that an empty queue is discoverable, exactly as
+        BullMQ itself writes it on the first add.
+        """
+        queue = self._queue_handle(name)
+        if default_job_options:
+            validate_job_options(default_job_options)
+            queue.jobsOpts = merge_job_options(self.default_job_options, default_job_options)
+        await self._client.hsetnx(self.key(name, "meta"), "opts.maxLenEvents", 10000)
+        self._discovered = None
+        return queue
+
+    def _queue_handle(self, name: str) -> Queue:
+        validate_queue_name(name)
+        queue = self._queues.get(name)
+        if queue is None:
+            queue = Queue(
+                name,
+                {
+                    "connection": self._connection,
+                    "prefix": self.prefix,
+                    "defaultJobOptions": dict(self.default_job_options),
+                },
+            )
+            self._queues[name] = queue
+        return queue
+
+    async def queue_exists(self, name: str) -> bool:
+        validate_queue_name(name)
+        pipe = self._client.pipeline(transaction=False)
+        for suffix in _QUEUE_MARKER_SUFFIXES:
+            pipe.exists(self.key(name, suffix))
+        return any(await pipe.execute())
+
+    async def get_queue(self, name: str) -> Queue:
+        """The queue `name`; UnknownQueueError when no such queue exists under the prefix."""
+        if name in self._queues or await self.queue_exists(name):
+            return self._queue_handle(name)
+        raise UnknownQueueError(f"No queue named {name!r} under prefix {self.prefix!r}")
+
+    async def list_queues(self, refresh: bool = False) -> list[str]:
+        """Every BullMQ queue under the prefix, Node-made ones included, sorted by name."""
+        now = time.monotonic()
+        if not refresh and self._discovered and now - self._discovered[0] < _DISCOVERY_CACHE_S:
+            return list(self._discovered[1])
+        names: set[str] = set(self._queues)
+        head = f"{self.prefix}:"
+        for suffix in ("meta", "id", "events"):
+            async for key in self._client.scan_iter(match=f"{head}*:{suffix}", count=1000):
+                name = key[len(head): -len(suffix) - 1]
+                # A job key like bull:q:123 never ends in :meta; a name with ':' is not a queue.
+                if name and ":" not in name:
+                    names.add(name)
+        result = sorted(names)
+        self._discovered = (now, result)
+        return result
+
+    async def close(self) -> None:
+        queues, self._queues = list(self._queues.values()), {}
+        await asyncio.gather(*(q.close() for q in queues), return_exceptions=True)
+
+    # --- jobs -----------------------------------------------------------------------------
+
+    async def add_job(
+        self, queue: str, name: str, data: Any = None, opts: dict[str, Any] | None = None
+    ) -> Job:
+        validate_job_options(opts or {})
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidJobOptionsError("A job needs a non-empty name")
+        _check_json(data)
+        q = self._queue_handle(queue)
+        job = await q.add(name, data if data is not None else {}, self._merged(q, opts))
+        self._discovered = None
+        return job
+
+    async def add_jobs(self, queue: str, jobs: list[dict[str, Any]]) -> list[Job]:
+        """Add many jobs in one pipeline: each item is {name, data, opts}."""
+        prepared = []
+        q = self._queue_handle(queue)
+        for index, item in enumerate(jobs):
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise InvalidJobOptionsError(f"jobs[{index}] needs a 'name' string")
+            opts = item.get("opts") or {}
+            try:
+                validate_job_options(opts)
+            except InvalidJobOptionsError as exc:
+                raise InvalidJobOptionsError(f"jobs[{index}]: {exc}") from None
+            _check_json(item.get("data"))
+            prepared.append(
+                {"name": item["name"], "data": item.get("data") or {},
+                 "opts": merge_job_options({}, opts)}
+            )
+        self._discovered = None
+        return await q.addBulk(prepared) if prepared else []
+
+    def _merged(self, queue: Queue, opts: dict[str, Any] | None) -> dict[str, Any]:
+        # bullmq merges queue.jobsOpts itself; nested backoff is merged here too.
+        return merge_job_options(queue.jobsOpts, opts or {})
+
+    async def get_job(self, queue: str, job_id: str, with_state: bool = True) -> JobInfo:
+        q = await self.get_queue(queue)
+        job = await q.getJob(str(job_id))
+        if job is None:
+            raise JobNotFoundError(f"No job {job_id!r} in queue {queue!r}")
+        state = await q.getJobState(str(job_id)) if with_state else None
+        return job_info(queue, job, state)
+
+    async def _job(self, queue: str, job_id: str) -> Job:
+        q = await self.get_queue(queue)
+        job = await q.getJob(str(job_id))
+        if job is None:
+            raise JobNotFoundError(f"No job {job_id!r} in queue {queue!r}")
+        return job
+
+    async def get_jobs(
+        self, queue: str, state: str = "waiting", page: int = 1, per_page: int = 25,
+        sort: str = "desc",
+    ) -> JobPage:
+        """One page of jobs in one state. Only that page's job hashes are read."""
+        if state not in JOB_STATES:
+            raise MailQueueError(f"Unknown state {state!r}; one of {', '.join(JOB_STATES)}")
+        if sort not in _SORTABLE_STATES:
+            raise MailQueueError("sort must be 'asc' or 'desc'")
+        if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
+            raise MailQueueError(f"page must be >= 1 and per_page within 1..{MAX_PER_PAGE}")
+        q = await self.get_queue(queue)
+        counts = await self.get_job_counts(queue)
+        start = (page - 1) * per_page
+        jobs = await q.getJobs([state], start, start + per_page - 1, _SORTABLE_STATES[sort])
+        return {
+            "queue": queue, "state": state, "page": page, "per_page": per_page,
+            "total": counts.get(state, 0),
+            "jobs": [job_info(queue, job, state) for job in jobs],
+        }
+
+    async def get_job_counts(self, queue: str) -> dict[str, int]:
+        """Counts for every state, `paused` included (bullmq leaves it out by default)."""
+        q = self._queue_handle(queue)
+        return {state: int(n) for state, n in (await q.getJobCounts(*JOB_STATES)).items()}
+
+    async def get_job_logs(self, queue: str, job_id: str, start: int = 0, end: int = -1
+                           ) -> list[str]:
+        q = await self.get_queue(queue)
+        result = await q.getJobLogs(str(job_id), start, end, True)
+        return list(result.get("logs", []))
+
+    async def retry_job(self, queue: str, job_id: str) -> None:
+        job = await self._job(queue, job_id)
+        state = await job.queue.getJobState(job.id)
+        if state not in ("failed", "completed"):
+            raise MailQueueError(f"Job {job_id!r} is {state}; only failed or completed jobs retry")
+        await job.retry(state)
+
+    async def promote_job(self, queue: str, job_id: str) -> None:
+        job = await self._job(queue, job_id)
+        try:
+            await job.promote()
+        except Exception as exc:  # bullmq raises a bare Exception with its own message
+            raise MailQueueError(f"Cannot promote job {job_id!r}: {exc}") from None
+
+    async def remove_job(self, queue: str, job_id: str) -> None:
+        job = await self._job(queue, job_id)
+        try:
+            await job.remove()
+        except Exception as exc:
+            raise MailQueueError(f"Cannot remove job {job_id!r}: {exc}") from None
+
+    async def update_job_data(self, queue: str, job_id: str, data: Any) -> None:
+        _check_json(data)
+        job = await self._job(queue, job_id)
+        await job.updateData(data)
+
+    # --- queue-wide operations ----------------------------------------------------------
+
+    async def pause(self, queue: str) -> None:
+        await (await self.get_queue(queue)).pause()
+
+    async def resume(self, queue: str) -> None:
+        await (await self.get_queue(queue)).resume()
+
+    async def is_paused(self, queue: str) -> bool:
+        return bool(await (await self.get_queue(queue)).isPaused())
+
+    async def clean(self, queue: str, state: str = "completed", grace_ms: int = 0,
+                    limit: int = 0) -> list[str]:
+        """Remove jobs in `state` older than `grace_ms`; returns the removed ids."""
+        if state not in _CLEANABLE_STATES:
+            raise MailQueueError(f"Cannot clean state {state!r}")
+        if grace_ms < 0 or limit < 0:
+            raise MailQueueError("grace_ms and limit must be >= 0")
+        state = "wait" if state == "waiting" else state
+        q = await self.get_queue(queue)
+        removed = await q.clean(grace_ms, limit, state)
+        return [str(i) for i in removed or []]
+
+    async def drain(self, queue: str, include_delayed: bool = False) -> None:
+        await (await self.get_queue(queue)).drain(include_delayed)
+
+    async def obliterate(self, queue: str, force: bool = False) -> None:
+        q = await self.get_queue(queue)
+        try:
+            await q.obliterate(force)
+        except ResponseError as exc:
+            raise MailQueueError(
+                f"Cannot obliterate {queue!r}: {exc} (it has active jobs; use force)"
+            ) from None
+        except Exception as exc:
+            raise MailQueueError(f"Cannot obliterate {queue!r}: {exc}") from None
+        await self._client.delete(self.key(queue, "meta"))
+        self._queues.pop(queue, None)
+        await q.close()
+        self._discovered = None
+
+    async def retry_failed(self, queue: str) -> int:
+        """Move every failed job back to waiting; returns how many there were."""
+        q = await self.get_queue(queue)
+        count = (await self.get_job_counts(queue))["failed"]
+        await q.retryJobs({"state": "failed", "count": 1000})
+        return count
+
+    async def promote_delayed(self, queue: str) -> int:
+        q = await self.get_queue(queue)
+        count = (await self.get_job_counts(queue))["delayed"]
+        await q.promoteJobs({"count": 1000})
+        return count
+
+    # --- schedules (bullmq job schedulers) ------------------------------------------------
+
+    async def schedule_job(
+        self, queue: str, name: str, data: Any = None, *, cron: str | None = None,
+        every_ms: int | None = None, tz: str | None = None, scheduler_id: str | None = None,
+        limit: int | None = None, opts: dict[str, Any] | None = None,
+    ) -> ScheduleInfo:
+        if (cron is None) == (every_ms is None):
+            raise InvalidScheduleError("Give exactly one of cron=... or every=...")
+        repeat: dict[str, Any] = {}
+        if cron is not None:
+            _validate_cron(cron)
+            repeat["pattern"] = cron
+        else:
+            if not isinstance(every_ms, int) or isinstance(every_ms, bool) or every_ms <= 0:
+                raise InvalidScheduleError(f"every must be a positive number of ms, not {every_ms!r}")
+            repeat["every"] = every_ms
+        if tz:
+            _validate_tz(tz)
+            repeat["tz"] = tz
+        if limit is not None:
+            repeat["limit"] = limit
+        validate_job_options(opts or {})
+        _check_json(data)
+        q = self._queue_handle(queue)
+        sid = scheduler_id or name
+        try:
+            await q.upsertJobScheduler(sid, repeat, name, data if data is not None else {},
+                                       self._merged(q, opts))
+        except InvalidScheduleError:
+            raise
+        except Exception as exc:
+            raise InvalidScheduleError(f"Cannot schedule {sid!r}: {exc}") from None
+        self._discovered = None
+        for schedule in await self.list_schedules(queue):
+            if schedule["id"] == sid:
+                return schedule
+        raise MailQueueError(f"Scheduler {sid!r} was not stored")  # pragma: no cover
+
+    async def list_schedules(self, queue: str | None = None) -> list[ScheduleInfo]:
+        """Schedules of one queue, or of every queue."""
+        names = [queue] if queue else await self.list_queues()
+        result: list[ScheduleInfo] = []
+        for name in names:
+            q = self._queue_handle(name)
+            for raw in await q.getJobSchedulers(0, -1, True):
+                if raw:
+                    result.append(_schedule_info(name, raw))
+        return result
+
+    async def remove_schedule(self, queue: str, scheduler_id: str) -> bool:
+        q = await self.get_queue(queue)
+        if not await q.isJobScheduler(scheduler_id):
+            return False
+        await q.removeJobScheduler(scheduler_id)
+        return True
+
+    # --- metrics ----------------------------------------------------------------------------
+
+    async def get_metrics(self, queue: str, kind: str = "completed", points: int = 60
+                          ) -> dict[str, Any]:
+        """Per-minute counts written by workers with metrics on (newest first).
+
+        bullmq for Python has no getMetrics (BULLMQ-NOTES item 4); this reads the same keys
+        Node's getMetrics reads: `<prefix>:<queue>:metrics:<kind>` and its `:data` list.
+        """
+        if kind not in ("completed", "failed"):
+            raise MailQueueError("kind must be 'completed' or 'failed'")
+        key = self.key(queue, "metrics", kind)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hgetall(key)
+        pipe.lrange(f"{key}:data", 0, max(points, 1) - 1)
+        pipe.llen(f"{key}:data")
+        meta, data, length = await pipe.execute()
+        return {
+            "count": int(meta.get("count", 0)),
+            "prev_ts": int(meta.get("prevTS", 0)),
+            "per_minute": [int(float(x)) for x in data],
+            "points": int(length),
+        }
+
+    async def get_all_queue_metrics(self) -> dict[str, dict[str, Any]]:
+        """Counts and completed/failed per minute for every queue under the prefix."""
+        result: dict[str, dict[str, Any]] = {}
+        for name in await self.list_queues():
+            counts, paused, completed, failed = await asyncio.gather(
+                self.get_job_counts(name),
+                self._queue_handle(name).isPaused(),
+                self.get_metrics(name, "completed"),
+                self.get_metrics(name, "failed"),
+            )
+            result[name] = {
+                "counts": counts, "paused": bool(paused),
+                "completed": completed, "failed": failed,
+            }
+        return result
+
+
+def _check_json(data: Any) -> None:
+    try:
+        json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidJobOptionsError(f"Job data must be JSON-serialisable: {exc}") from None
+
+
+def _validate_cron(pattern: str) -> None:
+    fields = pattern.split() if isinstance(pattern, str) else []
+    if len(fields) not in (5, 6):
+        raise InvalidScheduleError(
+            f"Bad cron pattern {pattern!r}: expected 5 fields (min hour day month weekday) or 6"
+        )
+    try:
+        from croniter import croniter
+
+        croniter(pattern)
+    except Exception as exc:
+        raise InvalidScheduleError(f"Bad cron pattern {pattern!r}: {exc}") from None
+
+
+def _validate_tz(tz: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidScheduleError(f"Unknown time zone {tz!r}") from None
+
+
+def _schedule_info(queue: str, raw: dict[str, Any]) -> ScheduleInfo:
+    template = raw.get("template") or {}
+    next_run = raw.get("next")
+    return {
+        "queue": queue,
+        "id": str(raw.get("key")),
+        "name": str(raw.get("name") or raw.get("key")),
+        "cron": raw.get("pattern"),
+        "every_ms": raw.get("every"),
+        "tz": raw.get("tz"),
+        "next_run": int(next_run) if next_run is not None and not math.isnan(float(next_run))
+        else None,
+        "iteration_count": raw.get("iterationCount"),
+        "limit": raw.get("limit"),
+        "template": template,
+    }

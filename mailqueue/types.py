@@ -1,0 +1,65 @@
+"""Plain shapes that cross from the manager layer to its callers (CLI, dashboard, apps)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypedDict
+
+JobState = Literal[
+    "waiting", "active", "delayed", "prioritized", "waiting-children", "completed", "failed",
+    "paused",
+]
+
+# Every state a job can be listed under, in the order a person reads them.
+JOB_STATES: tuple[JobState, ...] = (
+    "waiting", "active", "delayed", "prioritized", "waiting-children", "completed", "failed",
+    "paused",
+)
+
+
+class JobInfo(TypedDict):
+    """One job, as read from Redis."""
+
+    id: str
+    queue: str
+    name: str
+    data: Any
+    opts: dict[str, Any]
+    progress: Any
+    attempts_made: int
+    attempts_started: int
+    timestamp: int
+    processed_on: int | None
+    finished_on: int | None
+    delay: int
+    priority: int
+    failed_reason: str | None
+    stacktrace: list[str]
+    return_value: Any
+    parent_key: str | None
+    state: str | None
+
+
+class JobPage(TypedDict):
+    """One page of a queue's jobs in one state."""
+
+    queue: str
+    state: str
+    page: int
+    per_page: int
+    total: int
+    jobs: list[JobInfo]
+
+
+class ScheduleInfo(TypedDict):
+    """A BullMQ job scheduler (a recurring job)."""
+
+    queue: str
+    id: str
+    name: str
+    cron: str | None
+    every_ms: int | None
+    tz: str | None
+    next_run: int | None
+    iteration_count: int | None
+    limit: int | None
+    template: dict[str, Any]
