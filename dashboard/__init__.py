@@ -1,0 +1,1 @@
+"""The web dashboard: a Starlette app that reads and operates queues through mailqueue."""

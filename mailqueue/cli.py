@@ -1,0 +1,337 @@
+"""The `mailqueue` command: run, worker, dashboard, send, status."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from mailqueue.errors import MailQueueError
+from mailqueue.manager import MailManager
+from mailqueue.settings import Settings
+
+app = typer.Typer(
+    help="Asynchronous e-mail over BullMQ queues in Redis, with a live dashboard.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log = logging.getLogger("mailqueue")
+
+HostOption = Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1)")]
+PortOption = Annotated[int | None, typer.Option(help="Port to listen on (default 3000)")]
+ConcurrencyOption = Annotated[
+    int | None, typer.Option(min=1, help="Jobs processed at once per queue")
+]
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as exc:  # pydantic lists every bad variable in one message
+        _fail(f"Bad settings: {exc}")
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"mailqueue: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _run(main: Callable[[], Awaitable[int | None]]) -> None:
+    """Run `main` on a fresh loop; MailQueueError becomes one line and exit code 1."""
+    try:
+        code = asyncio.run(main())
+    except MailQueueError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:  # a second Ctrl-C while shutting down
+        code = 130
+    raise typer.Exit(code or 0)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """Ctrl-C and SIGTERM set `stop`; the caller then shuts down cleanly."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _worker_handlers(settings: Settings) -> dict[str, Any]:
+    from mailqueue.workers import WorkerManager
+
+    return WorkerManager.create_email_handlers(settings)
+
+
+class _Server:
+    """uvicorn serving the dashboard inside our loop, with our own signal handling."""
+
+    def __init__(self, mail: MailManager, host: str, port: int) -> None:
+        import uvicorn
+
+        from dashboard.app import create_app
+
+        class EmbeddedServer(uvicorn.Server):
+            # uvicorn re-raises captured signals after serving, which would kill the process
+            # before the workers and Redis are shut down: we handle signals ourselves.
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                yield
+
+        config = uvicorn.Config(
+            create_app(mail.settings, mail), host=host, port=port, log_level="warning",
+            lifespan="on", access_log=False,
+        )
+        self.server = EmbeddedServer(config)
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if self.task.done():
+                self.task.result()  # re-raise a bind error
+                raise MailQueueError("the dashboard stopped at start")
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self.task is not None:
+            await self.task
+
+
+def _check_exposure(settings: Settings, host: str) -> None:
+    loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+    if not loopback and not settings.dashboard_auth:
+        _fail(
+            f"refusing to serve the dashboard on {host} without DASHBOARD_AUTH: set "
+            "DASHBOARD_AUTH=user:password (or a token), or bind 127.0.0.1"
+        )
+
+
+@app.command()
+def run(
+    host: HostOption = None,
+    port: PortOption = None,
+    concurrency: ConcurrencyOption = None,
+) -> None:
+    """Everything in one process: Redis if needed, the SMTP sink, a worker, the dashboard."""
+    settings = _settings()
+    _setup_logging(settings)
+    host = host or settings.dashboard_host
+    port = settings.dashboard_port if port is None else port
+    _check_exposure(settings, host)
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        async with MailManager(settings) as mail:
+            sink = None
+            if not settings.smtp_url:
+                from mailqueue.mail.sink import MailSink
+
+                sink = MailSink(mail.client, settings.queue_prefix)
+                await sink.start()
+                mail.settings = mail.settings.model_copy(update={"smtp_url": sink.url})
+            server = _Server(mail, host, port)
+            try:
+                await mail.create_queue(settings.default_queue)
+                mail.start_worker(
+                    settings.default_queue, _worker_handlers(mail.settings),
+                    concurrency=concurrency,
+                )
+                await server.start()
+                assert mail.redis is not None
+                typer.echo(f"{mail.redis.describe()}")
+                if sink is not None:
+                    typer.echo(f"SMTP: development sink on {sink.url} (outbox kept in Redis)")
+                else:
+                    typer.echo("SMTP: SMTP_URL")
+                typer.echo(f"Worker: queue {settings.default_queue!r}")
+                typer.echo(f"Dashboard: http://{_url_host(host)}:{port}")
+                typer.echo("Ctrl-C to stop.")
+                with _stop_on_signals(stop):
+                    await stop.wait()
+                typer.echo("Stopping: waiting for active jobs...")
+            finally:
+                await server.stop()
+                await mail.close()
+                if sink is not None:
+                    await sink.stop()
+        typer.echo("Stopped.")
+        return 0
+
+    _run(main)
+
+
+@app.command()
+def worker(
+    queues: Annotated[
+        list[str] | None, typer.Argument(help="Queues to serve (default: the e-mail queue)")
+    ] = None,
+    concurrency: ConcurrencyOption = None,
+) -> None:
+    """Process jobs of the given queues with the built-in e-mail handlers."""
+    settings = _settings()
+    _setup_logging(settings)
+    names = queues or [settings.default_queue]
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        async with MailManager(settings) as mail:
+            handlers = _worker_handlers(settings)
+            for name in names:
+                await mail.create_queue(name)
+                mail.start_worker(name, handlers, concurrency=concurrency)
+            assert mail.redis is not None
+            typer.echo(mail.redis.describe())
+            typer.echo(f"Worker: queues {', '.join(names)}. Ctrl-C to stop.")
+            with _stop_on_signals(stop):
+                await stop.wait()
+            typer.echo("Stopping: waiting for active jobs...")
+        typer.echo("Stopped.")
+        return 0
+
+    _run(main)
+
+
+@app.command()
+def dashboard(host: HostOption = None, port: PortOption = None) -> None:
+    """Serve the dashboard (http://127.0.0.1:3000 by default)."""
+    settings = _settings()
+    _setup_logging(settings)
+    host = host or settings.dashboard_host
+    port = settings.dashboard_port if port is None else port
+    _check_exposure(settings, host)
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        async with MailManager(settings) as mail:
+            server = _Server(mail, host, port)
+            await server.start()
+            assert mail.redis is not None
+            typer.echo(mail.redis.describe())
+            typer.echo(f"Dashboard: http://{_url_host(host)}:{port}. Ctrl-C to stop.")
+            try:
+                with _stop_on_signals(stop):
+                    await stop.wait()
+            finally:
+                await server.stop()
+        return 0
+
+    _run(main)
+
+
+def _parse_vars(pairs: list[str]) -> dict[str, Any]:
+    variables: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--var takes key=value, not {pair!r}")
+        variables[key.strip()] = value
+    return variables
+
+
+@app.command()
+def send(
+    to: Annotated[str, typer.Option(help="Recipient address")],
+    template: Annotated[
+        str, typer.Option(help="welcome, newsletter, reset-password or notification")
+    ] = "welcome",
+    var: Annotated[
+        list[str] | None, typer.Option(help="Template variable key=value (repeatable)")
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Template variables as a JSON object")
+    ] = None,
+    queue: Annotated[str | None, typer.Option(help="Queue (default: the e-mail queue)")] = None,
+) -> None:
+    """Enqueue one e-mail; a worker renders and sends it."""
+    settings = _settings()
+    variables: dict[str, Any] = {}
+    if data:
+        try:
+            loaded = json.loads(data)
+        except json.JSONDecodeError as exc:
+            _fail(f"--data is not JSON: {exc}")
+        if not isinstance(loaded, dict):
+            _fail("--data must be a JSON object")
+        variables.update(loaded)
+    variables.update(_parse_vars(var or []))
+    variables["to"] = to
+
+    async def main() -> int:
+        async with MailManager(settings) as mail:
+            name = queue or settings.default_queue
+            job = await mail.add_job(name, f"send-{template}", variables)
+            typer.echo(f"Queued job {job.id} (send-{template}) on queue {name!r} for {to}")
+        return 0
+
+    _run(main)
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+) -> None:
+    """Health check: Redis, and counts and workers per queue. Exit 1 when unhealthy."""
+    settings = _settings()
+
+    async def main() -> int:
+        async with MailManager(settings) as mail:
+            report = await mail.health_check()
+        if as_json:
+            typer.echo(json.dumps(report, indent=2))
+        else:
+            typer.echo(_status_table(report))
+        return 0 if report["healthy"] else 1
+
+    _run(main)
+
+
+def _status_table(report: dict[str, Any]) -> str:
+    r = report.get("redis", {})
+    lines = [
+        f"Status: {'healthy' if report['healthy'] else 'UNHEALTHY'}",
+        f"Redis:  {r.get('url')} ({r.get('source')}), version {r.get('version')}, "
+        f"ping {r.get('ping_ms')} ms",
+    ]
+    if report.get("error"):
+        lines.append(f"Error:  {report['error']}")
+    columns = ("waiting", "active", "delayed", "completed", "failed", "paused")
+    header = f"{'queue':<24}" + "".join(f"{c:>11}" for c in columns) + f"{'workers':>9}"
+    lines += ["", header, "-" * len(header)]
+    for name, q in sorted(report.get("queues", {}).items()):
+        counts = q["counts"]
+        lines.append(
+            f"{name[:24]:<24}" + "".join(f"{counts.get(c, 0):>11}" for c in columns)
+            + f"{q['workers']:>9}"
+        )
+    if not report.get("queues"):
+        lines.append("(no queues yet)")
+    return "\n".join(lines)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
