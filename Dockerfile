@@ -1,0 +1,10 @@
+# The mailqueue image: one image, the command picks the role (worker, dashboard, run).
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY mailqueue ./mailqueue
+COPY dashboard ./dashboard
+COPY templates ./templates
+COPY static ./static
+RUN pip install --no-cache-dir .
+ENTRYPOINT ["mailqueue"]
