@@ -6,5 +6,6 @@ COPY mailqueue ./mailqueue
 COPY dashboard ./dashboard
 COPY templates ./templates
 COPY static ./static
-RUN pip install --no-cache-dir .
+# Editable: the dashboard reads templates/ and static/ beside its package.
+RUN pip install --no-cache-dir --editable .
 ENTRYPOINT ["mailqueue"]
