@@ -65,6 +65,9 @@ class Settings(BaseSettings):
         description="smtp://user:pass@host:587?starttls=true. Unset: an in-process sink.",
     )
     mail_from: str = Field(default="mailqueue <noreply@localhost>")
+    mail_template_dir: Path | None = Field(
+        default=None, description="A folder of templates that override or add to the built-ins"
+    )
 
     # Dashboard
     dashboard_host: str = "127.0.0.1"
