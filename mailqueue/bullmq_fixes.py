@@ -6,8 +6,19 @@ each has a regression test under tests/ that fails without it.
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import base64
+import binascii
+import inspect
+import logging
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any, cast
 from urllib.parse import unquote, urlparse
+
+from bullmq import Job, Worker
+
+log = logging.getLogger(__name__)
 
 # --- Idle stalls (BULLMQ-NOTES item 1) -------------------------------------------------------
 # redis-py gives connections a 5 s socket timeout by default, while a worker blocks for 5 s
@@ -41,3 +52,214 @@ def connection_options(redis_url: str) -> dict[str, Any]:
     database = parsed.path.strip("/") if parsed.scheme != "unix" else ""
     options["db"] = int(database) if database.isdigit() else 0
     return options
+
+
+# --- Sub-second delays (BULLMQ-NOTES item 2) -------------------------------------------------
+# Worker.waitForJob rounds its block timeout up to whole seconds unless the connection's
+# `canDoubleTimeout` capability is set, and only `RedisConnection.getRedisVersion()` sets it,
+# which the Worker never calls: a 200 ms delayed job ran after ~1.1 s. Probing the version on
+# both worker connections before the worker runs gives ~250 ms.
+
+
+async def enable_subsecond_delays(worker: Worker) -> None:
+    """Run bullmq's Redis version probe on the worker's connections (sets the capabilities)."""
+    for connection in (worker.redisConnection, worker.blockingRedisConnection):
+        if connection is not None:
+            await connection.getRedisVersion()
+
+
+# --- The rate limiter (BULLMQ-NOTES item 3) --------------------------------------------------
+# The moveToActive script answers "rate limited for N more ms"; bullmq stores that *delay* in
+# `limitUntil` as if it were a timestamp and never reads it. The worker then blocks on the
+# queue's marker for `drainDelay` (5 s) before it asks again: `{max: 5, duration: 1000}` ran 5
+# jobs per 5 s. Node BullMQ turns the delay into a deadline and, while it lies ahead, sleeps
+# until it and then asks for a job directly (no marker wait). This Worker does the same.
+# The limit itself lives in Redis (`<prefix>:<queue>:limiter`), so it is shared by every
+# worker process of the queue.
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class RateLimitAwareWorker(Worker):
+    """A bullmq Worker that honours `limiter` (and `Queue.setGlobalRateLimit`)."""
+
+    def __init__(self, name: str, processor: Any, opts: dict[str, Any] | None = None) -> None:
+        super().__init__(name, processor, cast(Any, opts or {}))
+        # Set by close/pause to cut a rate-limit sleep short.
+        self._limit_wakeup = asyncio.Event()
+
+    async def moveToActive(self, token: str) -> Job | None:
+        result = await self.backend.moveToActive(token, self.opts)
+        job_data, job_id, limit_delay, delay_until = result or (None, None, 0, 0)
+        delay_ms = int(limit_delay or 0)
+        limit_until = _now_ms() + delay_ms if delay_ms > 0 else 0
+        job: Job | None = await self.nextJobFromJobData(
+            job_data, job_id, limit_until, delay_until or 0, token
+        )
+        return job
+
+    async def getNextJob(self, token: str) -> Job | None:
+        delay_ms = self.limitUntil - _now_ms()
+        if delay_ms <= 0 or self.closing:
+            job: Job | None = await super().getNextJob(token)
+            return job
+        try:
+            await asyncio.wait_for(self._limit_wakeup.wait(), delay_ms / 1000)
+        except TimeoutError:
+            pass
+        if self.closing or self.paused:
+            return None
+        # The limit has expired: ask directly. The jobs are in `wait` already, and the marker
+        # that announced them was consumed, so a marker wait would sleep for drainDelay.
+        job = await self.moveToActive(token)
+        if job is not None:
+            self.emit("active", job, "waiting")
+        return job
+
+    async def close(self, force: bool = False) -> None:
+        self._limit_wakeup.set()
+        await super().close(force)
+
+    async def pause(self, do_not_wait_active: bool = False) -> None:
+        self._limit_wakeup.set()
+        await super().pause(do_not_wait_active)
+
+    def resume(self) -> None:
+        self._limit_wakeup.clear()
+        super().resume()
+
+
+# --- Sync processors (BULLMQ-NOTES item 9) ---------------------------------------------------
+# bullmq awaits whatever the processor returns, so a plain `def` fails every job with
+# "object int can't be used in 'await' expression". Handlers may be sync or async here: a
+# sync one runs in a thread so that it cannot block the event loop (and the lock renewals).
+
+
+async def call_handler(handler: Callable[..., Any], *args: Any) -> Any:
+    """Call a sync or async handler and return its result, never blocking the loop."""
+    if inspect.iscoroutinefunction(handler):
+        return await handler(*args)
+    result = await asyncio.to_thread(handler, *args)
+    if inspect.isawaitable(result):  # e.g. an object whose __call__ is async
+        result = await result
+    return result
+
+
+# --- Async event listeners (BULLMQ-NOTES item 6) ---------------------------------------------
+# bullmq's EventEmitter calls listeners synchronously and drops what they return, so an
+# `async def` listener never runs ("coroutine ... was never awaited").
+
+_listener_tasks: set[asyncio.Task[Any]] = set()
+
+
+def add_listener(emitter: Any, event: str, callback: Callable[..., Any]) -> Callable[..., None]:
+    """`emitter.on(event, callback)` that also accepts async callbacks; returns the listener.
+
+    An async callback is run as a task on the running loop (a reference is kept until it
+    ends; its exceptions are logged). Pass the returned listener to `emitter.off` to remove it.
+    """
+
+    def listener(*args: Any, **kwargs: Any) -> None:
+        result = callback(*args, **kwargs)
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+            _listener_tasks.add(task)
+            task.add_done_callback(_listener_done)
+
+    emitter.on(event, listener)
+    return listener
+
+
+def _listener_done(task: asyncio.Task[Any]) -> None:
+    _listener_tasks.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("Event listener failed", exc_info=task.exception())
+
+
+# --- Worker discovery across Node and Python (BULLMQ-NOTES item 7) --------------------------
+# Python bullmq names a worker's connections `<prefix>:<queue>`, Node BullMQ
+# `<prefix>:<base64(queue)>`, both optionally followed by `:w:<worker name>`; each side's
+# getWorkers sees only its own. A worker holds two connections (commands + blocking wait)
+# under one name, so connections are paired into workers, never counted one by one.
+# Node's QueueEvents connection (`...:qe`) is not a worker.
+
+
+def parse_client_list(text: str) -> list[dict[str, str]]:
+    """Parse the raw reply of CLIENT LIST (one `key=value ...` line per connection)."""
+    clients = []
+    for line in text.splitlines():
+        fields: dict[str, str] = {}
+        for pair in line.split(" "):
+            key, sep, value = pair.partition("=")
+            if sep:
+                fields[key] = value
+        if fields:
+            clients.append(fields)
+    return clients
+
+
+def _node_queue_name(segment: str) -> str | None:
+    """The queue name a Node client-name segment encodes, or None if it is not base64 text."""
+    if len(segment) % 4 or not segment:
+        return None
+    try:
+        decoded = base64.b64decode(segment, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    if not decoded or ":" in decoded or not decoded.isprintable():
+        return None
+    if base64.b64encode(decoded.encode("utf-8")).decode("ascii") != segment:
+        return None
+    return decoded
+
+
+def find_workers(
+    clients: Iterable[Mapping[str, Any]], prefix: str, queue: str | None = None,
+    known_queues: Collection[str] = (),
+) -> list[dict[str, Any]]:
+    """BullMQ workers (Python and Node) among CLIENT LIST entries, one dict per worker.
+
+    `queue` keeps the workers of one queue; `known_queues` settles a name that reads both as a
+    Python queue name and as base64 (a known queue name wins, as Python).
+    Each dict: queue, name, addr, age_s, idle_s, language, client_name, connections.
+    """
+    head = f"{prefix}:"
+    groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
+    for client in clients:
+        raw = str(client.get("name") or "")
+        if not raw.startswith(head):
+            continue
+        segment, _, suffix = raw[len(head):].partition(":")
+        if suffix and not suffix.startswith("w:"):
+            continue  # `qe` (Node QueueEvents) and anything else that is not a worker
+        node_queue = None if segment in known_queues else _node_queue_name(segment)
+        if node_queue is not None:
+            queue_name, language = node_queue, "node"
+        else:
+            queue_name, language = segment, "python"
+        if not queue_name or (queue is not None and queue_name != queue):
+            continue
+        groups.setdefault((queue_name, language, raw), []).append(client)
+
+    workers = []
+    for (queue_name, language, raw), connections in groups.items():
+        # Connections sharing a name are paired in the order Redis created them (client id).
+        ordered = sorted(connections, key=lambda c: int(c.get("id") or 0))
+        for start in range(0, len(ordered), 2):
+            pair = ordered[start:start + 2]
+            first = pair[0]
+            worker_name = raw[len(head):].partition(":")[2][2:]
+            workers.append({
+                "queue": queue_name,
+                "name": worker_name or None,
+                "addr": str(first.get("addr") or ""),
+                "age_s": max(int(c.get("age") or 0) for c in pair),
+                "idle_s": min(int(c.get("idle") or 0) for c in pair),
+                "language": language,
+                "client_name": raw,
+                "connections": len(pair),
+            })
+    workers.sort(key=lambda w: (w["queue"], w["language"], w["client_name"], w["addr"]))
+    return workers
