@@ -73,7 +73,10 @@ class Settings(BaseSettings):
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = Field(default=3000, ge=0, le=65535)
     dashboard_auth: str | None = Field(
-        default=None, description="user:password (basic) or a bearer token"
+        default=None, description="user:password (basic) or a bearer token; comma-separated"
+    )
+    dashboard_viewer_auth: str | None = Field(
+        default=None, description="Credentials (same forms) with the read-only role"
     )
     dashboard_read_only: bool = False
 

@@ -1,0 +1,225 @@
+"""Who may see and change what: authentication, roles, CSRF, read-only mode, headers.
+
+One pure-ASGI middleware guards every route, so no handler can forget a check:
+- Authentication when DASHBOARD_AUTH is set: HTTP Basic (`user:password`) or a bearer token
+  (a browser may also send the token as the Basic password). DASHBOARD_VIEWER_AUTH adds
+  credentials with the read-only role.
+- Every state change (any method but GET/HEAD/OPTIONS) needs the CSRF token (header
+  `X-CSRF-Token`, or form field `csrf_token`) matching the `mq_csrf` cookie; and is refused
+  with 403 for the read-only role or in read-only mode (DASHBOARD_READ_ONLY).
+- Security headers on every response: a CSP without inline script, no framing, no sniffing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import secrets
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.datastructures import MutableHeaders
+from starlette.requests import HTTPConnection
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+CSRF_COOKIE = "mq_csrf"
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+MAX_FORM_BYTES = 11 * 1024 * 1024  # a job's data may be edited in a form: allow ~10 MB
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "frame-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; "
+    "object-src 'none'"
+)
+
+
+@dataclass(frozen=True)
+class Credential:
+    user: str
+    secret: str
+    is_token: bool
+    can_write: bool
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is asking; stored in scope["mailqueue.identity"]."""
+
+    user: str
+    can_write: bool
+
+
+def parse_credentials(value: str | None, can_write: bool) -> list[Credential]:
+    """`user:password` or `token`, several separated by commas."""
+    result = []
+    for item in (value or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        user, sep, password = item.partition(":")
+        if sep:
+            if not user or not password:
+                raise ValueError("DASHBOARD_AUTH entries are user:password or a token")
+            result.append(Credential(user, password, False, can_write))
+        else:
+            result.append(Credential("token", item, True, can_write))
+    return result
+
+
+class SecurityMiddleware:
+    def __init__(
+        self, app: ASGIApp, *, credentials: list[Credential], read_only: bool,
+        realm: str = "mailqueue",
+    ) -> None:
+        self.app = app
+        self.credentials = credentials
+        self.read_only = read_only
+        self.realm = realm
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        conn = HTTPConnection(scope)
+        identity = self._authenticate(conn)
+        if identity is None:
+            await _plain(send, 401, "Authentication required",
+                         {"www-authenticate": f'Basic realm="{self.realm}", charset="UTF-8"'})
+            return
+        if self.read_only:
+            identity = Identity(identity.user, can_write=False)
+        scope["mailqueue.identity"] = identity
+
+        csrf = conn.cookies.get(CSRF_COOKIE) or ""
+        fresh_csrf = "" if _valid_token_shape(csrf) else secrets.token_urlsafe(32)
+        scope["mailqueue.csrf"] = csrf if not fresh_csrf else fresh_csrf
+
+        method = scope.get("method", "GET")
+        if method not in SAFE_METHODS:
+            if not identity.can_write:
+                await _plain(send, 403, "Read-only: this dashboard does not allow changes")
+                return
+            body, receive = await _buffer_body(receive)
+            if body is None:
+                await _plain(send, 413, "Request body too large")
+                return
+            sent = conn.headers.get(CSRF_HEADER) or _form_token(conn, body)
+            if fresh_csrf or not sent or not hmac.compare_digest(sent, csrf):
+                await _plain(send, 403, "Missing or wrong CSRF token: reload the page")
+                return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("content-security-policy", CONTENT_SECURITY_POLICY)
+                headers.setdefault("x-content-type-options", "nosniff")
+                headers.setdefault("x-frame-options", "DENY")
+                headers.setdefault("referrer-policy", "same-origin")
+                if fresh_csrf:
+                    headers.append(
+                        "set-cookie",
+                        f"{CSRF_COOKIE}={fresh_csrf}; Path=/; SameSite=Strict; HttpOnly",
+                    )
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    def _authenticate(self, conn: HTTPConnection) -> Identity | None:
+        if not self.credentials:
+            return Identity("anonymous", can_write=True)
+        header = conn.headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        scheme = scheme.lower()
+        if scheme == "bearer":
+            return self._match(None, value.strip(), token_only=True)
+        if scheme == "basic":
+            try:
+                decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                return None
+            user, _, password = decoded.partition(":")
+            return self._match(user, password, token_only=False)
+        return None
+
+    def _match(self, user: str | None, secret: str, token_only: bool) -> Identity | None:
+        found: Identity | None = None
+        for cred in self.credentials:
+            # Compare every credential, so timing does not tell which user exists.
+            secret_ok = hmac.compare_digest(cred.secret.encode(), secret.encode())
+            if cred.is_token:
+                if secret_ok and found is None:
+                    found = Identity(user or "token", cred.can_write)
+            elif not token_only:
+                user_ok = hmac.compare_digest(cred.user.encode(), (user or "").encode())
+                if user_ok and secret_ok and found is None:
+                    found = Identity(cred.user, cred.can_write)
+        return found
+
+
+def identity_of(conn: HTTPConnection) -> Identity:
+    identity: Identity = conn.scope.get("mailqueue.identity") or Identity("anonymous", True)
+    return identity
+
+
+def csrf_token_of(conn: HTTPConnection) -> str:
+    return str(conn.scope.get("mailqueue.csrf", ""))
+
+
+def _valid_token_shape(token: str) -> bool:
+    return 32 <= len(token) <= 64 and all(c.isalnum() or c in "-_" for c in token)
+
+
+def _form_token(conn: HTTPConnection, body: bytes) -> str | None:
+    content_type = conn.headers.get("content-type", "")
+    if not content_type.startswith("application/x-www-form-urlencoded"):
+        return None
+    values = parse_qs(body.decode("latin-1"), max_num_fields=10_000).get(CSRF_FIELD)
+    return values[0] if values else None
+
+
+async def _buffer_body(receive: Receive) -> tuple[bytes | None, Receive]:
+    """Read the whole body (bounded), and give the app a receive that replays it."""
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_FORM_BYTES:
+            return None, receive
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    body = b"".join(chunks)
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return body, replay
+
+
+async def _plain(send: Send, status: int, text: str, headers: dict[str, str] | None = None
+                 ) -> None:
+    raw = [(b"content-type", b"text/plain; charset=utf-8"),
+           (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+           (b"x-content-type-options", b"nosniff")]
+    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": text.encode()})
