@@ -1,27 +1,22 @@
-"""The dashboard application, built from data: routes, templates, lifespan.
-
-Issue 4 grows this into the full dashboard; for now it lists every queue with its counts.
-"""
+"""The dashboard application, built from data: one route table, middleware, lifespan."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.templating import Jinja2Templates
 
+from dashboard.render import ROOT, render
+from dashboard.security import SecurityMiddleware, parse_credentials
 from mailqueue.manager import MailManager
 from mailqueue.settings import Settings
-
-ROOT = Path(__file__).resolve().parent.parent
-templates = Jinja2Templates(directory=str(ROOT / "templates"))
 
 # Every state column of the overview, in reading order.
 OVERVIEW_STATES = ("waiting", "active", "delayed", "prioritized", "waiting-children",
@@ -43,9 +38,7 @@ async def _overview_rows(mail: MailManager) -> list[dict[str, Any]]:
 
 async def overview(request: Request) -> Response:
     rows = await _overview_rows(_mail(request))
-    return templates.TemplateResponse(
-        request, "pages/overview.html", {"queues": rows, "states": OVERVIEW_STATES}
-    )
+    return render(request, "pages/overview.html", {"queues": rows, "states": OVERVIEW_STATES})
 
 
 async def api_queues(request: Request) -> Response:
@@ -57,8 +50,21 @@ async def health(request: Request) -> Response:
     return JSONResponse(report, status_code=200 if report["healthy"] else 503)
 
 
+def routes() -> list[Route | Mount]:
+    """The one route table: every page, its JSON twin, every action."""
+    return [
+        Route("/", overview, name="overview"),
+        Route("/api/queues", api_queues, name="api_queues"),
+        Route("/health", health, name="health"),
+        Mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static"),
+    ]
+
+
 def create_app(settings: Settings | None = None, mail: MailManager | None = None) -> Starlette:
     """The dashboard app. Given a started MailManager it shares it; else it owns one."""
+    settings = settings or (mail.settings if mail else Settings())
+    credentials = parse_credentials(settings.dashboard_auth, can_write=True)
+    credentials += parse_credentials(settings.dashboard_viewer_auth, can_write=False)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -70,10 +76,8 @@ def create_app(settings: Settings | None = None, mail: MailManager | None = None
             app.state.mail = owned
             yield
 
-    routes = [
-        Route("/", overview, name="overview"),
-        Route("/api/queues", api_queues, name="api_queues"),
-        Route("/health", health, name="health"),
-        Mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static"),
+    middleware = [
+        Middleware(SecurityMiddleware, credentials=credentials,
+                   read_only=settings.dashboard_read_only),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes(), middleware=middleware, lifespan=lifespan)

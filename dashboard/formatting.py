@@ -1,0 +1,71 @@
+"""Jinja2 filters that turn raw job fields into what a person reads."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import jinja2
+
+
+def timestamp(ms: int | float | None) -> str:
+    """Epoch milliseconds as `2026-11-28 16:51:07` (UTC)."""
+    if not ms:
+        return "–"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def ago(ms: int | float | None, now_ms: float | None = None) -> str:
+    """Epoch milliseconds as `5 s ago`, `3 min ago`, `in 2 h`."""
+    if not ms:
+        return "–"
+    delta = ((now_ms if now_ms is not None else time.time() * 1000) - ms) / 1000
+    future = delta < 0
+    text = duration(abs(delta) * 1000)
+    return f"in {text}" if future else f"{text} ago"
+
+
+def duration(ms: int | float | None) -> str:
+    """A span in milliseconds as `850 ms`, `12.3 s`, `4 min 10 s`, `2 h 5 min`, `3 d 4 h`."""
+    if ms is None:
+        return "–"
+    ms = float(ms)
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
+def pretty_json(value: Any, limit: int = 64 * 1024) -> str:
+    """Indented JSON, cut at `limit` characters (the page says when it was cut)."""
+    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[:limit]
+
+
+def compact(n: int | float | None) -> str:
+    """1234 -> 1.2k, 1500000 -> 1.5M."""
+    if n is None:
+        return "0"
+    n = float(n)
+    for unit, size in (("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.1f}".rstrip("0").rstrip(".") + unit
+    return f"{n:.0f}"
+
+
+def install(env: jinja2.Environment) -> None:
+    env.filters.update(
+        timestamp=timestamp, ago=ago, duration=duration, pretty_json=pretty_json,
+        compact=compact,
+    )

@@ -1,0 +1,53 @@
+"""Rendering: one Jinja2 environment, one helper that adds the common context.
+
+A route renders a page, or only its fragment when htmx asks for it (`HX-Request`), so the
+same partial serves the page, the htmx swap and the SSE event data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.templating import Jinja2Templates
+
+from dashboard import formatting
+from dashboard.security import csrf_token_of, identity_of
+
+ROOT = Path(__file__).resolve().parent.parent
+templates = Jinja2Templates(directory=str(ROOT / "templates"))
+templates.env.autoescape = True  # every template, whatever its extension
+formatting.install(templates.env)
+
+
+def is_htmx(request: Request) -> bool:
+    return request.headers.get("hx-request") == "true"
+
+
+def common_context(request: Request) -> dict[str, Any]:
+    identity = identity_of(request)
+    return {
+        "csrf_token": csrf_token_of(request),
+        "user": identity.user,
+        "can_write": identity.can_write,
+    }
+
+
+def render(
+    request: Request, template: str, context: dict[str, Any], status_code: int = 200,
+    fragment: str | None = None,
+) -> HTMLResponse:
+    """The page `template`, or `fragment` alone when htmx asks and a fragment is named."""
+    name = fragment if fragment and is_htmx(request) else template
+    response: HTMLResponse = templates.TemplateResponse(
+        request, name, {**common_context(request), **context}, status_code=status_code
+    )
+    return response
+
+
+def render_fragment(request: Request, template: str, context: dict[str, Any]) -> str:
+    """A partial as a string: the data of an SSE event or of an htmx out-of-band swap."""
+    return templates.get_template(template).render({**common_context(request), **context,
+                                                    "request": request})
