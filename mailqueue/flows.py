@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -192,6 +192,8 @@ class FlowManager:
         except ValueError as exc:  # bullmq's own option checks
             raise InvalidFlowError(str(exc)) from None
         except Exception as exc:  # bullmq raises a bare Exception (e.g. missing parent)
+            if getattr(exc, "code", None) is not None:  # the root's parent cannot take it
+                raise InvalidFlowError(f"opts.parent: {exc}") from None
             raise MailQueueError(f"Cannot add flow {prepared['name']!r}: {exc}") from None
         if tree is None:
             raise MailQueueError("FlowManager is closing; the flow was not added")
@@ -243,8 +245,11 @@ class FlowManager:
             validate_job_options(opts)
         except InvalidJobOptionsError as exc:
             raise bad("opts", str(exc)) from None
-        if depth > 0 and "parent" in opts:
-            raise bad("opts", "'parent' is set by the flow itself; only the root may name one")
+        opts = dict(opts)
+        if "parent" in opts:
+            if depth > 0:
+                raise bad("opts", "'parent' is set by the flow itself; only the root names one")
+            opts["parent"] = self._parent_option(opts["parent"], bad)
         if "repeat" in opts:
             raise bad("opts", "a flow job cannot repeat; schedule the flow's root instead")
         exclusive = [o for o in _EXCLUSIVE_PARENT_OPTIONS if opts.get(o)]
@@ -259,12 +264,28 @@ class FlowManager:
             "name": name,
             "queueName": queue,
             "data": data if data is not None else {},
-            "opts": merge_job_options(self._queues.default_job_options, dict(opts)),
+            "opts": merge_job_options(self._queues.default_job_options, opts),
             "children": [
                 self._prepare(child, f"{prefix}[{index}]", depth + 1)
                 for index, child in enumerate(children)
             ],
         }
+
+    def _parent_option(
+        self, parent: Any, bad: Callable[[str, str], InvalidFlowError]
+    ) -> dict[str, str]:
+        """The root's `parent` option: {id, queue}, queue qualified with the prefix if bare."""
+        if not isinstance(parent, Mapping) or not isinstance(parent.get("queue"), str) \
+                or not isinstance(parent.get("id"), str) or not parent.get("id"):
+            raise bad("opts.parent", f"must be {{'id': str, 'queue': str}}, not {parent!r}")
+        queue = parent["queue"]
+        if ":" not in queue:  # a bare queue name; BullMQ wants "<prefix>:<queue>"
+            try:
+                validate_queue_name(queue)
+            except MailQueueError as exc:
+                raise bad("opts.parent.queue", str(exc)) from None
+            queue = f"{self.prefix}:{queue}"
+        return {"id": parent["id"], "queue": queue}
 
     # --- reading -----------------------------------------------------------------------------
 

@@ -315,3 +315,48 @@ async def test_facade_add_and_get_flow(mail: MailManager) -> None:
     tree = await mail.get_flow("emails", added["job_id"])
     assert tree["state"] == "waiting-children" and len(tree["children"]) == 1
     assert (await mail.get_flow_metrics())["by_state"] == {"waiting-children": 1}
+
+
+async def test_flow_attached_under_an_existing_parent(fx: Flows) -> None:
+    outer = await fx.flows.add_flow(nested())
+    inner = await fx.flows.add_flow({
+        "name": "extra", "queueName": "renders",
+        "opts": {"parent": {"id": outer["job_id"], "queue": "reports"}},
+        "children": [{"name": "extra-kid", "queueName": "renders"}],
+    })
+    assert inner["tree"]["parent"] == {"queue": "reports", "id": outer["job_id"]}
+    tree = await fx.flows.get_flow("reports", outer["job_id"])
+    assert tree["pending"] == 3
+    assert by_name(tree)["extra"]["children"][0]["name"] == "extra-kid"
+    with pytest.raises(InvalidFlowError, match=r"^opts\.parent:"):
+        await fx.flows.add_flow({"name": "orphan", "queueName": "renders",
+                                 "opts": {"parent": {"id": "missing", "queue": "reports"}}})
+    with pytest.raises(InvalidFlowError, match=r"^opts\.parent:"):
+        await fx.flows.add_flow({"name": "orphan", "queueName": "renders",
+                                 "opts": {"parent": "reports"}})
+
+
+async def test_tree_is_read_in_few_round_trips_whatever_its_width(
+    fx: Flows, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    added = await fx.flows.add_flow({
+        "name": "wide", "queueName": "reports",
+        "children": [
+            {"name": f"kid-{i}", "queueName": "renders",
+             "children": [{"name": f"leaf-{i}", "queueName": "reports"}]}
+            for i in range(50)
+        ],
+    })
+    calls: list[int] = []
+    make_pipeline = fx.client.pipeline
+
+    def counting_pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = make_pipeline(*args, **kwargs)
+        calls.append(1)
+        return pipe
+
+    monkeypatch.setattr(fx.client, "pipeline", counting_pipeline)
+    tree = await fx.flows.get_flow("reports", added["job_id"])
+    assert len(by_name(tree)) == 1 + 50 + 50
+    # Three levels, at most two round trips each; nothing per node.
+    assert len(calls) <= 6
