@@ -8,7 +8,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -52,8 +52,9 @@ def _setup_logging(settings: Settings) -> None:
     )
 
 
-def _run(main: Callable[[], Awaitable[int | None]]) -> None:
+def _run(main: Callable[[], Coroutine[Any, Any, int | None]]) -> None:
     """Run `main` on a fresh loop; MailQueueError becomes one line and exit code 1."""
+    code: int | None
     try:
         code = asyncio.run(main())
     except MailQueueError as exc:
