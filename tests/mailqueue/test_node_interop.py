@@ -242,3 +242,54 @@ async def test_an_idle_named_node_worker_on_another_queue_is_not_listed(
     assert workers[0]["language"] == "node"
     assert await mail.workers.list_workers("quiet") == []
     await worker.stop()
+
+
+# Node names its connections `<prefix>:<base64(queue)>`: names whose base64 holds '+', '/' or
+# '=' padding, non-ASCII names, and a name that is itself valid base64 text.
+@pytest.mark.parametrize("queue", ["emails", "courriels-été", "a?b>c", "Zm9v", "with space"])
+async def test_node_workers_are_found_whatever_the_queue_name(
+    mail: MailManager, node: Any, queue: str
+) -> None:
+    worker = await node.start("work", queue=queue, seconds=30)
+    await worker.wait_for("ready")
+    mine = await eventually(lambda: mail.workers.list_workers(queue), lambda ws: len(ws) == 1)
+    assert mine[0]["language"] == "node" and mine[0]["queue"] == queue
+    everywhere = await mail.workers.list_workers()
+    assert [(w["queue"], w["language"]) for w in everywhere] == [(queue, "node")]
+    await worker.stop()
+
+
+# --- events --------------------------------------------------------------------------------
+
+
+async def test_events_of_a_node_worker_reach_python_listeners(
+    mail: MailManager, node: Any
+) -> None:
+    queue = "node-events"
+    seen: list[dict[str, Any]] = []
+    mail.on_event(queue, None, seen.append)
+    completed: list[dict[str, Any]] = []
+
+    async def on_completed(event: dict[str, Any]) -> None:
+        completed.append(event)
+
+    mail.on_event(queue, "completed", on_completed)
+
+    added = await node.run("add", queue=queue, jobs=[
+        {"name": "send", "data": {"progress": [40]}},
+    ])
+    job_id = added[0]["id"]
+    await node.run("work", queue=queue, jobs=1, seconds=15)
+
+    await eventually(lambda: _value(completed), lambda c: len(c) == 1)
+    assert completed[0]["jobId"] == job_id and completed[0]["queue"] == queue
+    assert completed[0]["returnvalue"]["by"] == "node"
+    kinds = [e["event"] for e in seen if e.get("jobId") == job_id]
+    assert {"added", "active", "progress", "completed"} <= set(kinds)
+    assert kinds.index("active") < kinds.index("completed")
+    progress = next(e for e in seen if e["event"] == "progress")
+    assert progress["data"] == 40
+
+
+async def _value(value: T) -> T:
+    return value
