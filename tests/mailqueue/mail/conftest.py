@@ -1,0 +1,55 @@
+"""Mail fixtures: a real SMTP sink under the test's prefix, and a transport pointed at it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from bullmq import Job, Queue
+
+from mailqueue.bullmq_fixes import connection_options
+from mailqueue.mail.sink import MailSink
+from mailqueue.mail.transport import SmtpTransport
+
+
+@pytest.fixture
+async def sink(redis_client: aioredis.Redis, prefix: str) -> AsyncIterator[MailSink]:
+    server = MailSink(redis_client, prefix)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def transport(sink: MailSink) -> AsyncIterator[SmtpTransport]:
+    smtp = SmtpTransport(sink.url + "&timeout=5")
+    yield smtp
+    await smtp.close()
+
+
+@pytest.fixture
+async def queue(redis_url: str, prefix: str) -> AsyncIterator[Queue]:
+    q = Queue("emails", {"connection": connection_options(redis_url), "prefix": prefix})
+    yield q
+    await q.close()
+
+
+async def add_job(queue: Queue, name: str, data: Any, **opts: Any) -> Job:
+    return await queue.add(name, data, opts)
+
+
+async def received(sink: MailSink, n: int = 50) -> list[EmailMessage]:
+    """The sink's messages, oldest first, parsed with the modern policy (decoded headers)."""
+    summaries = await sink.outbox.list_messages(n)
+    parsed: list[EmailMessage] = []
+    for summary in reversed(summaries):
+        full = await sink.outbox.get_message(summary["id"])
+        assert full is not None
+        message = message_from_bytes(full["raw"].encode(), policy=policy.default)
+        assert isinstance(message, EmailMessage)
+        parsed.append(message)
+    return parsed
