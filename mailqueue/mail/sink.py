@@ -1,0 +1,355 @@
+"""The development sink: an in-process SMTP server that keeps what it receives in Redis.
+
+When no `SMTP_URL` is configured, the process that runs the worker starts a `MailSink`:
+aiosmtpd on 127.0.0.1 (a free port unless one is given), on the running event loop. Each
+message received over a real SMTP conversation goes to a capped Redis stream,
+`<prefix>:__mailqueue__:outbox` (the newest 1,000 by default), so any process — the
+dashboard's outbox page, a test, another worker — reads it through `Outbox`.
+
+The sink also records where it listens under `<prefix>:__mailqueue__:sink`, so a worker
+process started without `SMTP_URL` finds it (see `registered_sink_url`).
+
+For tests, `fail_recipient()` makes the sink answer a chosen SMTP reply (421, 451, 550...)
+for a recipient, for ever or a given number of times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from email import message_from_bytes
+from email.header import decode_header, make_header
+from email.message import Message
+from typing import Any, TypedDict
+
+import redis.asyncio as aioredis
+from aiosmtpd.smtp import SMTP as SMTPServer
+from aiosmtpd.smtp import Envelope, Session
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_MESSAGES = 1000
+# Keys of the mail package live under `<prefix>:__mailqueue__:` — a name no BullMQ queue has,
+# and never ending in :meta, :id or :events, so queue discovery does not mistake them.
+NAMESPACE = "__mailqueue__"
+
+
+def outbox_key(prefix: str) -> str:
+    return f"{prefix}:{NAMESPACE}:outbox"
+
+
+def sink_key(prefix: str) -> str:
+    return f"{prefix}:{NAMESPACE}:sink"
+
+
+class OutboxSummary(TypedDict):
+    """One received message, as the outbox list shows it."""
+
+    id: str  # the stream id: a timestamp-ordered, unique key for get_message()
+    message_id: str
+    received_at: int  # ms since the epoch
+    envelope_from: str
+    envelope_to: list[str]
+    from_: str
+    to: str
+    subject: str
+    size: int
+
+
+class OutboxMessage(OutboxSummary):
+    """One received message in full: the raw source and its decoded parts."""
+
+    raw: str
+    headers: list[tuple[str, str]]
+    text: str | None
+    html: str | None
+    attachments: list[str]
+
+
+def _decoded(value: str | None) -> str:
+    if not value:
+        return ""
+    try:
+        return str(make_header(decode_header(value)))
+    except Exception:
+        return value
+
+
+def _part_text(part: Message) -> str:
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return payload.decode(charset, "replace")
+    except LookupError:
+        return payload.decode("utf-8", "replace")
+
+
+class Outbox:
+    """Read and write the sink's capped store of received messages."""
+
+    def __init__(
+        self, redis: aioredis.Redis, prefix: str, max_messages: int = DEFAULT_MAX_MESSAGES
+    ) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.key = outbox_key(prefix)
+        self.max_messages = max_messages
+
+    async def add(self, envelope_from: str, envelope_to: list[str], raw: bytes) -> str:
+        parsed = message_from_bytes(raw)
+        fields: dict[Any, Any] = {
+            "message_id": parsed.get("Message-ID", ""),
+            "received_at": int(time.time() * 1000),
+            "envelope_from": envelope_from,
+            "envelope_to": json.dumps(envelope_to),
+            "from": _decoded(parsed.get("From")),
+            "to": _decoded(parsed.get("To")),
+            "subject": _decoded(parsed.get("Subject")),
+            "size": len(raw),
+            "raw": raw.decode("utf-8", "replace"),
+        }
+        stream_id = await self.redis.xadd(
+            self.key, fields, maxlen=self.max_messages, approximate=False
+        )
+        return stream_id if isinstance(stream_id, str) else stream_id.decode()
+
+    async def list_messages(self, n: int = 50) -> list[OutboxSummary]:
+        """The newest `n` messages, newest first, without their source."""
+        entries: Any = await self.redis.xrevrange(self.key, count=n) if n > 0 else []
+        return [self._summary(_text(stream_id), _fields(fields)) for stream_id, fields in entries]
+
+    async def get_message(self, message_id: str) -> OutboxMessage | None:
+        """One message by its stream id (from list_messages), or None when gone."""
+        try:
+            entries: Any = await self.redis.xrange(self.key, message_id, message_id, count=1)
+        except aioredis.ResponseError:
+            return None  # not a stream id
+        if not entries:
+            return None
+        stream_id, raw_fields = entries[0]
+        fields = _fields(raw_fields)
+        summary = self._summary(_text(stream_id), fields)
+        raw = fields.get("raw", "")
+        parsed = message_from_bytes(raw.encode("utf-8", "surrogateescape"))
+        text = html = None
+        attachments: list[str] = []
+        for part in parsed.walk():
+            if part.is_multipart():
+                continue
+            filename = part.get_filename()
+            if filename or part.get_content_disposition() == "attachment":
+                attachments.append(_decoded(filename) if filename else "(unnamed)")
+            elif part.get_content_type() == "text/plain" and text is None:
+                text = _part_text(part)
+            elif part.get_content_type() == "text/html" and html is None:
+                html = _part_text(part)
+        return OutboxMessage(
+            **summary,
+            raw=raw,
+            headers=[(name, _decoded(value)) for name, value in parsed.items()],
+            text=text,
+            html=html,
+            attachments=attachments,
+        )
+
+    async def count(self) -> int:
+        return int(await self.redis.xlen(self.key))
+
+    async def clear(self) -> None:
+        await self.redis.delete(self.key)
+
+    @staticmethod
+    def _summary(stream_id: str, fields: dict[str, str]) -> OutboxSummary:
+        return OutboxSummary(
+            id=stream_id,
+            message_id=fields.get("message_id", ""),
+            received_at=int(fields.get("received_at", 0) or 0),
+            envelope_from=fields.get("envelope_from", ""),
+            envelope_to=json.loads(fields.get("envelope_to", "[]")),
+            from_=fields.get("from", ""),
+            to=fields.get("to", ""),
+            subject=fields.get("subject", ""),
+            size=int(fields.get("size", 0) or 0),
+        )
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _fields(raw: dict[Any, Any]) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in raw.items()}
+
+
+async def registered_sink_url(redis: aioredis.Redis, prefix: str) -> str | None:
+    """The SMTP URL of a running sink under this prefix, if one registered itself."""
+    value = await redis.get(sink_key(prefix))
+    return _text(value) if value else None
+
+
+@dataclass
+class _Fault:
+    code: int
+    message: str
+    times: int | None  # None: for ever
+
+
+class MailSink:
+    """aiosmtpd on the running loop, storing each message in the Redis outbox.
+
+    >>> sink = MailSink(redis_client, "bull")
+    >>> await sink.start()          # sink.url == "smtp://127.0.0.1:<port>"
+    >>> await sink.outbox.list_messages(10)
+    >>> await sink.stop()
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        prefix: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_messages: int = DEFAULT_MAX_MESSAGES,
+        register: bool = True,
+    ) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.host = host
+        self.port = port
+        self.outbox = Outbox(redis, prefix, max_messages)
+        self.register = register
+        self.received = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._sessions: set[SMTPServer] = set()
+        self._faults: dict[str, _Fault] = {}
+
+    @property
+    def url(self) -> str:
+        """Where to send: the value for SMTP_URL (starttls=false: the sink speaks plain SMTP)."""
+        return f"smtp://{self.host}:{self.port}?starttls=false"
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    async def start(self) -> MailSink:
+        """Listen (again, on the same port after a stop). Idempotent."""
+        if self._server is not None:
+            return self
+        loop = asyncio.get_running_loop()
+
+        def factory() -> SMTPServer:
+            session = _TrackedSMTP(self, hostname="mailqueue-sink", ident="mailqueue sink",
+                                   loop=loop)
+            return session
+
+        self._server = await loop.create_server(factory, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        if self.register:
+            await self.redis.set(sink_key(self.prefix), self.url)
+        log.info("SMTP sink listening on %s:%s", self.host, self.port)
+        return self
+
+    async def stop(self) -> None:
+        """Stop listening and drop every open session (clients see a closed connection)."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        for session in list(self._sessions):
+            if session.transport is not None:
+                session.transport.close()
+        self._sessions.clear()
+        await server.wait_closed()
+        if self.register:
+            try:
+                current = await self.redis.get(sink_key(self.prefix))
+                if current is not None and _text(current) == self.url:
+                    await self.redis.delete(sink_key(self.prefix))
+            except Exception:  # Redis may be gone first at shutdown
+                log.debug("could not unregister the sink", exc_info=True)
+
+    async def __aenter__(self) -> MailSink:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # --- faults, for tests -------------------------------------------------------------------
+
+    def fail_recipient(
+        self, address: str, code: int = 550, message: str | None = None,
+        times: int | None = None,
+    ) -> None:
+        """Answer RCPT TO `address` with `code` (e.g. 421, 451, 550), `times` times or always."""
+        text = message or {
+            421: "Service not available, closing channel",
+            450: "Mailbox unavailable, try again later",
+            451: "Local error in processing, try again later",
+            550: "No such user here",
+            552: "Mailbox full",
+            553: "Mailbox name not allowed",
+        }.get(code, "Refused by the test sink")
+        self._faults[address.lower()] = _Fault(code, text, times)
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+
+    def _fault_for(self, address: str) -> _Fault | None:
+        fault = self._faults.get(address.lower())
+        if fault is None:
+            return None
+        if fault.times is not None:
+            fault.times -= 1
+            if fault.times <= 0:
+                del self._faults[address.lower()]
+        return fault
+
+    # --- aiosmtpd hooks ------------------------------------------------------------------------
+
+    async def handle_RCPT(
+        self, server: SMTPServer, session: Session, envelope: Envelope, address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        fault = self._fault_for(address)
+        if fault is not None:
+            if fault.code == 421:
+                # 421 closes the session, as a real server shutting down would.
+                transport = server.transport
+                if transport is not None:
+                    asyncio.get_running_loop().call_later(0.05, transport.close)
+            return f"{fault.code} {fault.message}"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or envelope.content or b""
+        raw = content if isinstance(content, bytes) else content.encode("utf-8")
+        try:
+            await self.outbox.add(envelope.mail_from or "", list(envelope.rcpt_tos), raw)
+        except Exception:
+            log.exception("the sink could not store a message in Redis")
+            return "451 Requested action aborted: the sink could not store the message"
+        self.received += 1
+        return "250 Message accepted for delivery"
+
+
+class _TrackedSMTP(SMTPServer):
+    """An aiosmtpd session that the sink can close on stop()."""
+
+    def __init__(self, sink: MailSink, **kwargs: Any) -> None:
+        super().__init__(sink, **kwargs)
+        self._sink = sink
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._sink._sessions.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._sink._sessions.discard(self)
+        super().connection_lost(error)
