@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mailqueue.mail.errors import TemplateNotFoundError, TemplateRenderError
 from mailqueue.mail.templates import BUILTIN_TEMPLATES, TemplateRenderer
 
-VARIABLES = {
+VARIABLES: dict[str, dict[str, Any]] = {
     "welcome": {"name": "Ada"},
     "newsletter": {"campaign": "Issue 7", "articles": [{"title": "T", "summary": "S"}]},
     "reset-password": {"reset_url": "https://example.com/reset?t=1"},
