@@ -23,7 +23,10 @@ from mailqueue.mail.errors import DeliveryInProgressError
 from mailqueue.mail.sink import NAMESPACE
 
 DEFAULT_RECORD_TTL_S = 7 * 24 * 3600  # longer than any sane retry schedule
-DEFAULT_CLAIM_TTL_MS = 120_000  # longer than one SMTP transaction with its timeouts
+# How long a run that died mid-send (SIGKILL) blocks the next run of its job. A stalled job
+# is re-run after ~30 s at the soonest (bullmq's stalledInterval), so a claim of the same
+# length has usually expired by then; a run that finds it held is retried with backoff.
+DEFAULT_CLAIM_TTL_MS = 30_000
 
 
 class DeliveryRecord(TypedDict):

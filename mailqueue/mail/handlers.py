@@ -220,7 +220,6 @@ def _make_handler(
         try:
             if not isinstance(data, dict):
                 raise InvalidMailDataError("job data must be an object with at least 'to'")
-            await job.updateProgress(10)
             unsubscribe_url = data.get("unsubscribe_url")
             if unsubscribe_url is not None and not isinstance(unsubscribe_url, str):
                 raise InvalidMailDataError("'unsubscribe_url' must be a string")
@@ -231,14 +230,13 @@ def _make_handler(
                 variables = _variables(data)
                 _check_variables(name, variables)
                 mail = service.renderer.render(name, variables)
-                await job.log(f"rendered template {name!r}: {mail.subject}")
             else:
                 mail = _direct_mail(data)
-                await job.log(f"message given directly: {mail.subject}")
-            await job.updateProgress(30)
             message = service.build(data, job, mail, unsubscribe_url)
+            # Few Redis round trips per message: one log line and one progress step here.
             await job.log(
-                f"built {message.message_id} for {len(message.recipients)} recipient(s), "
+                f"{'template ' + repr(name) if name else 'direct message'}: {mail.subject!r} "
+                f"as {message.message_id} to {len(message.recipients)} recipient(s), "
                 f"{len(message.data):,} bytes"
             )
             await job.updateProgress(50)
