@@ -24,6 +24,7 @@ import json
 import logging
 import re
 import time
+import weakref
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -187,6 +188,9 @@ class Subscription:
         self._closed = False
         self._sub = _Subscriber(self._queues)
         manager._attach(self._sub, self._queues)
+        # A consumer that vanishes without aclose() (a dropped SSE client) must not keep its
+        # place in the fan-out, nor keep its queues watched, forever.
+        self._release = weakref.finalize(self, manager._detach, self._sub, self._queues)
 
     def _parse_last_id(self, last_id: str) -> None:
         if _PLAIN_ID.match(last_id):
@@ -263,7 +267,7 @@ class Subscription:
         """Stop the subscription and release its place in the fan-out."""
         if not self._closed:
             self._closed = True
-            self._manager._detach(self._sub, self._queues)
+            self._release()
             with contextlib.suppress(asyncio.QueueFull):
                 self._sub.buffer.put_nowait(None)
 

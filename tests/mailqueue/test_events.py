@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -250,6 +251,19 @@ async def test_slow_subscriber_catches_up_without_loss(
     got = await take(sub, 40)
     await sub.aclose()
     assert [e["id"] for e in got] == expected
+
+
+async def test_a_dropped_subscription_leaves_the_fan_out(mail: MailManager) -> None:
+    sub = mail.events.subscribe(["gone"])
+    assert (await mail.get_event_stats())["subscribers"] == 1
+    await sub.aclose()
+    assert (await mail.get_event_stats())["subscribers"] == 0
+    mail.events.subscribe(["gone"])  # never closed, dropped at once
+    gc.collect()
+    stats = await mail.get_event_stats()
+    assert stats["subscribers"] == 0
+    await asyncio.sleep(1.5)
+    assert "gone" not in (await mail.get_event_stats())["watched_queues"]
 
 
 async def test_bad_cursor_is_a_clear_error(mail: MailManager) -> None:
