@@ -197,7 +197,8 @@ def check_unsubscribe_url(url: str) -> str:
     return _no_line_breaks("unsubscribe_url", url)
 
 
-def _header_text(value: str) -> str | Header:
+def _header_text(value: str) -> Any:
+    # A Header object: typeshed wants str, but email.mime messages flatten it encoded.
     return value if value.isascii() else Header(value, "utf-8")
 
 
