@@ -14,6 +14,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from mailqueue.errors import MailQueueError
+from mailqueue.mail.sink import registered_sink_url
 from mailqueue.manager import MailManager
 from mailqueue.settings import Settings
 
@@ -144,13 +145,7 @@ def run(
     async def main() -> int:
         stop = asyncio.Event()
         async with MailManager(settings) as mail:
-            sink = None
-            if not settings.smtp_url:
-                from mailqueue.mail.sink import MailSink
-
-                sink = MailSink(mail.client, settings.queue_prefix)
-                await sink.start()
-                mail.settings = mail.settings.model_copy(update={"smtp_url": sink.url})
+            sink = None if settings.smtp_url else await mail.start_dev_sink()
             server = _Server(mail, host, port)
             try:
                 await mail.create_queue(settings.default_queue)
@@ -174,8 +169,6 @@ def run(
             finally:
                 await server.stop()
                 await mail.close()
-                if sink is not None:
-                    await sink.stop()
         typer.echo("Stopped.")
         return 0
 
@@ -203,6 +196,11 @@ def worker(
                 mail.start_worker(name, handlers, concurrency=concurrency)
             assert mail.redis is not None
             typer.echo(mail.redis.describe())
+            if not settings.smtp_url and not await registered_sink_url(
+                mail.client, settings.queue_prefix
+            ):
+                typer.echo("Warning: no SMTP_URL and no development sink running: e-mail jobs "
+                           "will be retried until one of them is there.", err=True)
             typer.echo(f"Worker: queues {', '.join(names)}. Ctrl-C to stop.")
             with _stop_on_signals(stop):
                 await stop.wait()

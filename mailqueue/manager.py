@@ -16,6 +16,8 @@ from mailqueue.bullmq_fixes import connection_options
 from mailqueue.errors import MailQueueError, RedisUnavailableError
 from mailqueue.events import EventManager
 from mailqueue.flows import FlowManager
+from mailqueue.mail.sink import MailSink, Outbox, registered_sink_url
+from mailqueue.mail.templates import BUILTIN_TEMPLATES
 from mailqueue.queues import QueueManager
 from mailqueue.redis_server import RedisTarget, resolve_redis
 from mailqueue.settings import Settings
@@ -41,6 +43,7 @@ class MailManager:
         self._workers: WorkerManager | None = None
         self._events: EventManager | None = None
         self._flows: FlowManager | None = None
+        self._sink: MailSink | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -74,6 +77,9 @@ class MailManager:
         try:
             if self._workers is not None:
                 await self._workers.close()
+            if self._sink is not None:
+                await self._sink.stop()
+                self._sink = None
             if self._events is not None:
                 await self._events.close()
             if self._flows is not None:
@@ -165,6 +171,40 @@ class MailManager:
     async def remove_schedule(self, queue: str, scheduler_id: str) -> bool:
         """Remove a job scheduler; False when there was none."""
         return await self.queues.remove_schedule(queue, scheduler_id)
+
+    async def send(
+        self, template: str, to: str | list[str], *, queue: str | None = None,
+        job_options: dict[str, Any] | None = None, **variables: Any,
+    ) -> Job:
+        """Enqueue one e-mail on the default queue: `await mail.send("welcome", to=..., name=...)`.
+
+        A built-in template goes to its own handler (`send-welcome`...); any other template
+        name (from MAIL_TEMPLATE_DIR) goes to the generic `send-email`.
+        """
+        data: dict[str, Any] = {"to": to, **variables}
+        if template in BUILTIN_TEMPLATES:
+            name = f"send-{template}"
+        else:
+            name = "send-email"
+            data["template"] = template
+        return await self.queues.add_job(
+            queue or self.settings.default_queue, name, data, job_options or {}
+        )
+
+    async def start_dev_sink(self, host: str = "127.0.0.1", port: int = 0) -> MailSink:
+        """Receive this prefix's e-mail in a local SMTP server (development, no SMTP_URL).
+
+        Workers of any process on this Redis find the sink; the outbox keeps what it got.
+        """
+        if self._sink is None:
+            self._sink = await MailSink(self.client, self.settings.queue_prefix, host, port
+                                        ).start()
+        return self._sink
+
+    @property
+    def outbox(self) -> Outbox:
+        """The messages the development sink received (the newest first)."""
+        return Outbox(self.client, self.settings.queue_prefix)
 
     # --- workers -----------------------------------------------------------------------------
 
@@ -262,7 +302,27 @@ class MailManager:
                     self.queues.get_job_counts(name), self.workers.list_workers(name)
                 )
                 report["queues"][name] = {"counts": counts, "workers": len(workers)}
+            report["smtp"] = await self._smtp_health()
+            if report["smtp"].get("reachable") is False:
+                report["healthy"] = False
         except Exception as exc:  # health is reported, never raised
             report["healthy"] = False
             report["error"] = f"{type(exc).__name__}: {exc}"
         return report
+
+    async def _smtp_health(self) -> dict[str, Any]:
+        """Whether the SMTP server that workers would use answers (EHLO + NOOP)."""
+        from mailqueue.mail.transport import SmtpConfig, probe_smtp
+
+        url = self.settings.smtp_url
+        source = "SMTP_URL"
+        if not url:
+            url = await registered_sink_url(self.client, self.settings.queue_prefix)
+            source = "development sink"
+        if not url:
+            return {"configured": False, "detail": "no SMTP_URL and no development sink running"}
+        config = SmtpConfig.from_url(url)
+        result: dict[str, Any] = {"configured": True, "source": source,
+                                  "url": config.redacted_url()}
+        result.update(await probe_smtp(config))
+        return result

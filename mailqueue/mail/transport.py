@@ -317,3 +317,18 @@ def transport_from_settings(smtp_url: str, **overrides: Any) -> SmtpTransport:
 
         config = replace(config, **overrides)
     return SmtpTransport(config)
+
+
+async def probe_smtp(config: SmtpConfig, timeout: float = 3.0) -> dict[str, Any]:
+    """Whether the server answers a session (connect, EHLO, login, NOOP), and how fast."""
+    from dataclasses import replace
+
+    transport = SmtpTransport(replace(config, timeout=timeout), pool_size=1)
+    started = time.perf_counter()
+    try:
+        connection = await transport._connect()
+        await connection.client.noop()
+        await _quit(connection)
+    except Exception as exc:
+        return {"reachable": False, "error": str(exc)}
+    return {"reachable": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
