@@ -48,8 +48,8 @@ async def main() -> None:
         # 4. A recurring newsletter, every day at 09:00.
         schedule = await mail.schedule_job(
             "emails", "send-newsletter",
-            {"to": "subscribers@example.com", "subject": "Our news", "title": "Our news",
-             "content": "Hello!"},
+            {"to": "subscribers@example.com", "campaign": "Our daily news",
+             "articles": [{"title": "Hello", "summary": "What happened today."}]},
             cron="0 9 * * *", scheduler_id="daily-newsletter",
         )
         print(f"Scheduled {schedule['id']}: {schedule['cron']}, next run {schedule['next_run']}")
