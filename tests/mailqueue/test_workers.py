@@ -1,0 +1,304 @@
+"""WorkerManager against the suite's real Redis: routing, handlers, concurrency, close, metrics,
+listing, and stalled-job recovery after a worker process is SIGKILLed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from bullmq import Job
+
+from mailqueue.bullmq_fixes import connection_options
+from mailqueue.errors import MailQueueError
+from mailqueue.queues import QueueManager
+from mailqueue.settings import Settings
+from mailqueue.workers import HandlerRegistry, WorkerManager, default_handlers, register_handler
+
+
+@dataclass
+class Stack:
+    queues: QueueManager
+    workers: WorkerManager
+
+
+@pytest.fixture
+async def stack(settings: Settings, redis_url: str) -> AsyncIterator[Stack]:
+    connection = connection_options(redis_url)
+    client = aioredis.Redis(decode_responses=True, **connection)
+    queues = QueueManager(connection, client, settings.queue_prefix)
+    workers = WorkerManager(connection, client, settings.queue_prefix, settings)
+    yield Stack(queues, workers)
+    await workers.close(timeout=5)
+    await queues.close()
+    await client.aclose()
+
+
+async def wait_for_counts(stack: Stack, queue: str, timeout: float, **expected: int
+                          ) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = await stack.queues.get_job_counts(queue)
+        if all(counts.get(state) == n for state, n in expected.items()):
+            return counts
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{queue}: wanted {expected}, have {counts}")
+        await asyncio.sleep(0.05)
+
+
+async def test_jobs_are_routed_by_name_to_sync_and_async_handlers(stack: Stack) -> None:
+    async def welcome(data: Any, job: Job) -> str:
+        return f"welcome {data['to']}"
+
+    def reset(data: Any, job: Job) -> dict[str, Any]:
+        return {"reset": data["to"], "job": job.name}
+
+    stack.workers.start_worker("route", {"send-welcome": welcome, "send-reset": reset})
+    a = await stack.queues.add_job("route", "send-welcome", {"to": "ada@example.com"})
+    b = await stack.queues.add_job("route", "send-reset", {"to": "bob@example.com"})
+    await wait_for_counts(stack, "route", 5, completed=2)
+    assert (await stack.queues.get_job("route", str(a.id)))["return_value"] == \
+        "welcome ada@example.com"
+    assert (await stack.queues.get_job("route", str(b.id)))["return_value"] == \
+        {"reset": "bob@example.com", "job": "send-reset"}
+
+
+async def test_unknown_job_name_fails_at_once_without_retries(stack: Stack) -> None:
+    async def known(data: Any, job: Job) -> None:
+        return None
+
+    stack.workers.start_worker("unknown", {"send-welcome": known, "send-notification": known})
+    job = await stack.queues.add_job("unknown", "send-welcom", {}, {"attempts": 5})
+    await wait_for_counts(stack, "unknown", 5, failed=1)
+    info = await stack.queues.get_job("unknown", str(job.id))
+    assert info["state"] == "failed"
+    assert info["attempts_made"] == 1  # unrecoverable: the 4 other attempts are not made
+    reason = info["failed_reason"] or ""
+    assert "'send-welcom'" in reason
+    assert "send-notification, send-welcome" in reason
+
+
+async def test_handler_errors_fail_the_job_and_are_retried(stack: Stack) -> None:
+    calls = 0
+
+    async def flaky(data: Any, job: Job) -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 2:
+            raise RuntimeError("SMTP said 451")
+        return "sent"
+
+    stack.workers.start_worker("flaky", {"send": flaky})
+    job = await stack.queues.add_job(
+        "flaky", "send", {}, {"attempts": 3, "backoff": {"type": "fixed", "delay": 50}}
+    )
+    await wait_for_counts(stack, "flaky", 5, completed=1)
+    info = await stack.queues.get_job("flaky", str(job.id))
+    assert info["return_value"] == "sent" and info["attempts_made"] == 2
+
+
+async def test_concurrency_runs_that_many_jobs_at_once(stack: Stack) -> None:
+    running = peak = 0
+
+    async def slow(data: Any, job: Job) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.4)
+        running -= 1
+
+    await stack.queues.add_jobs("conc", [{"name": "slow", "data": {}} for _ in range(8)])
+    started = time.monotonic()
+    managed = stack.workers.start_worker("conc", {"slow": slow}, concurrency=4)
+    assert managed.concurrency == 4
+    await wait_for_counts(stack, "conc", 5, completed=8)
+    assert peak == 4
+    assert time.monotonic() - started < 1.6  # two rounds of 0.4 s, not eight
+
+
+async def test_close_waits_for_active_jobs(stack: Stack) -> None:
+    started = asyncio.Event()
+
+    async def slow(data: Any, job: Job) -> str:
+        started.set()
+        await asyncio.sleep(1)
+        return "done"
+
+    managed = stack.workers.start_worker("graceful", {"slow": slow})
+    job = await stack.queues.add_job("graceful", "slow", {})
+    await asyncio.wait_for(started.wait(), 5)
+    await stack.workers.stop_worker("graceful", timeout=10)
+    assert not managed.running
+    info = await stack.queues.get_job("graceful", str(job.id))
+    assert info["state"] == "completed" and info["return_value"] == "done"
+    # A job added after the close stays waiting: nobody serves the queue any more.
+    await stack.queues.add_job("graceful", "slow", {})
+    await asyncio.sleep(0.3)
+    assert (await stack.queues.get_job_counts("graceful"))["waiting"] == 1
+
+
+async def test_close_gives_up_after_its_timeout_without_failing_the_job(stack: Stack) -> None:
+    started = asyncio.Event()
+
+    async def stuck(data: Any, job: Job) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    stack.workers.start_worker("stuck", {"stuck": stuck})
+    job = await stack.queues.add_job("stuck", "stuck", {})
+    await asyncio.wait_for(started.wait(), 5)
+    before = time.monotonic()
+    await stack.workers.close(timeout=0.5)
+    assert time.monotonic() - before < 2
+    # Abandoned, not failed: it is still active and will come back as a stalled job.
+    assert (await stack.queues.get_job("stuck", str(job.id)))["state"] == "active"
+
+
+async def test_metrics_are_written_for_completed_and_failed_jobs(stack: Stack) -> None:
+    async def maybe(data: Any, job: Job) -> None:
+        if data.get("fail"):
+            raise ValueError("bad address")
+
+    stack.workers.start_worker("metrics", {"send": maybe})
+    await stack.queues.add_jobs("metrics", [
+        {"name": "send", "data": {"fail": i % 3 == 0}, "opts": {"attempts": 1}}
+        for i in range(9)
+    ])
+    await wait_for_counts(stack, "metrics", 5, completed=6, failed=3)
+    completed = await stack.queues.get_metrics("metrics", "completed")
+    failed = await stack.queues.get_metrics("metrics", "failed")
+    assert completed["count"] == 6 and failed["count"] == 3
+
+
+async def test_registry_and_register_handler(stack: Stack) -> None:
+    registry = HandlerRegistry()
+
+    @registry.register("send-invoice")
+    async def invoice(data: Any, job: Job) -> str:
+        return "invoice"
+
+    registry.register("ping", lambda data, job: "pong")
+    assert sorted(registry) == ["ping", "send-invoice"]
+
+    @register_handler("test-default-handler")
+    def default(data: Any, job: Job) -> str:
+        return "default"
+
+    try:
+        assert default_handlers["test-default-handler"] is default
+        stack.workers.start_worker("registry", registry)
+        job = await stack.queues.add_job("registry", "ping", {})
+        await wait_for_counts(stack, "registry", 5, completed=1)
+        assert (await stack.queues.get_job("registry", str(job.id)))["return_value"] == "pong"
+    finally:
+        default_handlers.remove("test-default-handler")
+
+
+async def test_default_handlers_include_registered_ones(stack: Stack) -> None:
+    pytest.importorskip("mailqueue.mail.handlers", reason="the e-mail handlers are not in yet")
+
+    @register_handler("test-extra")
+    async def extra(data: Any, job: Job) -> str:
+        return "extra"
+
+    try:
+        stack.workers.start_worker("defaults", None)
+        job = await stack.queues.add_job("defaults", "test-extra", {})
+        await wait_for_counts(stack, "defaults", 5, completed=1)
+        assert (await stack.queues.get_job("defaults", str(job.id)))["return_value"] == "extra"
+        assert "send-welcome" in WorkerManager.create_email_handlers()
+    finally:
+        default_handlers.remove("test-extra")
+
+
+def test_missing_email_handlers_give_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "mailqueue.mail.handlers", None)
+    with pytest.raises(MailQueueError, match="e-mail handlers cannot be loaded"):
+        WorkerManager.create_email_handlers()
+
+
+@pytest.mark.parametrize(
+    ("queue", "handlers", "options", "message"),
+    [
+        ("q", {"a": print}, {"concurrency": 0}, "concurrency"),
+        ("q", {"a": print}, {"prefix": "x"}, "set by the manager"),
+        ("q", {"a": print}, {"limiter": {"max": 0, "duration": 1000}}, "limiter"),
+        ("q", {"a": print}, {"limiter": {"max": 5}}, "limiter"),
+        ("q", {}, {}, "No handlers"),
+        ("q", {"a": "not callable"}, {}, "not callable"),
+        ("bad:name", {"a": print}, {}, "Bad queue name"),
+    ],
+)
+async def test_bad_worker_arguments_are_refused(
+    stack: Stack, queue: str, handlers: dict[str, Any], options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(MailQueueError, match=message):
+        stack.workers.start_worker(queue, handlers, **options)
+    assert stack.workers.workers() == []
+
+
+async def test_list_workers_sees_running_python_workers(stack: Stack) -> None:
+    async def noop(data: Any, job: Job) -> None:
+        return None
+
+    one = stack.workers.start_worker("listed", {"x": noop})
+    two = stack.workers.start_worker("listed", {"x": noop})
+    stack.workers.start_worker("other", {"x": noop})
+    for _ in range(100):  # the workers name their connections as they start
+        listed = await stack.workers.list_workers("listed")
+        if len(listed) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert {w["name"] for w in listed} == {one.name, two.name}
+    for worker in listed:
+        assert worker["queue"] == "listed" and worker["language"] == "python"
+        assert worker["connections"] == 2 and worker["addr"]
+        assert worker["age_s"] >= 0 and worker["idle_s"] >= 0
+    everyone = await stack.workers.list_workers()
+    assert sorted(w["queue"] for w in everyone) == ["listed", "listed", "other"]
+    await stack.workers.stop_worker("listed")
+    assert await stack.workers.list_workers("listed") == []
+    assert len(await stack.workers.list_workers("other")) == 1
+
+
+@pytest.mark.timeout(60)
+async def test_jobs_of_a_sigkilled_worker_are_recovered_by_another(
+    stack: Stack, redis_url: str, prefix: str
+) -> None:
+    queue = "crash"
+    await stack.queues.add_jobs(queue, [{"name": "slow", "data": {"i": i}} for i in range(6)])
+    script = Path(__file__).with_name("worker_process.py")
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), redis_url, prefix, queue,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        # The child serves 3 jobs at a time and never finishes them.
+        await wait_for_counts(stack, queue, 15, active=3, waiting=3)
+        assert len(await stack.workers.list_workers(queue)) == 1
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        out, err = await asyncio.wait_for(child.communicate(), 5)
+    assert child.returncode == -signal.SIGKILL, err
+    assert out.decode().count("active ") == 3, (out, err)
+
+    done: list[int] = []
+
+    async def fast(data: Any, job: Job) -> None:
+        done.append(data["i"])
+
+    stack.workers.start_worker(queue, {"slow": fast}, concurrency=3, lockDuration=2000,
+                               stalledInterval=1000)
+    # The 3 waiting jobs run at once; the 3 the child held come back once their locks expire.
+    await wait_for_counts(stack, queue, 20, completed=6)
+    counts = await stack.queues.get_job_counts(queue)
+    assert counts["failed"] == 0 and counts["active"] == 0
+    assert sorted(done) == [0, 1, 2, 3, 4, 5]
