@@ -1,0 +1,124 @@
+"""What every operator action shares: audit, error handling, and the three ways to answer.
+
+An action handler does one thing through the manager layer and returns an `ActionResult`.
+`operator_action` wraps it: the security middleware has already refused the request without
+write access or CSRF token; here the outcome is written to the audit log (who, what, on what,
+with what result) and answered as an htmx fragment shown in place, as JSON for scripts
+(`/api/...` or `Accept: application/json`), or as a redirect for a plain HTML form.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from dashboard.render import is_htmx, render
+from dashboard.security import identity_of
+from mailqueue.errors import JobNotFoundError, MailQueueError, UnknownQueueError
+from mailqueue.manager import MailManager
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ActionResult:
+    """What an action did, in words for the operator, and where to go next."""
+
+    message: str
+    target: str
+    ok: bool = True
+    redirect: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+ActionHandler = Callable[[Request, MailManager], Awaitable[ActionResult]]
+
+
+def mail_of(request: Request) -> MailManager:
+    manager: MailManager = request.app.state.mail
+    return manager
+
+
+def wants_json(request: Request) -> bool:
+    return request.url.path.startswith("/api/") or "application/json" in request.headers.get(
+        "accept", ""
+    )
+
+
+def safe_redirect(request: Request, fallback: str) -> str:
+    """The page the form came from, when it is on this site; else `fallback`."""
+    referer = request.headers.get("referer", "")
+    parts = urlsplit(referer)
+    if referer and parts.netloc == request.url.netloc and parts.path.startswith("/"):
+        return parts.path + (f"?{parts.query}" if parts.query else "")
+    return fallback
+
+
+def operator_action(action: str) -> Callable[[ActionHandler], Callable[[Request], Awaitable[Response]]]:
+    """Turn `handler(request, mail) -> ActionResult` into an audited endpoint."""
+
+    def decorate(handler: ActionHandler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            mail = mail_of(request)
+            target = "/".join(str(v) for v in request.path_params.values()) or "*"
+            status = 200
+            try:
+                result = await handler(request, mail)
+            except (UnknownQueueError, JobNotFoundError) as exc:
+                result, status = ActionResult(str(exc), target, ok=False), 404
+            except (MailQueueError, ValueError) as exc:
+                result, status = ActionResult(str(exc), target, ok=False), 422
+            try:
+                await mail.events.record_audit(
+                    identity_of(request).user, action, result.target,
+                    "ok" if result.ok else "error", result.message,
+                )
+            except Exception:  # the action happened; a lost audit line must not hide it
+                log.exception("could not write the audit entry for %s", action)
+            if wants_json(request):
+                body = {"ok": result.ok, "message": result.message, "target": result.target,
+                        **result.data}
+                return JSONResponse(body, status_code=status)
+            if is_htmx(request):
+                response = render(request, "partials/_action_result.html",
+                                  {"result": result}, status_code=200 if result.ok else status)
+                if result.ok and result.redirect:
+                    response.headers["HX-Location"] = result.redirect
+                return response
+            if not result.ok:
+                return render(request, "pages/action_error.html", {"result": result},
+                              status_code=status)
+            return RedirectResponse(result.redirect or safe_redirect(request, "/"),
+                                    status_code=303)
+
+        endpoint.__name__ = handler.__name__
+        endpoint.__doc__ = handler.__doc__
+        return endpoint
+
+    return decorate
+
+
+async def form_data(request: Request) -> dict[str, str]:
+    """Form fields as plain strings (the last value wins), from a form or a JSON body."""
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            body = await request.json()
+        except ValueError:
+            raise MailQueueError("The body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise MailQueueError("The body must be a JSON object")
+        return {str(k): v if isinstance(v, str) else _json_text(v) for k, v in body.items()}
+    form = await request.form()
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def _json_text(value: Any) -> str:
+    import json
+
+    return json.dumps(value)
