@@ -38,6 +38,7 @@ class ActionResult:
 
 
 ActionHandler = Callable[[Request, MailManager], Awaitable[ActionResult]]
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def mail_of(request: Request) -> MailManager:
@@ -60,10 +61,10 @@ def safe_redirect(request: Request, fallback: str) -> str:
     return fallback
 
 
-def operator_action(action: str) -> Callable[[ActionHandler], Callable[[Request], Awaitable[Response]]]:
+def operator_action(action: str) -> Callable[[ActionHandler], Endpoint]:
     """Turn `handler(request, mail) -> ActionResult` into an audited endpoint."""
 
-    def decorate(handler: ActionHandler) -> Callable[[Request], Awaitable[Response]]:
+    def decorate(handler: ActionHandler) -> Endpoint:
         async def endpoint(request: Request) -> Response:
             mail = mail_of(request)
             target = "/".join(str(v) for v in request.path_params.values()) or "*"
