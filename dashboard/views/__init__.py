@@ -1,0 +1,1 @@
+"""Page and JSON handlers, one module per area; the route table lives in dashboard/app.py."""
