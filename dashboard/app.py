@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from dashboard.live import event_stream, live
 from dashboard.render import ROOT, render
 from dashboard.security import SecurityMiddleware, parse_credentials
 from mailqueue.manager import MailManager
@@ -56,6 +57,8 @@ def routes() -> list[Route | Mount]:
         Route("/", overview, name="overview"),
         Route("/api/queues", api_queues, name="api_queues"),
         Route("/health", health, name="health"),
+        Route("/live", live, name="live"),
+        Route("/api/events/stream", event_stream, name="api_event_stream"),
         Mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static"),
     ]
 
@@ -68,13 +71,18 @@ def create_app(settings: Settings | None = None, mail: MailManager | None = None
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if mail is not None:
-            app.state.mail = mail
-            yield
-            return
-        async with MailManager(settings) as owned:
-            app.state.mail = owned
-            yield
+        app.state.live_hub = None
+        try:
+            if mail is not None:
+                app.state.mail = mail
+                yield
+                return
+            async with MailManager(settings) as owned:
+                app.state.mail = owned
+                yield
+        finally:
+            if app.state.live_hub is not None:
+                await app.state.live_hub.close()
 
     middleware = [
         Middleware(SecurityMiddleware, credentials=credentials,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -14,7 +14,7 @@ from bullmq import Job
 
 from mailqueue.bullmq_fixes import connection_options
 from mailqueue.errors import MailQueueError, RedisUnavailableError
-from mailqueue.events import EventManager
+from mailqueue.events import EventManager, Subscription
 from mailqueue.flows import FlowManager
 from mailqueue.mail.sink import MailSink, Outbox, registered_sink_url
 from mailqueue.mail.templates import BUILTIN_TEMPLATES
@@ -249,7 +249,7 @@ class MailManager:
 
     def subscribe(
         self, queues: list[str] | None = None, last_id: str | None = None
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> Subscription:
         """Events as an async iterator, resuming after `last_id` (a stream id) when given."""
         return self.events.subscribe(queues, last_id)
 

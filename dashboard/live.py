@@ -1,0 +1,225 @@
+"""Live pages over server-sent events: push instead of polling, coalesced, resumable.
+
+Two streams:
+
+- `/live?view=<page>&...` sends a page's live regions as rendered HTML partials (the same
+  partials the page includes), one SSE event per region, named after the `sse-swap` that
+  receives it. One `LiveHub` per process follows every queue's events through one
+  subscription and only counts them; a client wakes when its queues changed, renders, and
+  then sleeps `MIN_INTERVAL_S`, so a burst of thousands of events per second becomes at most
+  a couple of renders per second per page. Renders are shared: clients looking at the same
+  view with the same rights reuse one render per change (their CSRF token is put in after).
+  A client that reconnects gets a full render first, so it misses no state.
+- `/api/events/stream?queues=a,b` sends every event as JSON, with the subscription's cursor
+  as the SSE id: a client reconnecting with `Last-Event-ID` resumes exactly, no event lost
+  and none twice (the stream ids are Redis's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+from sse_starlette.sse import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from dashboard.actions import mail_of
+from dashboard.security import csrf_token_of, identity_of
+from mailqueue.errors import MailQueueError
+from mailqueue.manager import MailManager
+
+log = logging.getLogger(__name__)
+
+LiveView = Callable[[Request, Mapping[str, str]], Awaitable[dict[str, str]]]
+
+# view name -> "module:function"; resolved when first asked for, so that a page module
+# and this hub do not import each other.
+LIVE_VIEWS = {
+    "overview": "dashboard.views.queues:live_overview",
+    "queue": "dashboard.views.queues:live_queue",
+    "job": "dashboard.views.jobs:live_job",
+    "flow": "dashboard.views.flows:live_flow",
+    "events": "dashboard.views.system:live_events",
+}
+MIN_INTERVAL_S = 0.5  # at most two renders a second per client, whatever the event rate
+HEARTBEAT_S = 15
+RETRY_S = 1.0
+CSRF_PLACEHOLDER = "__mailqueue_csrf_placeholder__"
+BANNER_EVENT = "banner"
+
+
+class LiveHub:
+    """Follows every queue's events once per process and tells waiting clients what changed."""
+
+    def __init__(self, mail: MailManager) -> None:
+        self.mail = mail
+        self.versions: Counter[str] = Counter()
+        self.total = 0
+        self.cursor: str | None = None
+        self.connected = False
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._renders: dict[tuple[Any, ...], tuple[int, dict[str, str]]] = {}
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._follow(), name="mailqueue-live-hub")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                async with self.mail.subscribe(None) as subscription:
+                    self.connected = True
+                    async for event in subscription:
+                        self.versions[event["queue"]] += 1
+                        self.total += 1
+                        self.cursor = event.get("cursor")
+                        self._wake()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("live hub lost its event subscription; retrying")
+                self.connected = False
+                self._wake()
+                await asyncio.sleep(RETRY_S)
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def version(self, queue: str | None) -> int:
+        return self.versions[queue] if queue else self.total
+
+    async def wait_for_change(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+
+    async def render(
+        self, view: LiveView, request: Request, params: Mapping[str, str], version: int
+    ) -> dict[str, str]:
+        """The view's regions at `version`, rendered once for every client that shares it."""
+        key = (id(view), tuple(sorted(params.items())), identity_of(request).can_write)
+        cached = self._renders.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        # Render with a placeholder token so the HTML can be shared between clients.
+        scope = dict(request.scope)
+        scope["mailqueue.csrf"] = CSRF_PLACEHOLDER
+        fragments = await view(Request(scope, request.receive), params)
+        if len(self._renders) > 1000:
+            self._renders.clear()
+        self._renders[key] = (version, fragments)
+        return fragments
+
+
+def hub_of(request: Request) -> LiveHub:
+    hub: LiveHub | None = getattr(request.app.state, "live_hub", None)
+    if hub is None:
+        hub = LiveHub(mail_of(request))
+        request.app.state.live_hub = hub
+    hub.start()
+    return hub
+
+
+def _resolve(view_name: str) -> LiveView | None:
+    target = LIVE_VIEWS.get(view_name)
+    if target is None:
+        return None
+    module_name, _, attr = target.partition(":")
+    try:
+        view: LiveView = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError):
+        return None
+    return view
+
+
+async def live(request: Request) -> Response:
+    """The live regions of one page, pushed when its queues change."""
+    params = {k: v for k, v in request.query_params.items() if k != "view"}
+    view = _resolve(request.query_params.get("view", ""))
+    if view is None:
+        return PlainTextResponse("Unknown live view", status_code=404)
+    hub = hub_of(request)
+    queue = params.get("queue") or None
+    token = csrf_token_of(request)
+
+    async def stream() -> AsyncIterator[dict[str, Any]]:
+        sent_version: int | None = None
+        banner_shown = False
+        while True:
+            version = hub.version(queue)
+            if version != sent_version:
+                try:
+                    fragments = await hub.render(view, request, params, version)
+                except (MailQueueError, OSError, ConnectionError) as exc:
+                    banner_shown = True
+                    yield {"event": BANNER_EVENT, "data": _banner(exc)}
+                    await asyncio.sleep(RETRY_S)
+                    continue
+                except Exception as exc:  # Redis errors and the like: say so, keep going
+                    if type(exc).__module__.startswith("redis"):
+                        banner_shown = True
+                        yield {"event": BANNER_EVENT, "data": _banner(exc)}
+                        await asyncio.sleep(RETRY_S)
+                        continue
+                    raise
+                if banner_shown:
+                    banner_shown = False
+                    yield {"event": BANNER_EVENT, "data": ""}
+                sent_version = version
+                for name, html in fragments.items():
+                    message: dict[str, Any] = {
+                        "event": name, "data": html.replace(CSRF_PLACEHOLDER, token),
+                    }
+                    if hub.cursor:
+                        message["id"] = hub.cursor
+                    yield message
+                await asyncio.sleep(MIN_INTERVAL_S)
+            await hub.wait_for_change(HEARTBEAT_S)
+
+    return EventSourceResponse(stream(), ping=HEARTBEAT_S, headers={"Cache-Control": "no-store"})
+
+
+def _banner(exc: BaseException) -> str:
+    from markupsafe import escape
+
+    return str(escape(f"Live updates paused: {exc}. Retrying…"))
+
+
+async def event_stream(request: Request) -> Response:
+    """Every event of the chosen queues as JSON; resumes exactly from Last-Event-ID."""
+    raw = request.query_params.get("queues", "")
+    queues = [q for q in (part.strip() for part in raw.split(",")) if q] or None
+    last_id = request.headers.get("last-event-id") or request.query_params.get("last_id")
+    mail = mail_of(request)
+    try:
+        subscription = mail.subscribe(queues, last_id or None)
+    except MailQueueError as exc:
+        return PlainTextResponse(str(exc), status_code=400)
+
+    async def stream() -> AsyncIterator[dict[str, Any]]:
+        started = time.monotonic()
+        async with subscription:
+            async for event in subscription:
+                cursor = event.pop("cursor")
+                yield {"event": "job-event", "id": cursor,
+                       "data": json.dumps(event, default=str, separators=(",", ":"))}
+                if time.monotonic() - started > 24 * 3600:  # let proxies rotate connections
+                    break
+
+    return EventSourceResponse(stream(), ping=HEARTBEAT_S, headers={"Cache-Control": "no-store"})
