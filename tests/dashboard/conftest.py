@@ -36,3 +36,53 @@ async def csrf_token(client: httpx.AsyncClient, path: str = "/") -> str:
     match = CSRF_HEADER.search(page.text) or CSRF_INPUT.search(page.text)
     assert match, f"no CSRF token in {path}"
     return match.group(1)
+
+
+@pytest.fixture
+async def live_server(app: Starlette) -> AsyncIterator[str]:
+    """The app under a real uvicorn on a free port (streaming responses need a server)."""
+    import asyncio
+
+    import uvicorn
+
+    from mailqueue.redis_server import free_port
+
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                            lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "uvicorn stopped at start"
+        await asyncio.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+
+
+async def read_sse(response: httpx.Response, count: int, timeout: float = 10.0
+                   ) -> list[dict[str, str]]:
+    """Read `count` server-sent events (comments and pings skipped) from a streaming response."""
+    import asyncio
+
+    events: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+
+    async def read() -> None:
+        async for line in response.aiter_lines():
+            if not line:
+                if "data" in current or "event" in current:
+                    events.append(dict(current))
+                    if len(events) >= count:
+                        return
+                current.clear()
+                continue
+            if line.startswith(":"):
+                continue
+            key, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            current[key] = current[key] + "\n" + value if key == "data" and key in current \
+                else value
+
+    await asyncio.wait_for(read(), timeout)
+    return events
