@@ -32,6 +32,11 @@ _CLEANABLE_STATES = ("completed", "failed", "delayed", "wait", "waiting", "activ
 _SORTABLE_STATES = {"asc": True, "desc": False}
 _DISCOVERY_CACHE_S = 2.0
 MAX_PER_PAGE = 500
+# The fields of a job's row in a table: never its data, return value or stack traces.
+_SUMMARY_FIELDS = ("name", "timestamp", "processedOn", "finishedOn", "attemptsMade", "atm",
+                   "ats", "progress", "failedReason", "opts", "delay", "priority", "parentKey")
+# A search by job data reads at most this many jobs of one state.
+MAX_SEARCH_SCAN = 1000
 
 
 def job_info(queue_name: str, job: Job, state: str | None = None) -> JobInfo:
@@ -405,6 +410,86 @@ class QueueManager:
             }
         return result
 
+    # --- dashboard reads: job rows without payloads, a bounded search, many counts ------
+
+    async def get_job_summaries(
+        self, queue: str, state: str = "waiting", page: int = 1,
+        per_page: int = 50, sort: str = "desc",
+    ) -> dict[str, Any]:
+        """One page of job rows in one state, without payloads: only that page's ids are ranged
+        and only the listed fields of their hashes are read, so page 10,000 costs what page 1
+        does and a 10 MB job payload is never loaded for a table row."""
+        _check_listing(state, page, per_page, sort)
+        q = await self.get_queue(queue)
+        start = (page - 1) * per_page
+        ids, counts = await asyncio.gather(
+            q.backend.getRanges([state], start, start + per_page - 1, _SORTABLE_STATES[sort]),
+            self.get_job_counts(queue),
+        )
+        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+        return {
+            "queue": queue, "state": state, "page": page, "per_page": per_page, "sort": sort,
+            "total": counts.get(state, 0), "counts": counts,
+            "jobs": await self._read_summaries(queue, ids, state),
+        }
+
+    async def search_jobs(
+        self, queue: str, state: str, text: str, field: str = "data",
+        scan_limit: int = MAX_SEARCH_SCAN, max_results: int = 100, sort: str = "desc",
+    ) -> dict[str, Any]:
+        """Jobs of one state whose name or data contains `text` (case-insensitive).
+
+        A bounded scan: at most `scan_limit` jobs of the state are read (newest first by
+        default), and the answer says how many were searched out of how many there are.
+        """
+        if field not in ("data", "name"):
+            raise MailQueueError("field must be 'data' or 'name'")
+        _check_listing(state, 1, 1, sort)
+        if not text:
+            raise MailQueueError("Give the text to search for")
+        scan_limit = max(1, min(scan_limit, MAX_SEARCH_SCAN))
+        q = await self.get_queue(queue)
+        ids, counts = await asyncio.gather(
+            q.backend.getRanges([state], 0, scan_limit - 1, _SORTABLE_STATES[sort]),
+            self.get_job_counts(queue),
+        )
+        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in ids][:scan_limit]
+        needle = text.casefold()
+        pipe = self._client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(self.key(queue, job_id), field)
+        values = await pipe.execute() if ids else []
+        matched = [job_id for job_id, value in zip(ids, values, strict=True)
+                   if value is not None and _contains(value, needle, field == "data")]
+        return {
+            "queue": queue, "state": state, "field": field, "text": text,
+            "scanned": len(ids), "total": counts.get(state, 0), "counts": counts,
+            "matched": len(matched),
+            "jobs": await self._read_summaries(queue, matched[:max_results], state),
+        }
+
+    async def get_many_job_counts(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        """Counts per state and the paused flag of many queues, read concurrently."""
+        async def one(name: str) -> tuple[dict[str, int], bool]:
+            q = self._queue_handle(name)
+            counts, paused = await asyncio.gather(self.get_job_counts(name), q.isPaused())
+            return counts, bool(paused)
+
+        results = await asyncio.gather(*(one(n) for n in names))
+        return {name: {"counts": c, "paused": p} for name, (c, p) in zip(names, results,
+                                                                          strict=True)}
+
+    async def _read_summaries(self, queue: str, ids: list[str],
+                              state: str | None) -> list[dict[str, Any]]:
+        pipe = self._client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(self.key(queue, job_id), list(_SUMMARY_FIELDS))
+        rows = await pipe.execute() if ids else []
+        # A job removed between the range read and this one has an empty hash: skip it.
+        return [_summary(queue, job_id, state, values)
+                for job_id, values in zip(ids, rows, strict=True) if values[0] is not None
+                or values[1] is not None]
+
 
 def _check_json(data: Any) -> None:
     try:
@@ -452,3 +537,58 @@ def _schedule_info(queue: str, raw: dict[str, Any]) -> ScheduleInfo:
         "limit": raw.get("limit"),
         "template": template,
     }
+
+
+def _summary(queue: str, job_id: str, state: str | None, values: list[Any]) -> dict[str, Any]:
+    """A job's table row from its hash fields (no data, return value or stack traces)."""
+    raw = dict(zip(_SUMMARY_FIELDS, values, strict=True))
+
+    def number(field: str) -> int | None:
+        value = raw.get(field)
+        try:
+            return int(value) if value not in (None, "") else None
+        except (TypeError, ValueError):
+            return None
+
+    try:
+        opts = json.loads(raw["opts"]) if raw.get("opts") else {}
+    except ValueError:
+        opts = {}
+    try:
+        progress = json.loads(raw["progress"]) if raw.get("progress") else 0
+    except ValueError:
+        progress = raw.get("progress")
+    attempts = opts.get("attempts") if isinstance(opts, dict) else None
+    return {
+        "id": job_id, "queue": queue, "name": raw.get("name") or "", "state": state,
+        "progress": progress,
+        "attempts_made": number("attemptsMade") or number("atm") or 0,
+        "attempts_started": number("ats") or 0,
+        "attempts": attempts if isinstance(attempts, int) else 1,
+        "timestamp": number("timestamp") or 0,
+        "processed_on": number("processedOn"), "finished_on": number("finishedOn"),
+        "delay": number("delay") or 0, "priority": number("priority") or 0,
+        "failed_reason": raw.get("failedReason") or None,
+        "parent_key": raw.get("parentKey") or None,
+    }
+
+
+def _check_listing(state: str, page: int, per_page: int, sort: str) -> None:
+    if state not in JOB_STATES:
+        raise MailQueueError(f"Unknown state {state!r}; one of {', '.join(JOB_STATES)}")
+    if sort not in _SORTABLE_STATES:
+        raise MailQueueError("sort must be 'asc' or 'desc'")
+    if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
+        raise MailQueueError(f"page must be >= 1 and per_page within 1..{MAX_PER_PAGE}")
+
+
+def _contains(value: str, needle: str, is_json: bool) -> bool:
+    if needle in value.casefold():
+        return True
+    if is_json and "\\u" in value:  # Python writes non-ASCII as \u escapes: compare decoded
+        try:
+            decoded = json.dumps(json.loads(value), ensure_ascii=False)
+        except ValueError:
+            return False
+        return needle in decoded.casefold()
+    return False
