@@ -22,7 +22,12 @@ from mailqueue.errors import (
     MailQueueError,
     UnknownQueueError,
 )
-from mailqueue.job_options import merge_job_options, validate_job_options, validate_queue_name
+from mailqueue.job_options import (
+    KNOWN_OPTIONS,
+    merge_job_options,
+    validate_job_options,
+    validate_queue_name,
+)
 from mailqueue.types import JOB_STATES, JobInfo, JobPage, ScheduleInfo
 
 # Keys that exist for any queue BullMQ (Node or Python) has written to; discovery scans them.
@@ -258,6 +263,72 @@ class QueueManager:
         _check_json(data)
         job = await self._job(queue, job_id)
         await job.updateData(data)
+
+    # --- one job, read for a person (the dashboard's job page) ----------------------------
+
+    async def get_job_view(self, queue: str, job_id: str, data_limit: int | None = None
+                           ) -> JobView:
+        """A job with its state, without parsing a payload larger than `data_limit` bytes.
+
+        A small payload comes back parsed in `data`; a larger one comes back as `data: None`
+        and `data_preview`, its first `data_limit` bytes of JSON text (cut on a character
+        boundary by Redis itself, so a 10 MB payload never crosses the wire). `data_size` is
+        the payload's size in bytes either way. The limit defaults to DATA_PREVIEW_BYTES.
+        """
+        limit = DATA_PREVIEW_BYTES if data_limit is None else data_limit
+        q = await self.get_queue(queue)
+        key = self.key(queue, str(job_id))
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hstrlen(key, "data")
+        pipe.hmget(key, list(_JOB_VIEW_FIELDS))
+        size, values = await pipe.execute()
+        raw = {f: v for f, v in zip(_JOB_VIEW_FIELDS, values, strict=True) if v is not None}
+        if "name" not in raw and "timestamp" not in raw:
+            raise JobNotFoundError(f"No job {job_id!r} in queue {queue!r}")
+        job = Job.fromJSON(q, raw, str(job_id))
+        state = await q.getJobState(str(job_id))
+        data: Any = None
+        preview: str | None = None
+        if int(size) <= limit:
+            text = await self._client.hget(key, "data")
+            try:
+                data = json.loads(text) if text else {}
+            except ValueError:  # not JSON (a hand-written hash): show the text as it is
+                preview = str(text)
+        else:
+            head = await self._client.eval(_DATA_PREFIX_SCRIPT, 1, key, limit)
+            preview = str(head) if head is not None else None
+        info = job_info(queue, job, state)
+        info["data"] = data
+        return JobView(**info, data_size=int(size), data_truncated=int(size) > limit,
+                       data_preview=preview)
+
+    async def get_job_data_text(self, queue: str, job_id: str) -> str:
+        """A job's data exactly as stored: JSON text, unparsed (for a download)."""
+        await self.get_queue(queue)
+        key = self.key(queue, str(job_id))
+        pipe = self._client.pipeline(transaction=False)
+        pipe.exists(key)
+        pipe.hget(key, "data")
+        exists, text = await pipe.execute()
+        if not exists:
+            raise JobNotFoundError(f"No job {job_id!r} in queue {queue!r}")
+        return str(text) if text is not None else "{}"
+
+    async def get_job_log_page(self, queue: str, job_id: str, start: int = 0, end: int = -1
+                               ) -> dict[str, Any]:
+        """Log lines `start`..`end` (inclusive, negative from the end) and the total count."""
+        q = await self.get_queue(queue)
+        result = await q.getJobLogs(str(job_id), start, end, True)
+        return {"logs": list(result.get("logs", [])), "count": int(result.get("count", 0))}
+
+    async def duplicate_job(self, queue: str, job_id: str) -> Job:
+        """A new job with the same name, data and options, minus what would tie it to the old
+        one: its id, repeat, parent and deduplication settings."""
+        job = await self._job(queue, job_id)
+        opts = {k: v for k, v in dict(job.opts or {}).items()
+                if k in KNOWN_OPTIONS and k not in _NOT_DUPLICATED_OPTIONS}
+        return await self.add_job(queue, job.name, job.data, opts)
 
     # --- queue-wide operations ----------------------------------------------------------
 
@@ -592,3 +663,45 @@ def _contains(value: str, needle: str, is_json: bool) -> bool:
             return False
         return needle in decoded.casefold()
     return False
+
+
+# --- the job page's reads ------------------------------------------------------------------
+
+DATA_PREVIEW_BYTES = 64 * 1024
+
+# Every field of a job hash but `data`, which get_job_view reads apart (it may be 10 MB).
+_JOB_VIEW_FIELDS = (
+    "name", "opts", "progress", "delay", "priority", "timestamp", "finishedOn", "processedOn",
+    "rjk", "ats", "failedReason", "atm", "attemptsMade", "stc", "defa", "returnvalue",
+    "stacktrace", "parentKey", "parent",
+)
+
+# The first ARGV[1] bytes of a job's data, cut before a UTF-8 continuation byte so that the
+# text stays decodable; computed inside Redis so a large payload never crosses the wire.
+_DATA_PREFIX_SCRIPT = """
+local v = redis.call('HGET', KEYS[1], 'data')
+if not v then return false end
+local n = tonumber(ARGV[1])
+if #v <= n then return v end
+local b = string.byte(v, n + 1)
+while n > 0 and b >= 128 and b < 192 do
+  n = n - 1
+  b = string.byte(v, n + 1)
+end
+return string.sub(v, 1, n)
+"""
+
+# What a duplicate must not inherit: it would be the same job, a repeat, a flow child or
+# deduplicated away.
+_NOT_DUPLICATED_OPTIONS = frozenset({
+    "jobId", "repeat", "parent", "timestamp", "deduplication", "failParentOnFailure",
+    "ignoreDependencyOnFailure", "removeDependencyOnFailure", "continueParentOnFailure",
+})
+
+
+class JobView(JobInfo):
+    """A job for a person to read: its payload parsed only when small."""
+
+    data_size: int
+    data_truncated: bool
+    data_preview: str | None
