@@ -16,6 +16,22 @@ from starlette.staticfiles import StaticFiles
 from dashboard.live import event_stream, live
 from dashboard.render import ROOT, render
 from dashboard.security import SecurityMiddleware, parse_credentials
+from dashboard.views.events import api_events, events_page
+from dashboard.views.metrics import health, metrics
+from dashboard.views.outbox import (
+    api_outbox,
+    api_outbox_message,
+    outbox_message_html,
+    outbox_message_page,
+    outbox_page,
+)
+from dashboard.views.schedules import (
+    api_schedules,
+    schedule_remove,
+    schedule_run_now,
+    schedules_page,
+)
+from dashboard.views.workers import api_workers, workers_page
 from mailqueue.manager import MailManager
 from mailqueue.settings import Settings
 
@@ -46,17 +62,28 @@ async def api_queues(request: Request) -> Response:
     return JSONResponse({"queues": await _overview_rows(_mail(request))})
 
 
-async def health(request: Request) -> Response:
-    report = await _mail(request).health_check()
-    return JSONResponse(report, status_code=200 if report["healthy"] else 503)
-
-
 def routes() -> list[Route | Mount]:
     """The one route table: every page, its JSON twin, every action."""
     return [
         Route("/", overview, name="overview"),
         Route("/api/queues", api_queues, name="api_queues"),
         Route("/health", health, name="health"),
+        Route("/metrics", metrics, name="metrics"),
+        Route("/schedules", schedules_page, name="schedules_page"),
+        Route("/api/schedules", api_schedules, name="api_schedules"),
+        Route("/schedules/{queue}/{scheduler_id:path}/run", schedule_run_now, methods=["POST"],
+              name="schedule_run_now"),
+        Route("/schedules/{queue}/{scheduler_id:path}/remove", schedule_remove,
+              methods=["POST"], name="schedule_remove"),
+        Route("/workers", workers_page, name="workers_page"),
+        Route("/api/workers", api_workers, name="api_workers"),
+        Route("/events", events_page, name="events_page"),
+        Route("/api/events", api_events, name="api_events"),
+        Route("/outbox", outbox_page, name="outbox_page"),
+        Route("/api/outbox", api_outbox, name="api_outbox"),
+        Route("/outbox/{message_id}", outbox_message_page, name="outbox_message_page"),
+        Route("/outbox/{message_id}/html", outbox_message_html, name="outbox_message_html"),
+        Route("/api/outbox/{message_id}", api_outbox_message, name="api_outbox_message"),
         Route("/live", live, name="live"),
         Route("/api/events/stream", event_stream, name="api_event_stream"),
         Mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static"),

@@ -716,5 +716,34 @@ class EventManager:
         self._listeners.clear()
         self._alert_callbacks.clear()
 
+    # --- recent events (the dashboard's events page) -----------------------------------------
+
+    async def recent_events(
+        self, queues: list[str] | None = None, event_type: str | None = None, n: int = 100,
+    ) -> list[Event]:
+        """The newest `n` events across `queues` (None: every queue), newest first.
+
+        Reads each stream's tail with XREVRANGE (at most `n` entries per stream, or a bounded
+        multiple of it when filtering by type), then merges by stream id.
+        """
+        if n <= 0:
+            return []
+        names = sorted({validate_queue_name(q) for q in queues} if queues
+                       else await self._scan_queues(self._client))
+        per_stream = n if event_type is None else min(n * 20, 10_000)
+        pipe = self._client.pipeline(transaction=False)
+        for name in names:
+            pipe.xrevrange(self._events_key(name), "+", "-", count=per_stream)
+        replies: list[Any] = await pipe.execute() if names else []
+        events = [
+            parse_event(name, entry_id, fields or {})
+            for name, entries in zip(names, replies, strict=True)
+            for entry_id, fields in entries
+        ]
+        if event_type:
+            events = [e for e in events if e["event"] == event_type]
+        events.sort(key=lambda e: _id_key(e["id"]), reverse=True)
+        return events[:n]
+
 
 __all__ = ["EventManager", "Subscription", "parse_event"]

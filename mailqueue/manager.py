@@ -326,3 +326,30 @@ class MailManager:
                                   "url": config.redacted_url()}
         result.update(await probe_smtp(config))
         return result
+
+    # --- dashboard support -------------------------------------------------------------------
+
+    async def redis_info(self) -> dict[str, Any]:
+        """What an operator wants to know about the Redis: version, memory, clients, load."""
+        info = await self.client.info()
+        return {
+            "url": self.redis.url if self.redis else None,
+            "source": self.redis.source if self.redis else None,
+            "version": info.get("redis_version"),
+            "mode": info.get("redis_mode"),
+            "used_memory": int(info.get("used_memory", 0)),
+            "used_memory_peak": int(info.get("used_memory_peak", 0)),
+            "maxmemory": int(info.get("maxmemory", 0)),
+            "connected_clients": int(info.get("connected_clients", 0)),
+            "ops_per_sec": int(info.get("instantaneous_ops_per_sec", 0)),
+            "total_commands": int(info.get("total_commands_processed", 0)),
+            "uptime_s": int(info.get("uptime_in_seconds", 0)),
+        }
+
+    async def run_schedule_now(self, queue: str, scheduler_id: str) -> Job:
+        """Add one job from the scheduler's template at once (the schedule is unchanged)."""
+        return await self.queues.run_schedule_now(queue, scheduler_id)
+
+    async def dev_sink_url(self) -> str | None:
+        """Where this prefix's development SMTP sink listens, when one is running."""
+        return await registered_sink_url(self.client, self.settings.queue_prefix)

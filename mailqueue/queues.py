@@ -561,6 +561,29 @@ class QueueManager:
                 for job_id, values in zip(ids, rows, strict=True) if values[0] is not None
                 or values[1] is not None]
 
+    # --- dashboard support --------------------------------------------------------------
+
+    async def run_schedule_now(self, queue: str, scheduler_id: str) -> Job:
+        """Add one job from a scheduler's template now; the schedule itself is unchanged.
+
+        The job gets its own id (not the scheduler's), so it never collides with the next
+        scheduled run.
+        """
+        await self.get_queue(queue)
+        for schedule in await self.list_schedules(queue):
+            if schedule["id"] == scheduler_id:
+                template = schedule["template"] or {}
+                opts = {k: v for k, v in dict(template.get("opts") or {}).items()
+                        if k not in _SCHEDULER_ONLY_OPTIONS}
+                q = self._queue_handle(queue)
+                return await q.add(schedule["name"], template.get("data") or {}, opts)
+        raise JobNotFoundError(f"No job scheduler {scheduler_id!r} in queue {queue!r}")
+
+
+# Options that belong to a scheduler's runs, not to a one-off job made from its template.
+_SCHEDULER_ONLY_OPTIONS = frozenset({"repeat", "jobId", "repeatJobKey", "delay", "prevMillis",
+                                     "timestamp"})
+
 
 def _check_json(data: Any) -> None:
     try:
