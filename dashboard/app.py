@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from dashboard.live import event_stream, live
-from dashboard.render import ROOT, render
+from dashboard.render import ROOT
 from dashboard.security import SecurityMiddleware, parse_credentials
 from dashboard.views.events import api_events, events_page
 from dashboard.views.metrics import health, metrics
@@ -24,6 +21,25 @@ from dashboard.views.outbox import (
     outbox_message_html,
     outbox_message_page,
     outbox_page,
+)
+from dashboard.views.queues import (
+    api_queue,
+    api_queue_jobs,
+    api_queues,
+    overview,
+    queue_add_job,
+    queue_clean,
+    queue_drain,
+    queue_obliterate,
+    queue_page,
+    queue_pause,
+    queue_promote_delayed,
+    queue_remove_selected,
+    queue_resume,
+    queue_retry_failed,
+    queue_retry_selected,
+    queues_pause_all,
+    queues_resume_all,
 )
 from dashboard.views.schedules import (
     api_schedules,
@@ -35,38 +51,57 @@ from dashboard.views.workers import api_workers, workers_page
 from mailqueue.manager import MailManager
 from mailqueue.settings import Settings
 
-# Every state column of the overview, in reading order.
-OVERVIEW_STATES = ("waiting", "active", "delayed", "prioritized", "waiting-children",
-                   "completed", "failed")
-
-
-def _mail(request: Request) -> MailManager:
-    manager: MailManager = request.app.state.mail
-    return manager
-
-
-async def _overview_rows(mail: MailManager) -> list[dict[str, Any]]:
-    metrics = await mail.get_all_queue_metrics()
-    return [
-        {"name": name, "counts": m["counts"], "paused": m["paused"]}
-        for name, m in metrics.items()
-    ]
-
-
-async def overview(request: Request) -> Response:
-    rows = await _overview_rows(_mail(request))
-    return render(request, "pages/overview.html", {"queues": rows, "states": OVERVIEW_STATES})
-
-
-async def api_queues(request: Request) -> Response:
-    return JSONResponse({"queues": await _overview_rows(_mail(request))})
-
-
 def routes() -> list[Route | Mount]:
     """The one route table: every page, its JSON twin, every action."""
     return [
         Route("/", overview, name="overview"),
         Route("/api/queues", api_queues, name="api_queues"),
+        Route("/queues/pause-all", queues_pause_all, methods=["POST"], name="queues_pause_all"),
+        Route("/queues/resume-all", queues_resume_all, methods=["POST"],
+              name="queues_resume_all"),
+        Route("/api/queues/pause-all", queues_pause_all, methods=["POST"],
+              name="api_queues_pause_all"),
+        Route("/api/queues/resume-all", queues_resume_all, methods=["POST"],
+              name="api_queues_resume_all"),
+        Route("/queues/{name:queue}", queue_page, name="queue_page"),
+        Route("/api/queues/{name:queue}", api_queue, name="api_queue"),
+        Route("/api/queues/{name:queue}/jobs", api_queue_jobs, name="api_queue_jobs"),
+        Route("/queues/{name:queue}/retry-failed", queue_retry_failed, methods=["POST"],
+              name="queue_retry_failed"),
+        Route("/api/queues/{name:queue}/retry-failed", queue_retry_failed, methods=["POST"],
+              name="api_queue_retry_failed"),
+        Route("/queues/{name:queue}/promote-delayed", queue_promote_delayed, methods=["POST"],
+              name="queue_promote_delayed"),
+        Route("/api/queues/{name:queue}/promote-delayed", queue_promote_delayed, methods=["POST"],
+              name="api_queue_promote_delayed"),
+        Route("/queues/{name:queue}/clean", queue_clean, methods=["POST"], name="queue_clean"),
+        Route("/api/queues/{name:queue}/clean", queue_clean, methods=["POST"],
+              name="api_queue_clean"),
+        Route("/queues/{name:queue}/pause", queue_pause, methods=["POST"], name="queue_pause"),
+        Route("/api/queues/{name:queue}/pause", queue_pause, methods=["POST"],
+              name="api_queue_pause"),
+        Route("/queues/{name:queue}/resume", queue_resume, methods=["POST"], name="queue_resume"),
+        Route("/api/queues/{name:queue}/resume", queue_resume, methods=["POST"],
+              name="api_queue_resume"),
+        Route("/queues/{name:queue}/drain", queue_drain, methods=["POST"], name="queue_drain"),
+        Route("/api/queues/{name:queue}/drain", queue_drain, methods=["POST"],
+              name="api_queue_drain"),
+        Route("/queues/{name:queue}/obliterate", queue_obliterate, methods=["POST"],
+              name="queue_obliterate"),
+        Route("/api/queues/{name:queue}/obliterate", queue_obliterate, methods=["POST"],
+              name="api_queue_obliterate"),
+        Route("/queues/{name:queue}/add-job", queue_add_job, methods=["POST"],
+              name="queue_add_job"),
+        Route("/api/queues/{name:queue}/add-job", queue_add_job, methods=["POST"],
+              name="api_queue_add_job"),
+        Route("/queues/{name:queue}/selected/retry", queue_retry_selected, methods=["POST"],
+              name="queue_retry_selected"),
+        Route("/api/queues/{name:queue}/selected/retry", queue_retry_selected, methods=["POST"],
+              name="api_queue_retry_selected"),
+        Route("/queues/{name:queue}/selected/remove", queue_remove_selected, methods=["POST"],
+              name="queue_remove_selected"),
+        Route("/api/queues/{name:queue}/selected/remove", queue_remove_selected, methods=["POST"],
+              name="api_queue_remove_selected"),
         Route("/health", health, name="health"),
         Route("/metrics", metrics, name="metrics"),
         Route("/schedules", schedules_page, name="schedules_page"),

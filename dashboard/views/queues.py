@@ -1,0 +1,475 @@
+"""Queues: the overview of every queue, one queue's jobs, and the queue-wide actions.
+
+Each page has a JSON twin under /api/ and a `live_<page>` function that renders the page's
+live regions (the same partials the page includes) for the SSE hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from dashboard.actions import ActionResult, form_data, mail_of, operator_action
+from dashboard.context import page_context
+from dashboard.render import render, render_fragment
+from mailqueue.errors import JobNotFoundError, MailQueueError, UnknownQueueError
+from mailqueue.manager import MailManager
+from mailqueue.queues import MAX_PER_PAGE
+from mailqueue.types import JOB_STATES
+
+# Every state column of the overview, in reading order.
+OVERVIEW_STATES = ("waiting", "active", "delayed", "prioritized", "waiting-children",
+                   "completed", "failed")
+CLEANABLE_STATES = ("completed", "failed", "delayed", "waiting", "active", "paused",
+                    "prioritized")
+PER_PAGE_CHOICES = (25, 50, 100, 200)
+DEFAULT_PER_PAGE = 50
+SEARCH_FIELDS = ("id", "name", "data")
+MAX_SELECTED = 1000  # job ids in one multi-select action
+SPARK_W, SPARK_H, SPARK_POINTS = 120, 22, 60
+
+
+class QueueNameConvertor(Convertor[str]):
+    """`{name:queue}` in a route: any queue name, `/` included, as one path segment.
+
+    A server decodes %2F before routing, so `/` is written `~2F` (and `~` itself `~7E`); the
+    rest is percent-quoted, so `?` or `#` in a Node-made queue's name cannot break a link.
+    """
+
+    regex = "[^/]+"
+
+    def convert(self, value: str) -> str:
+        return re.sub("~(2F|7E)", lambda m: "/" if m.group(1) == "2F" else "~", value)
+
+    def to_string(self, value: str) -> str:
+        return quote(value.replace("~", "~7E").replace("/", "~2F"), safe="~@!$&'()*+,;=:")
+
+
+register_url_convertor("queue", QueueNameConvertor())
+
+
+class BadParameterError(ValueError):
+    """A query parameter the page cannot use; answered with 422 and the reason."""
+
+
+# --- overview ---------------------------------------------------------------------------
+
+
+def sparkline(completed: list[int], failed: list[int]) -> dict[str, Any]:
+    """Polyline points (oldest minute on the left) for completed and failed per minute."""
+    ok = list(reversed(completed[:SPARK_POINTS]))
+    bad = list(reversed(failed[:SPARK_POINTS]))
+    top = max([1, *ok, *bad])
+
+    def points(values: list[int]) -> str:
+        if not values:
+            return ""
+        step = SPARK_W / max(len(values) - 1, 1)
+        return " ".join(f"{i * step:.1f},{SPARK_H - 1 - v / top * (SPARK_H - 2):.1f}"
+                        for i, v in enumerate(values))
+
+    return {"ok": points(ok), "bad": points(bad), "width": SPARK_W, "height": SPARK_H,
+            "completed_last": ok[-1] if ok else 0, "failed_last": bad[-1] if bad else 0,
+            "minutes": max(len(ok), len(bad))}
+
+
+async def overview_rows(mail: MailManager, name_filter: str = "") -> list[dict[str, Any]]:
+    """Every queue under the prefix (Node-made ones too) with counts, workers, throughput."""
+    names = await mail.queues.list_queues()
+    if name_filter:
+        names = [n for n in names if name_filter.casefold() in n.casefold()]
+    counts, workers, metrics = await asyncio.gather(
+        mail.queues.get_many_job_counts(names),
+        mail.workers.list_workers(),
+        asyncio.gather(*(asyncio.gather(mail.queues.get_metrics(n, "completed", SPARK_POINTS),
+                                        mail.queues.get_metrics(n, "failed", SPARK_POINTS))
+                         for n in names)),
+    )
+    per_queue = Counter(w["queue"] for w in workers)
+    return [
+        {
+            "name": name, "counts": counts[name]["counts"], "paused": counts[name]["paused"],
+            "workers": per_queue.get(name, 0),
+            "completed_per_minute": completed["per_minute"],
+            "failed_per_minute": failed["per_minute"],
+        }
+        for name, (completed, failed) in zip(names, metrics, strict=True)
+    ]
+
+
+def group_rows(rows: list[dict[str, Any]], delimiter: str) -> list[dict[str, Any]]:
+    """Queues grouped by the part of their name before `delimiter`, with summed counts."""
+    groups: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        key = row["name"].split(delimiter, 1)[0] if delimiter else ""
+        group = groups.setdefault(key, {"name": key, "queues": [], "counts": Counter(),
+                                        "workers": 0})
+        group["queues"].append(row)
+        group["counts"].update(row["counts"])
+        group["workers"] += row["workers"]
+    return list(groups.values())
+
+
+def _overview_params(params: Mapping[str, str]) -> dict[str, str]:
+    return {"q": params.get("q", "").strip()[:200], "group": params.get("group", "")[:5]}
+
+
+async def _overview_context(request: Request, params: Mapping[str, str]) -> dict[str, Any]:
+    p = _overview_params(params)
+    rows = await overview_rows(mail_of(request), p["q"])
+    for row in rows:
+        row["spark"] = sparkline(row["completed_per_minute"], row["failed_per_minute"])
+    return {"queues": rows, "groups": group_rows(rows, p["group"]) if p["group"] else None,
+            "states": OVERVIEW_STATES, "filter": p["q"], "group": p["group"],
+            "live_query": urlencode({"view": "overview", **{k: v for k, v in p.items() if v}})}
+
+
+async def overview(request: Request) -> Response:
+    context = await page_context(request, "overview")
+    context.update(await _overview_context(request, request.query_params))
+    return render(request, "pages/overview.html", context,
+                  fragment="partials/_overview_table.html")
+
+
+async def api_queues(request: Request) -> Response:
+    p = _overview_params(request.query_params)
+    return JSONResponse({"queues": await overview_rows(mail_of(request), p["q"])})
+
+
+async def live_overview(request: Request, params: Mapping[str, str]) -> dict[str, str]:
+    """The overview's live region: the table of queues and their counts."""
+    context = await _overview_context(request, params)
+    return {"overview-table": render_fragment(request, "partials/_overview_table.html",
+                                              context)}
+
+
+# --- one queue --------------------------------------------------------------------------
+
+
+def listing_params(params: Mapping[str, str]) -> dict[str, Any]:
+    """state, page, per_page, sort and search of a queue page; BadParameterError if wrong."""
+    state = params.get("state") or "waiting"
+    if state not in JOB_STATES:
+        raise BadParameterError(f"Unknown state {state!r}: one of {', '.join(JOB_STATES)}")
+    try:
+        page = int(params.get("page") or 1)
+        per_page = int(params.get("per_page") or DEFAULT_PER_PAGE)
+    except ValueError:
+        raise BadParameterError("page and per_page must be whole numbers") from None
+    if page < 1 or page > 10_000_000:
+        raise BadParameterError("page must be 1 or more")
+    if not 1 <= per_page <= MAX_PER_PAGE:
+        raise BadParameterError(f"per_page must be within 1..{MAX_PER_PAGE}")
+    sort = params.get("sort") or "desc"
+    if sort not in ("asc", "desc"):
+        raise BadParameterError("sort must be asc or desc")
+    by = params.get("by") or "name"
+    if by not in SEARCH_FIELDS:
+        raise BadParameterError(f"search by one of {', '.join(SEARCH_FIELDS)}")
+    return {"state": state, "page": page, "per_page": per_page, "sort": sort, "by": by,
+            "q": (params.get("q") or "").strip()[:500]}
+
+
+async def job_listing(mail: MailManager, name: str, p: Mapping[str, Any]) -> dict[str, Any]:
+    """The rows to show: one page of a state, or a search (by id, name or data)."""
+    if not p["q"]:
+        listing = await mail.queues.get_job_summaries(name, p["state"], p["page"],
+                                                      p["per_page"], p["sort"])
+        listing["search"] = None
+        listing["pages"] = max(1, math.ceil(listing["total"] / p["per_page"]))
+        return listing
+    if p["by"] == "id":
+        counts = await mail.queues.get_job_counts(name)
+        try:
+            job = await mail.queues.get_job(name, p["q"])
+        except JobNotFoundError:
+            jobs = []
+        else:
+            jobs = [{**job, "attempts": (job["opts"] or {}).get("attempts", 1)}]
+            jobs[0].pop("data", None)
+            jobs[0].pop("return_value", None)
+        search = {"by": "id", "text": p["q"], "matched": len(jobs), "scanned": None,
+                  "total": None}
+        return {"queue": name, "state": p["state"], "counts": counts, "jobs": jobs,
+                "total": len(jobs), "page": 1, "pages": 1, "per_page": p["per_page"],
+                "sort": p["sort"], "search": search}
+    found = await mail.queues.search_jobs(name, p["state"], p["q"], field=p["by"],
+                                          max_results=p["per_page"], sort=p["sort"])
+    search = {k: found[k] for k in ("scanned", "total", "matched")}
+    search.update(by=p["by"], text=p["q"])
+    return {"queue": name, "state": p["state"], "counts": found["counts"],
+            "jobs": found["jobs"], "total": found["matched"], "page": 1, "pages": 1,
+            "per_page": p["per_page"], "sort": p["sort"], "search": search}
+
+
+def _page_links(p: Mapping[str, Any], pages: int) -> dict[str, Any]:
+    """Query strings of the pager (first, previous, next, last) and of each state tab."""
+    base = {"per_page": p["per_page"], "sort": p["sort"]}
+
+    def query(**changes: Any) -> str:
+        return "?" + urlencode({**base, "state": p["state"], **changes})
+
+    page = p["page"]
+    return {
+        "first": query(page=1) if page > 1 else None,
+        "prev": query(page=page - 1) if page > 1 else None,
+        "next": query(page=page + 1) if page < pages else None,
+        "last": query(page=pages) if page < pages else None,
+        "tabs": {state: "?" + urlencode({**base, "state": state}) for state in JOB_STATES},
+        "sort_toggle": query(page=1, sort="asc" if p["sort"] == "desc" else "desc"),
+    }
+
+
+async def _queue_context(request: Request, name: str, p: Mapping[str, Any]
+                         ) -> dict[str, Any]:
+    mail = mail_of(request)
+    listing, paused, workers = await asyncio.gather(
+        job_listing(mail, name, p), mail.queues.is_paused(name),
+        mail.workers.list_workers(name),
+    )
+    live = {"view": "queue", "queue": name, "state": p["state"], "page": p["page"],
+            "per_page": p["per_page"], "sort": p["sort"]}
+    if p["q"]:
+        live.update(q=p["q"], by=p["by"])
+    return {"queue": name, "listing": listing, "params": p, "paused": paused,
+            "workers": workers, "states": JOB_STATES, "cleanable_states": CLEANABLE_STATES,
+            "per_page_choices": PER_PAGE_CHOICES,
+            "links": _page_links(p, listing["pages"]), "live_query": urlencode(live)}
+
+
+async def queue_page(request: Request) -> Response:
+    name = request.path_params["name"]
+    try:
+        p = listing_params(request.query_params)
+        await mail_of(request).queues.get_queue(name)
+        context = await _queue_context(request, name, p)
+    except (BadParameterError, MailQueueError) as exc:
+        # The parameters are checked first, so a MailQueueError here is about the queue.
+        status = 422 if isinstance(exc, BadParameterError) else 404
+        context = await page_context(request, "overview", name)
+        context.update(queue=name, problem=str(exc), status=status)
+        return render(request, "pages/queue.html", context, status_code=status)
+    context.update(await page_context(request, "overview", name))
+    return render(request, "pages/queue.html", context, fragment="partials/_queue_jobs.html")
+
+
+async def api_queue(request: Request) -> Response:
+    name = request.path_params["name"]
+    mail = mail_of(request)
+    try:
+        stats = await mail.get_queue_stats(name)
+        workers = await mail.workers.list_workers(name)
+    except MailQueueError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=404)
+    return JSONResponse({**stats, "name": name, "workers": len(workers),
+                         "worker_list": workers})
+
+
+async def api_queue_jobs(request: Request) -> Response:
+    name = request.path_params["name"]
+    try:
+        p = listing_params(request.query_params)
+        await mail_of(request).queues.get_queue(name)
+        listing = await job_listing(mail_of(request), name, p)
+    except UnknownQueueError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=404)
+    except (BadParameterError, MailQueueError) as exc:
+        return JSONResponse({"error": str(exc)}, status_code=422)
+    return JSONResponse(listing)
+
+
+async def live_queue(request: Request, params: Mapping[str, str]) -> dict[str, str]:
+    """The queue page's live regions: the state tabs with counts, and the job rows."""
+    name = params.get("queue", "")
+    try:
+        p = listing_params(params)
+        context = await _queue_context(request, name, p)
+    except (BadParameterError, MailQueueError):
+        return {}
+    context.update(current_queue=name)
+    regions = {"queue-tabs": render_fragment(request, "partials/_queue_tabs.html", context),
+               "queue-header": render_fragment(request, "partials/_queue_header.html",
+                                               context)}
+    if not p["q"]:  # a search result stays as it was found; it is re-run on demand
+        regions["queue-rows"] = render_fragment(request, "partials/_queue_rows.html", context)
+    return regions
+
+
+# --- queue actions ----------------------------------------------------------------------
+
+
+def _name(request: Request) -> str:
+    return str(request.path_params["name"])
+
+
+@operator_action("queue.retry-failed")
+async def queue_retry_failed(request: Request, mail: MailManager) -> ActionResult:
+    name = _name(request)
+    count = await mail.queues.retry_failed(name)
+    return ActionResult(f"Retried {count} failed job(s) of {name}", name,
+                        data={"retried": count})
+
+
+@operator_action("queue.promote-delayed")
+async def queue_promote_delayed(request: Request, mail: MailManager) -> ActionResult:
+    name = _name(request)
+    count = await mail.queues.promote_delayed(name)
+    return ActionResult(f"Promoted {count} delayed job(s) of {name}", name,
+                        data={"promoted": count})
+
+
+@operator_action("queue.clean")
+async def queue_clean(request: Request, mail: MailManager) -> ActionResult:
+    name = _name(request)
+    form = await form_data(request)
+    state = form.get("state") or "completed"
+    if state not in CLEANABLE_STATES:
+        raise ValueError(f"Cannot clean {state!r}: one of {', '.join(CLEANABLE_STATES)}")
+    try:
+        grace_s = float(form.get("grace") or 0)
+    except ValueError:
+        raise ValueError("The grace period is a number of seconds") from None
+    if not 0 <= grace_s < 10 ** 9:
+        raise ValueError("The grace period must be 0 seconds or more")
+    removed = await mail.queues.clean(name, state, int(grace_s * 1000))
+    return ActionResult(f"Removed {len(removed)} {state} job(s) older than {grace_s:g} s "
+                        f"from {name}", name, data={"removed": len(removed)})
+
+
+@operator_action("queue.pause")
+async def queue_pause(request: Request, mail: MailManager) -> ActionResult:
+    name = _name(request)
+    await mail.queues.pause(name)
+    return ActionResult(f"Paused {name}", name)
+
+
+@operator_action("queue.resume")
+async def queue_resume(request: Request, mail: MailManager) -> ActionResult:
+    name = _name(request)
+    await mail.queues.resume(name)
+    return ActionResult(f"Resumed {name}", name)
+
+
+@operator_action("queue.drain")
+async def queue_drain(request: Request, mail: MailManager) -> ActionResult:
+    name = _name(request)
+    form = await form_data(request)
+    delayed = form.get("delayed", "") in ("1", "on", "true", "yes")
+    await mail.queues.drain(name, include_delayed=delayed)
+    what = "waiting and delayed" if delayed else "waiting"
+    return ActionResult(f"Drained the {what} jobs of {name}", name)
+
+
+@operator_action("queue.obliterate")
+async def queue_obliterate(request: Request, mail: MailManager) -> ActionResult:
+    name = _name(request)
+    form = await form_data(request)
+    if form.get("confirm_name", "") != name:
+        raise ValueError(f"Not obliterated: type the queue name {name!r} to confirm")
+    await mail.queues.obliterate(name, force=form.get("force", "") in ("1", "on", "true"))
+    return ActionResult(f"Obliterated {name}", name,
+                        redirect=str(request.url_for("overview")))
+
+
+def _json_field(text: str, what: str, default: Any) -> Any:
+    if not text.strip():
+        return default
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{what} is not valid JSON: {exc}") from None
+
+
+@operator_action("queue.add-job")
+async def queue_add_job(request: Request, mail: MailManager) -> ActionResult:
+    name = _name(request)
+    await mail.queues.get_queue(name)  # adding must not create a queue by a typo in the URL
+    form = await form_data(request)
+    job_name = form.get("name", "").strip()
+    if not job_name:
+        raise ValueError("The job needs a name")
+    data = _json_field(form.get("data", ""), "Data", {})
+    opts = _json_field(form.get("opts", ""), "Options", {})
+    if not isinstance(opts, dict):
+        raise ValueError("Options must be a JSON object, like {\"attempts\": 3}")
+    job = await mail.queues.add_job(name, job_name, data, opts)
+    return ActionResult(f"Added job {job.id} ({job_name}) to {name}", name,
+                        data={"job_id": str(job.id)})
+
+
+async def _selected_ids(request: Request) -> list[str]:
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            body = await request.json()
+        except ValueError:
+            raise ValueError("The body is not valid JSON") from None
+        raw = body.get("job_ids") if isinstance(body, dict) else None
+        ids = [str(i) for i in raw] if isinstance(raw, list) else []
+    else:
+        form = await request.form()
+        ids = [v for v in form.getlist("job_id") if isinstance(v, str)]
+    ids = list(dict.fromkeys(i for i in ids if i))
+    if not ids:
+        raise ValueError("Select at least one job")
+    if len(ids) > MAX_SELECTED:
+        raise ValueError(f"At most {MAX_SELECTED} jobs at once")
+    return ids
+
+
+async def _each_job(request: Request, mail: MailManager, verb: str, remove: bool
+                    ) -> ActionResult:
+    name = _name(request)
+    await mail.queues.get_queue(name)
+    done, failures = [], []
+    for job_id in await _selected_ids(request):
+        try:
+            if remove:
+                await mail.queues.remove_job(name, job_id)
+            else:
+                await mail.queues.retry_job(name, job_id)
+            done.append(job_id)
+        except MailQueueError as exc:
+            failures.append(f"{job_id}: {exc}")
+    message = f"{verb} {len(done)} job(s) of {name}"
+    if failures:
+        message += f"; {len(failures)} not: " + "; ".join(failures[:5])
+    return ActionResult(message, f"{name}/{','.join(done[:20]) or '-'}", ok=not failures,
+                        data={"done": done, "failed": failures})
+
+
+@operator_action("queue.retry-selected")
+async def queue_retry_selected(request: Request, mail: MailManager) -> ActionResult:
+    return await _each_job(request, mail, "Retried", remove=False)
+
+
+@operator_action("queue.remove-selected")
+async def queue_remove_selected(request: Request, mail: MailManager) -> ActionResult:
+    return await _each_job(request, mail, "Removed", remove=True)
+
+
+async def _every_queue(mail: MailManager, pause: bool) -> ActionResult:
+    names = await mail.queues.list_queues(refresh=True)
+    await asyncio.gather(*(mail.queues.pause(n) if pause else mail.queues.resume(n)
+                           for n in names))
+    verb = "Paused" if pause else "Resumed"
+    return ActionResult(f"{verb} {len(names)} queue(s)", "*", data={"queues": names})
+
+
+@operator_action("queues.pause-all")
+async def queues_pause_all(request: Request, mail: MailManager) -> ActionResult:
+    return await _every_queue(mail, pause=True)
+
+
+@operator_action("queues.resume-all")
+async def queues_resume_all(request: Request, mail: MailManager) -> ActionResult:
+    return await _every_queue(mail, pause=False)

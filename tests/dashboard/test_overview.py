@@ -1,0 +1,133 @@
+"""The overview: every queue with its counts, workers, throughput, filter and grouping."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import re
+from typing import Any
+
+import httpx
+from bullmq import Job
+
+from dashboard.views.queues import group_rows, sparkline
+from mailqueue.manager import MailManager
+from tests.dashboard.conftest import csrf_token
+
+XSS = "<script>alert(1)</script>"
+
+
+def _table(page: httpx.Response) -> str:
+    """The overview table alone (the sidebar lists every queue too)."""
+    return page.text[page.text.index('id="overview-table"'):]
+
+
+async def _wait_for(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_overview_lists_queues_with_counts_workers_and_sparkline(
+    mail: MailManager, client: httpx.AsyncClient,
+) -> None:
+    async def handler(data: Any, job: Job) -> str:
+        if data.get("fail"):
+            raise RuntimeError("boom")
+        return "ok"
+
+    await mail.add_jobs("mail.welcome", [{"name": "job", "data": {"fail": i == 0},
+                                          "opts": {"attempts": 1}} for i in range(3)])
+    await mail.add_job("mail.digest", "job", {}, delay=60_000)
+    await mail.queues.pause("mail.digest")
+    mail.start_worker("mail.welcome", {"job": handler})
+
+    async def processed() -> bool:
+        counts = await mail.queues.get_job_counts("mail.welcome")
+        return counts["completed"] == 2 and counts["failed"] == 1
+
+    await _wait_for(processed)
+    page = await client.get("/")
+    assert page.status_code == 200
+    text = page.text
+    assert '/queues/mail.welcome"' in text and '/queues/mail.digest"' in text
+    # Workers write per-minute points when a minute ends: the line may still be flat here.
+    assert '<svg class="sparkline"' in text
+    assert "style=" not in text and "<script>" not in text.split("</head>")[1]
+    assert 'sse-connect="/live?view=overview"' in text
+
+    api = (await client.get("/api/queues")).json()["queues"]
+    rows = {q["name"]: q for q in api}
+    assert rows["mail.welcome"]["counts"]["completed"] == 2
+    assert rows["mail.welcome"]["counts"]["failed"] == 1
+    assert rows["mail.welcome"]["workers"] == 1 and rows["mail.digest"]["workers"] == 0
+    assert rows["mail.digest"]["paused"] is True and rows["mail.digest"]["counts"]["delayed"] == 1
+    assert isinstance(rows["mail.welcome"]["completed_per_minute"], list)
+
+
+async def test_overview_filter_and_grouping(mail: MailManager, client: httpx.AsyncClient
+                                            ) -> None:
+    for name in ("mail.welcome", "mail.digest", "billing"):
+        await mail.add_job(name, "job", {})
+    filtered = _table(await client.get("/", params={"q": "DIGEST"}))
+    assert "/queues/mail.digest" in filtered and "/queues/billing" not in filtered
+    assert "No queue name contains" in _table(await client.get("/", params={"q": "zzz"}))
+    assert [q["name"] for q in (await client.get("/api/queues?q=bill")).json()["queues"]] == [
+        "billing"]
+
+    grouped = _table(await client.get("/", params={"group": "."}))
+    heads = re.findall(r'<th scope="rowgroup">([^<]+) <span', grouped)
+    assert [h.strip() for h in heads] == ["billing", "mail"]
+    # The mail group sums its two queues' waiting jobs.
+    head = grouped[grouped.index('<th scope="rowgroup">mail'):]
+    assert 'state-waiting">2<' in head.split("</tr>")[0]
+
+
+async def test_overview_escapes_queue_names(mail: MailManager, client: httpx.AsyncClient
+                                           ) -> None:
+    await mail.add_job(XSS, XSS, {"x": XSS})
+    text = (await client.get("/")).text
+    assert XSS not in text
+    assert html.escape(XSS, quote=False) in text
+
+
+async def test_live_overview_renders_the_table(mail: MailManager, app: Any) -> None:
+    from starlette.requests import Request
+
+    from dashboard.views.queues import live_overview
+
+    await mail.add_job("live-q", "job", {})
+    request = Request({"type": "http", "app": app, "router": app.router, "headers": [],
+                       "method": "GET", "path": "/", "query_string": b""})
+    regions = await live_overview(request, {"q": "live"})
+    assert set(regions) == {"overview-table"}
+    assert 'id="overview-table"' in regions["overview-table"]
+    assert "/queues/live-q" in regions["overview-table"]
+
+
+async def test_pause_all_and_resume_all(mail: MailManager, client: httpx.AsyncClient) -> None:
+    for name in ("a", "b"):
+        await mail.add_job(name, "job", {})
+    token = await csrf_token(client)
+    answer = await client.post("/queues/pause-all", data={"csrf_token": token})
+    assert answer.status_code == 303
+    assert await mail.queues.is_paused("a") and await mail.queues.is_paused("b")
+    answer = await client.post("/api/queues/resume-all", headers={"X-CSRF-Token": token})
+    assert answer.json()["ok"] is True and set(answer.json()["queues"]) == {"a", "b"}
+    assert not await mail.queues.is_paused("a")
+    audit = await mail.get_audit_log(5)
+    assert {entry["action"] for entry in audit} >= {"queues.pause-all", "queues.resume-all"}
+
+
+def test_sparkline_and_groups_are_plain_functions() -> None:
+    spark = sparkline([3, 0, 1], [0, 1, 0])
+    # Newest first in, oldest first (left) out; the highest point touches the top.
+    assert spark["ok"].split()[0].startswith("0.0,") and spark["completed_last"] == 3
+    assert sparkline([], [])["ok"] == ""
+    rows = [{"name": "a.x", "counts": {"waiting": 1}, "workers": 1},
+            {"name": "a.y", "counts": {"waiting": 2}, "workers": 0},
+            {"name": "b", "counts": {}, "workers": 0}]
+    groups = group_rows(rows, ".")
+    assert [(g["name"], len(g["queues"]), g["counts"]["waiting"]) for g in groups] == [
+        ("a", 2, 3), ("b", 1, 0)]
