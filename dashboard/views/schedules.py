@@ -38,7 +38,8 @@ async def _rows(mail: MailManager) -> list[dict[str, Any]]:
     now_ms = time.time() * 1000
     schedules = await mail.list_schedules()
     schedules.sort(key=lambda s: (s["queue"], s["id"]))
-    return [schedule_row(s, now_ms) for s in schedules]
+    # A row number gives each row's result an element id (scheduler ids may be any text).
+    return [{**schedule_row(s, now_ms), "row": i} for i, s in enumerate(schedules, 1)]
 
 
 async def schedules_page(request: Request) -> Response:

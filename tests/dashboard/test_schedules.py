@@ -62,6 +62,9 @@ async def test_page_lists_schedulers_in_words(client: httpx.AsyncClient, mail: M
     assert "in " in text  # next run, relative
     assert 'aria-current="page"' in page.text and "Run now" in page.text
     assert 'hx-confirm="Remove the scheduler' in page.text
+    # Each row's result has its own target.
+    assert 'hx-target="#schedule-result-1"' in page.text
+    assert 'hx-target="#schedule-result-2"' in page.text
 
     api = (await client.get("/api/schedules")).json()
     by_id = {s["id"]: s for s in api["schedules"]}
