@@ -14,6 +14,18 @@ from dashboard.live import event_stream, live
 from dashboard.render import ROOT
 from dashboard.security import SecurityMiddleware, parse_credentials
 from dashboard.views.events import api_events, events_page
+from dashboard.views.flows import api_flow, flow_page
+from dashboard.views.jobs import (
+    api_job,
+    job_data,
+    job_duplicate,
+    job_logs,
+    job_page,
+    job_promote,
+    job_remove,
+    job_retry,
+    job_update_data,
+)
 from dashboard.views.metrics import health, metrics
 from dashboard.views.outbox import (
     api_outbox,
@@ -102,6 +114,34 @@ def routes() -> list[Route | Mount]:
               name="queue_remove_selected"),
         Route("/api/queues/{name:queue}/selected/remove", queue_remove_selected, methods=["POST"],
               name="api_queue_remove_selected"),
+        # One job: `{job_id:path}` (ids may hold '/'), so the suffix routes come first.
+        Route("/queues/{name}/jobs/{job_id:path}/flow", flow_page, name="flow_page"),
+        Route("/api/queues/{name}/jobs/{job_id:path}/flow", api_flow, name="api_flow"),
+        Route("/queues/{name}/jobs/{job_id:path}/data.json", job_data, name="job_data"),
+        Route("/queues/{name}/jobs/{job_id:path}/logs", job_logs, name="job_logs"),
+        Route("/api/queues/{name}/jobs/{job_id:path}/logs", job_logs, name="api_job_logs"),
+        Route("/queues/{name}/jobs/{job_id:path}/retry", job_retry, methods=["POST"],
+              name="job_retry"),
+        Route("/api/queues/{name}/jobs/{job_id:path}/retry", job_retry, methods=["POST"],
+              name="api_job_retry"),
+        Route("/queues/{name}/jobs/{job_id:path}/promote", job_promote, methods=["POST"],
+              name="job_promote"),
+        Route("/api/queues/{name}/jobs/{job_id:path}/promote", job_promote, methods=["POST"],
+              name="api_job_promote"),
+        Route("/queues/{name}/jobs/{job_id:path}/remove", job_remove, methods=["POST"],
+              name="job_remove"),
+        Route("/api/queues/{name}/jobs/{job_id:path}/remove", job_remove, methods=["POST"],
+              name="api_job_remove"),
+        Route("/queues/{name}/jobs/{job_id:path}/duplicate", job_duplicate, methods=["POST"],
+              name="job_duplicate"),
+        Route("/api/queues/{name}/jobs/{job_id:path}/duplicate", job_duplicate, methods=["POST"],
+              name="api_job_duplicate"),
+        Route("/queues/{name}/jobs/{job_id:path}/data", job_update_data, methods=["POST"],
+              name="job_update_data"),
+        Route("/api/queues/{name}/jobs/{job_id:path}/data", job_update_data, methods=["POST"],
+              name="api_job_update_data"),
+        Route("/queues/{name}/jobs/{job_id:path}", job_page, name="job_page"),
+        Route("/api/queues/{name}/jobs/{job_id:path}", api_job, name="api_job"),
         Route("/health", health, name="health"),
         Route("/metrics", metrics, name="metrics"),
         Route("/schedules", schedules_page, name="schedules_page"),
