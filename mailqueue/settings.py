@@ -82,12 +82,22 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
-    @field_validator("queue_prefix", "default_queue")
+    @field_validator("queue_prefix")
     @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value or ":" in value.strip("{}") and not value.startswith("{"):
-            raise ValueError("must be non-empty and contain no ':'")
+    def _prefix_not_blank(cls, value: str) -> str:
+        if not value.strip() or value != value.strip():
+            raise ValueError("must be non-empty, without surrounding spaces")
         return value
+
+    @field_validator("default_queue")
+    @classmethod
+    def _queue_name(cls, value: str) -> str:
+        from mailqueue.job_options import validate_queue_name
+
+        try:
+            return validate_queue_name(value)
+        except Exception as exc:
+            raise ValueError(str(exc)) from None
 
     def default_job_options(self) -> dict[str, Any]:
         """Job options applied under every job's own options."""
