@@ -68,6 +68,8 @@ async def test_job_page_shows_everything(mail: MailManager, client: httpx.AsyncC
     for label in ("Added", "Started", "Finished"):  # timeline
         assert f"<th>{label}</th>" in html
     assert 'sse-connect="/live?view=job&amp;queue=jobs&amp;job_id=fail-1"' in html
+    assert "Retry</button>" in html and "Promote</button>" not in html  # failed, not delayed
+    assert 'hx-confirm="Remove job fail-1?' in html
     for region in ("job-summary", "job-logs", "job-family"):
         assert f'id="{region}"' in html and f'sse-swap="{region}"' in html
     assert 'style="' not in html.split("<main", 1)[1].split("</main>")[0].replace(
