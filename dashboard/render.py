@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.templating import Jinja2Templates
@@ -20,6 +22,16 @@ ROOT = Path(__file__).resolve().parent.parent
 templates = Jinja2Templates(directory=str(ROOT / "templates"))
 templates.env.autoescape = True  # every template, whatever its extension
 formatting.install(templates.env)
+
+
+@jinja2.pass_context
+def job_url(context: dict[str, Any], queue: str, job_id: str, route: str = "job_page") -> str:
+    """The path of a job's page (or another job route); ids may hold '/', '?' or '#'."""
+    request: Request = context["request"]
+    return str(request.app.url_path_for(route, name=queue, job_id=quote(str(job_id), safe="")))
+
+
+templates.env.globals["job_url"] = job_url
 
 
 def is_htmx(request: Request) -> bool:

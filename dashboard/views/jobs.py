@@ -49,9 +49,13 @@ LIVE_REGIONS = {
 # --- urls ---------------------------------------------------------------------------------
 
 def route_path(request: Request, route: str, **params: str) -> str:
-    """A route's path with every parameter percent-encoded (job ids may hold '/', '?', '#')."""
-    return str(request.app.url_path_for(route, **{k: quote(v, safe="") for k, v in
-                                                  params.items()}))
+    """A route's path with the job id percent-encoded (ids may hold '/', '?', '#').
+
+    The queue name needs nothing here: its `{name:queue}` convertor encodes it.
+    """
+    if "job_id" in params:
+        params["job_id"] = quote(params["job_id"], safe="")
+    return str(request.app.url_path_for(route, **params))
 
 
 def job_path(request: Request, route: str, queue: str, job_id: str) -> str:
