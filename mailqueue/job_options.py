@@ -40,12 +40,12 @@ def _keep_option(options: dict[str, Any], key: str) -> None:
         return
     if isinstance(value, int) and value >= 0:
         return
-    if isinstance(value, dict) and set(value) <= {"age", "count"} and all(
+    if isinstance(value, dict) and value and set(value) <= {"age", "count", "limit"} and all(
         isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value.values()
     ):
         return
     raise InvalidJobOptionsError(
-        f"{key} must be true/false, a count >= 0, or {{age, count}}, not {value!r}"
+        f"{key} must be true/false, a count >= 0, or {{age, count, limit}}, not {value!r}"
     )
 
 
@@ -64,19 +64,29 @@ def validate_job_options(options: dict[str, Any]) -> dict[str, Any]:
     _non_negative_int(options, "priority")
     _non_negative_int(options, "keepLogs")
     _non_negative_int(options, "stackTraceLimit")
-    if options.get("priority", 0) > _MAX_PRIORITY:
+    if (options.get("priority") or 0) > _MAX_PRIORITY:
         raise InvalidJobOptionsError(f"priority must be <= {_MAX_PRIORITY}")
+    if options.get("lifo") is not None and not isinstance(options["lifo"], bool):
+        raise InvalidJobOptionsError(f"lifo must be true or false, not {options['lifo']!r}")
+    _non_negative_int(options, "timestamp")
     backoff = options.get("backoff")
     if backoff is not None:
         if isinstance(backoff, int) and not isinstance(backoff, bool):
             if backoff < 0:
                 raise InvalidJobOptionsError("backoff must be >= 0 ms")
         elif isinstance(backoff, dict):
+            unknown = set(backoff) - {"type", "delay"}
+            if unknown:
+                raise InvalidJobOptionsError(
+                    f"backoff has unknown key(s) {', '.join(sorted(map(str, unknown)))}; "
+                    "it takes type and delay"
+                )
             if backoff.get("type") not in ("fixed", "exponential"):
                 raise InvalidJobOptionsError(
                     f"backoff.type must be 'fixed' or 'exponential', not {backoff.get('type')!r}"
                 )
-            delay = backoff.get("delay", 0)
+            # bullmq's built-in strategies read `delay` with no default.
+            delay = backoff.get("delay")
             if not isinstance(delay, int) or isinstance(delay, bool) or delay < 0:
                 raise InvalidJobOptionsError(f"backoff.delay must be ms >= 0, not {delay!r}")
         else:
@@ -85,14 +95,22 @@ def validate_job_options(options: dict[str, Any]) -> dict[str, Any]:
     if job_id is not None:
         if not isinstance(job_id, str) or not job_id:
             raise InvalidJobOptionsError(f"jobId must be a non-empty string, not {job_id!r}")
-        if job_id.isdigit():
+        if _is_integer_text(job_id):
             # BullMQ's own ids are integers; a custom integer id could collide with them.
+            # Same test as BullMQ for Node: `${parseInt(id, 10)}` === id.
             raise InvalidJobOptionsError(f"jobId {job_id!r} cannot be an integer")
         if ":" in job_id:
             raise InvalidJobOptionsError(f"jobId {job_id!r} cannot contain ':'")
     _keep_option(options, "removeOnComplete")
     _keep_option(options, "removeOnFail")
     return options
+
+
+def _is_integer_text(text: str) -> bool:
+    try:
+        return str(int(text, 10)) == text
+    except ValueError:
+        return False
 
 
 def merge_job_options(defaults: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
