@@ -8,6 +8,8 @@ data directory, killed with its parent and stopped on shutdown.
 from __future__ import annotations
 
 import ctypes
+import fcntl
+import json
 import logging
 import os
 import shutil
@@ -15,8 +17,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -51,38 +56,87 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: the kernel sends SIGTERM when the parent dies."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+    """What the child runs before exec: the kernel sends it SIGTERM when the parent dies."""
+
+    def preexec() -> None:
+        if sys.platform.startswith("linux"):
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        # The parent may have died before prctl took effect: then nobody will signal us.
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+    return preexec
+
+
+# PR_SET_PDEATHSIG fires when the *thread* that forked the child ends, not the process:
+# a server started from a short-lived thread (asyncio.to_thread, a pytest-asyncio loop's
+# executor) would be killed when that thread is reaped. So every child is forked from one
+# thread that lasts as long as the process.
+_spawner: ThreadPoolExecutor | None = None
+_spawner_lock = threading.Lock()
+
+
+def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None:
+            _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="redis-spawner")
+    return _spawner.submit(
+        subprocess.Popen,
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent(os.getpid()),
+    ).result()
 
 
 def validate_redis_url(url: str) -> str:
-    """Reject a URL redis-py would misread, with a message naming the problem."""
+    """Reject a URL redis-py would misread, with a one-line message naming the problem."""
+    shown = _redact(url)
     parsed = urlparse(url)
     if parsed.scheme not in ("redis", "rediss", "unix"):
         raise RedisUnavailableError(
-            f"REDIS_URL {url!r} is malformed: it must start with redis://, rediss:// or unix://"
+            f"REDIS_URL {shown!r} is malformed: it must start with redis://, rediss:// or unix://"
         )
-    if parsed.scheme != "unix" and not parsed.hostname:
-        raise RedisUnavailableError(f"REDIS_URL {url!r} is malformed: it names no host")
+    if parsed.scheme == "unix":
+        if not parsed.path:
+            raise RedisUnavailableError(f"REDIS_URL {shown!r} is malformed: it names no socket")
+        return url
+    if not parsed.hostname:
+        raise RedisUnavailableError(f"REDIS_URL {shown!r} is malformed: it names no host")
     try:
         parsed.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        raise RedisUnavailableError(f"REDIS_URL {url!r} is malformed: {exc}") from None
+    except ValueError:
+        raise RedisUnavailableError(
+            f"REDIS_URL {shown!r} is malformed: the port must be a number within 0..65535"
+        ) from None
+    database = parsed.path.strip("/")
+    if database and not database.isdigit():
+        raise RedisUnavailableError(
+            f"REDIS_URL {shown!r} is malformed: the path must be a database number, "
+            f"like /0, not /{database}"
+        )
     return url
 
 
 def ping(url: str, timeout: float = 1.0) -> bool:
+    return _ping_problem(url, timeout) is None
+
+
+def _ping_problem(url: str, timeout: float) -> str | None:
+    """None when Redis at `url` answers PING, else why not, on one line."""
     try:
         client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         try:
-            return bool(client.ping())
+            client.ping()
         finally:
             client.close()
-    except (redis.RedisError, OSError, ValueError):
-        return False
+    except (redis.RedisError, OSError, ValueError) as exc:
+        return " ".join(str(exc).split()) or type(exc).__name__
+    return None
 
 
 @dataclass
@@ -124,13 +178,7 @@ class EmbeddedRedis:
             "--logfile", str(self.data_dir / "redis.log"),
             *self.extra_args,
         ]
-        self.process = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
-        )
+        self.process = _spawn(args)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -183,22 +231,75 @@ def resolve_redis(redis_url: str | None, data_dir: Path, probe_local: bool = Tru
     """Pick the Redis to use and start one when needed; one log line says which."""
     if redis_url:
         url = validate_redis_url(redis_url)
-        if not ping(url, timeout=2.0):
-            raise RedisUnavailableError(f"Redis at {_redact(url)} does not answer (REDIS_URL)")
+        problem = _ping_problem(url, timeout=2.0)
+        if problem is not None:
+            raise RedisUnavailableError(
+                f"Redis at {_redact(url)} (REDIS_URL) does not answer: {problem}"
+            )
         target = RedisTarget(url, "REDIS_URL")
     elif probe_local and ping(LOCAL_DEFAULT_URL, timeout=0.3):
         target = RedisTarget(LOCAL_DEFAULT_URL, "found running on localhost:6379")
     else:
-        embedded = EmbeddedRedis(data_dir=data_dir / "redis").start()
-        target = RedisTarget(
-            embedded.url, f"embedded, data in {embedded.data_dir}", embedded=embedded
-        )
+        target = _embedded_target(data_dir / "redis")
     log.info("%s", target.describe())
     return target
 
 
+_OWNER_FILE = "owner.json"
+
+
+@contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _embedded_target(directory: Path) -> RedisTarget:
+    """The embedded Redis of `directory`: the one another process already runs there, or ours.
+
+    Two servers must never share one AOF directory (each would overwrite the other's file),
+    and two processes of one installation (a worker, a dashboard) must see the same queues.
+    """
+    with _locked(directory):
+        owner = _running_owner(directory)
+        if owner is not None:
+            pid, port = owner
+            return RedisTarget(
+                f"redis://127.0.0.1:{port}",
+                f"embedded, started by process {pid}, data in {directory}",
+            )
+        embedded = EmbeddedRedis(data_dir=directory).start()
+        (directory / _OWNER_FILE).write_text(
+            json.dumps({"pid": os.getpid(), "port": embedded.port})
+        )
+    return RedisTarget(embedded.url, f"embedded, data in {directory}", embedded=embedded)
+
+
+def _running_owner(directory: Path) -> tuple[int, int] | None:
+    try:
+        owner = json.loads((directory / _OWNER_FILE).read_text())
+        pid, port = int(owner["pid"]), int(owner["port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, someone else's
+    return (pid, port) if ping(f"redis://127.0.0.1:{port}", timeout=0.5) else None
+
+
 def _redact(url: str) -> str:
-    parsed = urlparse(url)
-    if parsed.password:
-        return url.replace(f":{parsed.password}@", ":***@")
+    try:
+        password = urlparse(url).password
+    except ValueError:
+        return url
+    if password:
+        return url.replace(f":{password}@", ":***@")
     return url
