@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -550,3 +550,33 @@ class FlowManager:
                 "max": durations[-1] if durations else None,
             },
         }
+
+    # --- the e-mail workflows (built in mailqueue/mail/flows.py) -------------------------------
+
+    async def create_email_flow(self, template: str, to: Any, **kwargs: Any) -> dict[str, Any]:
+        """validate-email -> render-email -> send-rendered; see mail.flows.create_email_flow."""
+        from mailqueue.mail.flows import create_email_flow
+
+        return await create_email_flow(self, template, to, **kwargs)
+
+    async def create_newsletter_flow(
+        self, campaign: Mapping[str, Any], recipients: Iterable[Any], **kwargs: Any
+    ) -> dict[str, Any]:
+        """A campaign parent and its recipients in batches; see mail.flows."""
+        from mailqueue.mail.flows import create_newsletter_flow
+
+        return await create_newsletter_flow(self, self._queues, campaign, recipients, **kwargs)
+
+    async def create_conditional_flow(
+        self, template: str, to: Any, **kwargs: Any
+    ) -> dict[str, Any]:
+        """check-condition, then send or skip with the reason; see mail.flows."""
+        from mailqueue.mail.flows import create_conditional_flow
+
+        return await create_conditional_flow(self, template, to, **kwargs)
+
+    async def create_retry_flow(self, template: str, to: Any, **kwargs: Any) -> dict[str, Any]:
+        """Retries with backoff, then a fallback transport or an admin notice; see mail.flows."""
+        from mailqueue.mail.flows import create_retry_flow
+
+        return await create_retry_flow(self, template, to, **kwargs)

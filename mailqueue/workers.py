@@ -263,15 +263,16 @@ class WorkerManager:
 
     @staticmethod
     def create_email_handlers(settings: Settings | None = None) -> dict[str, Handler]:
-        """The built-in e-mail handlers (send-welcome, send-newsletter, ...)."""
+        """The built-in e-mail handlers (send-welcome, send-newsletter, ...) and the steps of
+        the e-mail flows (validate-email, newsletter-batch, retry-send, ...), one SMTP pool."""
         try:
-            from mailqueue.mail.handlers import create_email_handlers
+            from mailqueue.mail.flows import create_flow_handlers
         except ImportError as exc:
             raise MailQueueError(
                 f"The built-in e-mail handlers cannot be loaded ({exc}); "
                 "pass your own handlers to start_worker"
             ) from None
-        return dict(create_email_handlers(settings))
+        return create_flow_handlers(settings)
 
 
 def _check_limiter(limiter: Any) -> None:
