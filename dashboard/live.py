@@ -190,6 +190,9 @@ async def live(request: Request) -> Response:
                         message["id"] = hub.cursor
                     yield message
                 await asyncio.sleep(MIN_INTERVAL_S)
+                # Changes made during the render or the pause are not missed: look again
+                # before waiting for the next one.
+                continue
             await hub.wait_for_change(HEARTBEAT_S)
 
     return EventSourceResponse(stream(), ping=HEARTBEAT_S, headers={"Cache-Control": "no-store"})
