@@ -1,0 +1,242 @@
+"""The MailManager facade, queue side: lifecycle, jobs, schedules, stats and health."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from bullmq import Job
+
+from mailqueue.errors import (
+    InvalidJobOptionsError,
+    InvalidScheduleError,
+    MailQueueError,
+    RedisUnavailableError,
+    UnknownQueueError,
+)
+from mailqueue.manager import MailManager
+from mailqueue.redis_server import LOCAL_DEFAULT_URL, free_port, ping
+from mailqueue.settings import Settings
+from mailqueue.types import JOB_STATES
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def completed(mail: MailManager, queue: str, n: int) -> bool:
+    return (await mail.queues.get_job_counts(queue))["completed"] >= n
+
+
+# --- lifecycle ----------------------------------------------------------------------------
+
+
+async def test_a_manager_that_is_not_started_says_so(settings: Settings) -> None:
+    mail = MailManager(settings)
+    with pytest.raises(MailQueueError, match="not started"):
+        await mail.add_job("emails", "send-welcome", {})
+    await mail.close()  # closing an unstarted manager is harmless
+
+
+async def test_start_and_close_are_idempotent(settings: Settings) -> None:
+    mail = MailManager(settings)
+    assert await mail.start() is mail
+    client = mail.client
+    assert await mail.start() is mail
+    assert mail.client is client
+    assert mail.redis is not None and mail.redis.source == "REDIS_URL"
+    await mail.close()
+    await mail.close()
+    with pytest.raises(MailQueueError, match="not started"):
+        mail.queues  # noqa: B018
+
+
+async def test_overrides_replace_settings(settings: Settings) -> None:
+    async with MailManager(settings, job_attempts=9) as mail:
+        assert mail.settings.job_attempts == 9
+        job = await mail.add_job("emails", "n", {})
+        assert job.opts["attempts"] == 9
+    assert settings.job_attempts == 3, "the caller's settings are not changed"
+
+
+async def test_an_unreachable_redis_is_a_clear_error(settings: Settings) -> None:
+    bad = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}"})
+    with pytest.raises(RedisUnavailableError, match="does not answer"):
+        async with MailManager(bad):
+            pass
+
+
+async def test_without_redis_url_an_embedded_redis_is_started_and_stopped(
+    settings: Settings, tmp_path: Path
+) -> None:
+    if ping(LOCAL_DEFAULT_URL, timeout=0.3):
+        pytest.skip("a Redis answers on localhost:6379, so nothing would be embedded")
+    own = settings.model_copy(update={"redis_url": None, "data_dir": tmp_path / "data"})
+    async with MailManager(own) as mail:
+        assert mail.redis is not None and mail.redis.embedded is not None
+        assert mail.redis.source.startswith("embedded")
+        port = mail.redis.embedded.port
+        job = await mail.add_job("emails", "send-welcome", {"to": "ada@example.com"})
+        # Started from a worker thread (asyncio.to_thread): it must outlive that thread.
+        await asyncio.sleep(0.3)
+        info = await mail.queues.get_job("emails", str(job.id))
+        assert info["data"] == {"to": "ada@example.com"}
+    assert not ping(f"redis://127.0.0.1:{port}", timeout=0.3), "close() stops our Redis"
+    assert (tmp_path / "data" / "redis").is_dir()
+
+    # The AOF kept the job: a new manager on the same data directory finds it.
+    async with MailManager(own) as mail:
+        info = await mail.queues.get_job("emails", str(job.id))
+        assert info["name"] == "send-welcome"
+
+
+# --- jobs ----------------------------------------------------------------------------------
+
+
+async def test_create_queue_is_idempotent(mail: MailManager) -> None:
+    await mail.create_queue("emails")
+    await mail.create_queue("emails")
+    assert await mail.queues.list_queues(refresh=True) == ["emails"]
+    stats = await mail.get_queue_stats("emails")
+    assert stats["counts"] == dict.fromkeys(JOB_STATES, 0)
+
+
+async def test_add_job_takes_options_as_keywords_over_the_defaults(
+    mail: MailManager, redis_client: aioredis.Redis, prefix: str
+) -> None:
+    job = await mail.add_job("emails", "send-welcome", {"to": "ada@example.com"},
+                             attempts=5, delay=60_000, jobId="welcome-ada")
+    assert job.id == "welcome-ada"
+    opts = json.loads(await redis_client.hget(f"{prefix}:emails:welcome-ada", "opts") or "{}")
+    assert opts["attempts"] == 5
+    assert opts["delay"] == 60_000
+    assert opts["backoff"] == {"type": "exponential", "delay": 100}
+    assert opts["removeOnComplete"] == 1000
+    assert (await mail.get_queue_stats("emails"))["counts"]["delayed"] == 1
+
+
+async def test_bad_input_through_the_facade(mail: MailManager) -> None:
+    with pytest.raises(InvalidJobOptionsError, match="Unknown job option"):
+        await mail.add_job("emails", "n", {}, retries=3)
+    with pytest.raises(InvalidJobOptionsError, match="attempts"):
+        await mail.add_job("emails", "n", {}, attempts=0)
+    with pytest.raises(MailQueueError, match="Bad queue name"):
+        await mail.create_queue("a:b")
+    with pytest.raises(UnknownQueueError, match="'nowhere'"):
+        await mail.get_queue_stats("nowhere")
+    with pytest.raises(InvalidScheduleError, match="Bad cron"):
+        await mail.schedule_job("emails", "n", {}, cron="every day")
+    with pytest.raises(InvalidScheduleError, match="exactly one"):
+        await mail.schedule_job("emails", "n", {})
+
+
+async def test_add_jobs_and_process_them_with_a_worker(mail: MailManager) -> None:
+    seen: list[Any] = []
+
+    async def welcome(data: Any, job: Job) -> str:
+        seen.append(data["to"])
+        return "sent"
+
+    jobs = await mail.add_jobs(
+        "emails", [{"name": "send-welcome", "data": {"to": f"u{i}@example.com"}} for i in range(5)]
+    )
+    assert len(jobs) == 5
+    mail.start_worker("emails", {"send-welcome": welcome}, concurrency=2)
+    await eventually(lambda: completed(mail, "emails", 5))
+    assert sorted(seen) == sorted(f"u{i}@example.com" for i in range(5))
+
+    stats = await mail.get_queue_stats("emails")
+    assert stats["counts"]["completed"] == 5
+    assert stats["workers"] == 1
+    assert stats["paused"] is False
+    assert isinstance(stats["completed_per_minute"], list)
+    metrics = await mail.get_all_queue_metrics()
+    assert metrics["emails"]["completed"]["count"] == 5, "workers record metrics"
+    await mail.stop_worker("emails")
+    assert (await mail.get_queue_stats("emails"))["workers"] == 0
+
+
+# --- schedules -----------------------------------------------------------------------------
+
+
+async def test_schedules_through_the_facade(mail: MailManager) -> None:
+    daily = await mail.schedule_job("emails", "send-digest", {"kind": "daily"},
+                                    cron="30 7 * * *", tz="Europe/Paris")
+    assert (daily["cron"], daily["tz"]) == ("30 7 * * *", "Europe/Paris")
+    poll = await mail.schedule_job("emails", "poll", {}, every=5_000, scheduler_id="poller",
+                                   attempts=1)
+    assert poll["every_ms"] == 5_000
+    assert poll["template"]["opts"]["attempts"] == 1
+    assert {s["id"] for s in await mail.list_schedules()} == {"send-digest", "poller"}
+    assert await mail.remove_schedule("emails", "poller") is True
+    assert await mail.remove_schedule("emails", "poller") is False
+    assert [s["id"] for s in await mail.list_schedules("emails")] == ["send-digest"]
+
+
+async def test_an_every_schedule_runs(mail: MailManager) -> None:
+    runs: list[float] = []
+
+    async def tick(data: Any, job: Job) -> None:
+        runs.append(time.monotonic())
+
+    await mail.schedule_job("ticks", "tick", {}, every=300)
+    mail.start_worker("ticks", {"tick": tick}, concurrency=1)
+    await eventually(lambda: _at_least(runs, 3), timeout=15)
+
+
+async def _at_least(items: list[Any], n: int) -> bool:
+    return len(items) >= n
+
+
+# --- health ------------------------------------------------------------------------------
+
+
+async def test_health_check_reports_redis_and_every_queue(
+    mail: MailManager, redis_url: str
+) -> None:
+    await mail.add_job("emails", "n", {})
+    await mail.create_queue("reports")
+    mail.start_worker("reports", {"n": lambda data, job: None})
+    report = await mail.health_check()
+    assert report["healthy"] is True
+    assert report["redis"]["url"] == redis_url
+    assert report["redis"]["source"] == "REDIS_URL"
+    assert report["redis"]["ping_ms"] >= 0
+    version = redis.Redis.from_url(redis_url).info("server")["redis_version"]
+    assert report["redis"]["version"] == version
+    assert report["queues"]["emails"]["counts"]["waiting"] == 1
+    assert set(report["queues"]) == {"emails", "reports"}
+    await eventually(lambda: _workers_seen(mail, "reports"))
+    report = await mail.health_check()
+    assert report["queues"]["reports"]["workers"] == 1
+    assert report["queues"]["emails"]["workers"] == 0
+
+
+async def _workers_seen(mail: MailManager, queue: str) -> bool:
+    return (await mail.get_queue_stats(queue))["workers"] == 1
+
+
+async def test_health_check_is_unhealthy_when_redis_goes_away(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from mailqueue.redis_server import EmbeddedRedis
+
+    server = EmbeddedRedis(data_dir=tmp_path / "gone").start()
+    own = settings.model_copy(update={"redis_url": server.url})
+    async with MailManager(own) as mail:
+        assert (await mail.health_check())["healthy"] is True
+        server.kill()
+        report = await mail.health_check()
+        assert report["healthy"] is False
+        assert "error" in report
