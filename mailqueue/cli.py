@@ -84,6 +84,18 @@ def _worker_handlers(settings: Settings) -> dict[str, Any]:
     return WorkerManager.create_email_handlers(settings)
 
 
+def _worker_options(settings: Settings, queue: str) -> dict[str, Any]:
+    """Lock and stall settings for every queue; the e-mail rate limit for the e-mail queue."""
+    options: dict[str, Any] = {
+        "lockDuration": settings.worker_lock_duration_ms,
+        "stalledInterval": settings.worker_stalled_interval_ms,
+    }
+    if queue == settings.default_queue and settings.mail_rate_limit > 0:
+        # BullMQ's limiter lives in Redis: the limit holds across every worker process.
+        options["limiter"] = {"max": settings.mail_rate_limit, "duration": 1000}
+    return options
+
+
 class _Server:
     """uvicorn serving the dashboard inside our loop, with our own signal handling."""
 
@@ -152,6 +164,7 @@ def run(
                 mail.start_worker(
                     settings.default_queue, _worker_handlers(mail.settings),
                     concurrency=concurrency,
+                    **_worker_options(mail.settings, settings.default_queue),
                 )
                 await server.start()
                 assert mail.redis is not None
@@ -193,7 +206,8 @@ def worker(
             handlers = _worker_handlers(settings)
             for name in names:
                 await mail.create_queue(name)
-                mail.start_worker(name, handlers, concurrency=concurrency)
+                mail.start_worker(name, handlers, concurrency=concurrency,
+                                  **_worker_options(settings, name))
             assert mail.redis is not None
             typer.echo(mail.redis.describe())
             if not settings.smtp_url and not await registered_sink_url(

@@ -82,6 +82,19 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    # E-mail rate limit and worker locks
+    mail_rate_limit: int = Field(
+        default=0, ge=0,
+        description="E-mail queue: jobs (messages) per second across all workers; 0 = no limit",
+    )
+    worker_lock_duration_ms: int = Field(
+        default=30_000, ge=500, description="How long a job's lock lasts before it is renewed"
+    )
+    worker_stalled_interval_ms: int = Field(
+        default=30_000, ge=500,
+        description="How often workers look for jobs whose worker died (lock expired)",
+    )
+
     @field_validator("queue_prefix")
     @classmethod
     def _prefix_not_blank(cls, value: str) -> str:

@@ -1,0 +1,64 @@
+"""A real `mailqueue worker` process for the fault and rate-limit tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mailqueue.manager import MailManager
+
+
+class WorkerProcess:
+    """`python -m mailqueue.cli worker` on the suite's Redis, under the test's prefix."""
+
+    def __init__(
+        self, tmp_path: Path, redis_url: str, prefix: str, smtp_url: str,
+        concurrency: int = 10, **env: str,
+    ) -> None:
+        self.log_path = tmp_path / f"worker-{time.monotonic_ns()}.log"
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mailqueue.cli", "worker", "--concurrency", str(concurrency)],
+            env={
+                **os.environ, "REDIS_URL": redis_url, "QUEUE_PREFIX": prefix,
+                "SMTP_URL": smtp_url, "LOG_LEVEL": "WARNING", **env,
+            },
+            cwd=tmp_path,  # no stray .env
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+    async def wait_ready(self, mail: MailManager, queue: str = "emails",
+                         timeout: float = 20) -> None:
+        """Until the worker shows in Redis (CLIENT LIST), i.e. it takes jobs."""
+        deadline = time.monotonic() + timeout
+        names = {w["name"] for w in await mail.workers.list_workers(queue)}
+        while True:
+            assert self.process.poll() is None, f"the worker exited: {self.output()}"
+            now = {w["name"] for w in await mail.workers.list_workers(queue)}
+            if now - names or (not names and now):
+                return
+            assert time.monotonic() < deadline, f"no worker after {timeout} s: {self.output()}"
+            await asyncio.sleep(0.1)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-3000:]
