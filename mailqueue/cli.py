@@ -161,6 +161,8 @@ def run(
             server = _Server(mail, host, port)
             try:
                 await mail.create_queue(settings.default_queue)
+                # Job lifecycle in the audit log, and failure alerts, for every queue.
+                await mail.setup_audit_listeners()
                 mail.start_worker(
                     settings.default_queue, _worker_handlers(mail.settings),
                     concurrency=concurrency,
@@ -204,6 +206,7 @@ def worker(
         stop = asyncio.Event()
         async with MailManager(settings) as mail:
             handlers = _worker_handlers(settings)
+            await mail.setup_audit_listeners()
             for name in names:
                 await mail.create_queue(name)
                 mail.start_worker(name, handlers, concurrency=concurrency,

@@ -250,7 +250,11 @@ class MailManager:
     def subscribe(
         self, queues: list[str] | None = None, last_id: str | None = None
     ) -> Subscription:
-        """Events as an async iterator, resuming after `last_id` (a stream id) when given."""
+        """Events as an async iterator (also `async with`), resuming after `last_id`.
+
+        `last_id` is an event's `cursor` (or a plain stream id for one queue): nothing is
+        missed and nothing comes twice across several queues.
+        """
         return self.events.subscribe(queues, last_id)
 
     async def get_event_stats(self) -> dict[str, Any]:
@@ -261,7 +265,23 @@ class MailManager:
         await self.events.setup_audit_listeners()
 
     async def get_audit_log(self, n: int = 100) -> list[dict[str, Any]]:
+        """The newest `n` audit entries (operator actions and, once set up, job lifecycle)."""
         return await self.events.get_audit_log(n)
+
+    async def record_audit(
+        self, actor: str, action: str, target: str, result: str, detail: str = ""
+    ) -> str:
+        """Write one entry in the audit log (who did what, on what, with what result)."""
+        return await self.events.record_audit(actor, action, target, result, detail)
+
+    def on_alert(self, callback: Callable[[dict[str, Any]], Any]) -> Callable[[], None]:
+        """Call `callback(alert)` when a queue or job name fails ALERT_FAILURE_THRESHOLD times
+        within ALERT_WINDOW_S seconds. Returns a function that removes the callback."""
+        return self.events.on_alert(callback)
+
+    async def get_alerts(self, n: int = 50) -> list[dict[str, Any]]:
+        """The newest `n` failure alerts."""
+        return await self.events.get_alerts(n)
 
     # --- monitoring ----------------------------------------------------------------------------
 
