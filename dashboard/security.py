@@ -125,6 +125,11 @@ class SecurityMiddleware:
                 headers.setdefault("x-content-type-options", "nosniff")
                 headers.setdefault("x-frame-options", "DENY")
                 headers.setdefault("referrer-policy", "same-origin")
+                if headers.get("content-type", "").startswith("text/html"):
+                    # A page is never kept in the back/forward cache: a cached page would
+                    # hold its live (SSE) connection open, and six of them exhaust the
+                    # browser's connections to this host, so the next page never loads.
+                    headers.setdefault("cache-control", "no-store")
                 if fresh_csrf:
                     headers.append(
                         "set-cookie",
