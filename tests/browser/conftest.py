@@ -138,7 +138,8 @@ class BrowserLog:
         assert not self.page_errors, f"uncaught exceptions: {self.page_errors}"
         expected = tuple(f"status of {status} " for status in expected_statuses)
         errors = [m for m in self.console_errors
-                  if not (m.startswith("Failed to load resource") and any(e in m for e in expected))]
+                  if not (m.startswith("Failed to load resource")
+                          and any(e in m for e in expected))]
         assert not errors, f"console errors: {errors}"
 
 
