@@ -379,9 +379,11 @@ class QueueManager:
             raise MailQueueError(f"Cannot clean state {state!r}")
         if grace_ms < 0 or limit < 0:
             raise MailQueueError("grace_ms and limit must be >= 0")
-        state = "wait" if state == "waiting" else state
         q = await self.get_queue(queue)
-        removed = await q.clean(grace_ms, limit, state)
+        listed = await _listed_state(q, state)
+        if listed is None:  # `waiting` of a paused queue: its jobs are listed as paused
+            return []
+        removed = await q.clean(grace_ms, limit, "wait" if listed == "waiting" else listed)
         return [str(i) for i in removed or []]
 
     async def drain(self, queue: str, include_delayed: bool = False) -> None:

@@ -427,6 +427,16 @@ async def test_clean_with_a_limit_removes_at_most_that_many(qm: QueueManager) ->
     assert await counts_of(qm, "emails") == {"waiting": 3}
 
 
+async def test_clean_of_a_paused_queue_cleans_what_it_lists_as_paused(qm: QueueManager) -> None:
+    await qm.create_queue("emails")
+    await qm.pause("emails")
+    await qm.add_jobs("emails", [{"name": "n", "data": {}} for _ in range(2)])
+    await asyncio.sleep(0.01)
+    assert await qm.clean("emails", "waiting") == []
+    assert len(await qm.clean("emails", "paused")) == 2
+    assert await counts_of(qm, "emails") == {}
+
+
 async def test_drain_keeps_delayed_jobs_unless_asked(qm: QueueManager) -> None:
     await qm.add_jobs("emails", [{"name": "n", "data": {}} for _ in range(3)])
     await qm.add_job("emails", "later", {}, {"delay": 60_000})
