@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test check install install-dev clean
+.PHONY: run test check bench install install-dev clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -34,6 +34,10 @@ test: $(VENV)/.installed-dev
 check: $(VENV)/.installed-dev
 	$(BIN)/ruff check mailqueue dashboard tests examples
 	$(BIN)/mypy
+
+## E-mail throughput (pool vs no pool, end to end) and the 100,000-recipient newsletter
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/run.py --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-artifacts
