@@ -19,7 +19,7 @@ from mailqueue.flows import FlowManager
 from mailqueue.mail.sink import MailSink, Outbox, registered_sink_url
 from mailqueue.mail.templates import BUILTIN_TEMPLATES
 from mailqueue.queues import QueueManager
-from mailqueue.redis_server import RedisTarget, resolve_redis
+from mailqueue.redis_server import RedisTarget, redact_url, resolve_redis
 from mailqueue.settings import Settings
 from mailqueue.types import ScheduleInfo
 from mailqueue.workers import Handler, ManagedWorker, WorkerManager
@@ -61,8 +61,9 @@ class MailManager:
         except Exception as exc:
             await client.aclose()
             self.redis.close()
-            raise RedisUnavailableError(f"Redis at {self.redis.url} does not answer: {exc}") \
-                from None
+            raise RedisUnavailableError(
+                f"Redis at {redact_url(self.redis.url)} does not answer: {exc}"
+            ) from None
         self._client = client
         self._queues = QueueManager(connection, client, s.queue_prefix, s.default_job_options())
         self._events = EventManager(connection, client, s.queue_prefix, s)

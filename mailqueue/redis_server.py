@@ -95,7 +95,7 @@ def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
 
 def validate_redis_url(url: str) -> str:
     """Reject a URL redis-py would misread, with a one-line message naming the problem."""
-    shown = _redact(url)
+    shown = redact_url(url)
     parsed = urlparse(url)
     if parsed.scheme not in ("redis", "rediss", "unix"):
         raise RedisUnavailableError(
@@ -234,7 +234,7 @@ def resolve_redis(redis_url: str | None, data_dir: Path, probe_local: bool = Tru
         problem = _ping_problem(url, timeout=2.0)
         if problem is not None:
             raise RedisUnavailableError(
-                f"Redis at {_redact(url)} (REDIS_URL) does not answer: {problem}"
+                f"Redis at {redact_url(url)} (REDIS_URL) does not answer: {problem}"
             )
         target = RedisTarget(url, "REDIS_URL")
     elif probe_local and ping(LOCAL_DEFAULT_URL, timeout=0.3):
@@ -295,7 +295,7 @@ def _running_owner(directory: Path) -> tuple[int, int] | None:
     return (pid, port) if ping(f"redis://127.0.0.1:{port}", timeout=0.5) else None
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     try:
         password = urlparse(url).password
     except ValueError:
