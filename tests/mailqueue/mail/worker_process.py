@@ -36,11 +36,10 @@ class WorkerProcess:
                          timeout: float = 20) -> None:
         """Until the worker shows in Redis (CLIENT LIST), i.e. it takes jobs."""
         deadline = time.monotonic() + timeout
-        names = {w["name"] for w in await mail.workers.list_workers(queue)}
+        before = len(await mail.workers.list_workers(queue))
         while True:
             assert self.process.poll() is None, f"the worker exited: {self.output()}"
-            now = {w["name"] for w in await mail.workers.list_workers(queue)}
-            if now - names or (not names and now):
+            if len(await mail.workers.list_workers(queue)) > before:
                 return
             assert time.monotonic() < deadline, f"no worker after {timeout} s: {self.output()}"
             await asyncio.sleep(0.1)
