@@ -47,6 +47,19 @@ def duration(ms: int | float | None) -> str:
     return f"{days} d {hours} h"
 
 
+def seconds(s: int | float | None) -> str:
+    """Whole seconds, as Redis counts them (CLIENT LIST age and idle, uptime): `< 1 s`,
+    `45 s`, `4 min 10 s`, `2 h 5 min`. Never milliseconds: Redis gives none."""
+    if s is None:
+        return "–"
+    whole = int(s)
+    if whole < 1:
+        return "< 1 s"
+    if whole < 60:
+        return f"{whole} s"
+    return duration(whole * 1000)
+
+
 def pretty_json(value: Any, limit: int = 64 * 1024) -> str:
     """Indented JSON, cut at `limit` characters (the page says when it was cut)."""
     text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
@@ -67,5 +80,5 @@ def compact(n: int | float | None) -> str:
 def install(env: jinja2.Environment) -> None:
     env.filters.update(
         timestamp=timestamp, ago=ago, duration=duration, pretty_json=pretty_json,
-        compact=compact,
+        compact=compact, seconds=seconds,
     )
