@@ -107,7 +107,11 @@ def present_job(job: JobView) -> dict[str, Any]:
         edit_text = pretty if not data_cut else (compact if len(compact) <= PRETTY_CHARS
                                                  else None)
     traces = job["stacktrace"][-STACKTRACES_SHOWN:]
-    first_attempt = max(job["attempts_made"], len(job["stacktrace"])) - len(traces) + 1
+    # The newest trace is of the newest failed attempt: the last one made, unless the job
+    # then completed (its last attempt succeeded). bullmq keeps the traces of a job retried
+    # by hand, so a completed job may carry some.
+    last_failed = job["attempts_made"] - (1 if job["state"] == "completed" else 0)
+    first_attempt = max(last_failed, len(job["stacktrace"])) - len(traces) + 1
     progress = job["progress"]
     percent = progress if isinstance(progress, int | float) and not isinstance(progress, bool) \
         else None
@@ -123,6 +127,9 @@ def present_job(job: JobView) -> dict[str, Any]:
         "return_text": return_text if job["return_value"] is not None else None,
         "return_cut": return_cut,
         "failed_reason": reason,
+        # Red and open only while the job is failed; otherwise it is history.
+        "failure_current": job["state"] == "failed",
+        "attempts_text": attempts_text(job),
         "stacktraces": [
             {"attempt": first_attempt + i, "text": _cut(t, TEXT_CHARS)[0]}
             for i, t in enumerate(traces)
@@ -130,6 +137,24 @@ def present_job(job: JobView) -> dict[str, Any]:
         "stacktraces_hidden": len(job["stacktrace"]) - len(traces),
         "timeline": timeline(job),
     }
+
+
+def attempts_text(job: JobView) -> str:
+    """Attempts made, against the `attempts` option when set.
+
+    bullmq counts attempts for the job's whole life: a retry by hand keeps attemptsMade
+    (unless told to reset it), so a job with attempts 1 retried once has made 2; and that
+    retry runs once, whatever `attempts` says, since attemptsMade already reached it.
+    """
+    made = int(job["attempts_made"] or 0)
+    allowed = (job["opts"] or {}).get("attempts")
+    if not isinstance(allowed, int) or isinstance(allowed, bool) or allowed < 1:
+        return str(made)
+    if made <= allowed:
+        return f"{made} of {allowed}"
+    extra = made - allowed
+    after = "after a manual retry" if extra == 1 else "after manual retries"
+    return f"{made} made: {allowed} allowed by its options, {extra} more {after}"
 
 
 def timeline(job: JobView) -> list[dict[str, Any]]:

@@ -274,3 +274,40 @@ async def test_live_regions_and_more_logs(mail: MailManager, client: httpx.Async
     assert "a new line" in regions["job-logs"]
     gone = await live_job(request, {"queue": "jobs", "job_id": "nope"})
     assert "No job" in gone["job-summary"]
+
+
+def _summary(html: str) -> str:
+    return html.split('id="job-summary"', 1)[1].split("</section>", 1)[0]
+
+
+async def test_a_job_completed_after_a_retry_shows_its_failure_as_history(
+    mail: MailManager, client: httpx.AsyncClient
+) -> None:
+    """Retried by hand, then completed: bullmq keeps the stack trace and counts on
+    (attemptsMade 2 with attempts 1). No red "Failure", no "2 of 1"."""
+    switch = {"fail": True}
+
+    async def send(data: Any, job: Job) -> str:
+        if switch["fail"]:
+            raise RuntimeError("SMTP 550 mailbox unavailable")
+        return "sent"
+
+    await mail.add_job("jobs", "send", {}, jobId="retried", attempts=1)
+    mail.start_worker("jobs", {"send": send})
+    await wait_for_state(mail, "jobs", "retried", "failed")
+    failed = _summary((await client.get(job_url("jobs", "retried"))).text)
+    assert '<h2 class="state-failed">Failure</h2>' in failed
+    assert "SMTP 550" in failed and "<summary>Attempt 1</summary>" in failed
+    assert "1 of 1" in failed
+
+    switch["fail"] = False
+    await mail.queues.retry_job("jobs", "retried")
+    job = await wait_for_state(mail, "jobs", "retried", "completed")
+    assert job["attempts_made"] == 2 and job["stacktrace"]  # what bullmq keeps
+    summary = _summary((await client.get(job_url("jobs", "retried"))).text)
+    assert "state-failed" not in summary and ">Failure<" not in summary
+    assert "<h2>Earlier failed attempts</h2>" in summary
+    assert "<summary>Attempt 1</summary>" in summary  # the first attempt failed, not the 2nd
+    assert "SMTP 550" in summary
+    assert "2 of 1" not in summary
+    assert "2 made: 1 allowed by its options, 1 more after a manual retry" in summary
