@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 
 from dashboard.actions import mail_of
 from dashboard.context import page_context
+from dashboard.formatting import ago, timestamp
 from dashboard.render import render, render_fragment
 from mailqueue.errors import MailQueueError
 from mailqueue.manager import MailManager
@@ -47,12 +48,30 @@ async def recent_events(mail: MailManager, filters: Mapping[str, str]) -> list[d
 
 def event_summary(event: Mapping[str, Any]) -> str:
     """The one field that says most about an event, as a short text."""
+    if event.get("event") == "delayed":
+        runs_at = delayed_until(event.get("delay"))
+        if runs_at is not None:
+            return f"runs at {timestamp(runs_at)} ({ago(runs_at)})"
     for key in ("failedReason", "returnvalue", "data", "prev", "delay", "count"):
         if event.get(key) not in (None, ""):
             value = event[key]
             text = value if isinstance(value, str) else _json(value)
             return f"{key}: {text}"[:300]
     return ""
+
+
+# Epoch milliseconds after 2001: BullMQ's `delayed` event gives the time the job will run,
+# not a span (old Bull gave a span; that stays a plain `delay:` field).
+_EPOCH_MS_FLOOR = 10**12
+
+
+def delayed_until(value: Any) -> int | None:
+    """The run time a `delayed` event's `delay` field holds, in epoch ms, if it is one."""
+    try:
+        ms = int(str(value))
+    except ValueError:
+        return None
+    return ms if ms >= _EPOCH_MS_FLOOR else None
 
 
 def _json(value: Any) -> str:

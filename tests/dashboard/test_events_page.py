@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import re
 from typing import Any
 
 import httpx
@@ -90,3 +91,18 @@ async def test_live_events_renders_the_page_partials(app: Starlette, mail: MailM
     assert regions["events"].startswith('<div id="events-stream">')
     assert "completed" in regions["events"] and "digest" not in regions["events"]
     assert "failed" not in regions["events"].split("<tbody>")[1]
+
+
+async def test_a_delayed_event_says_when_the_job_runs(client: httpx.AsyncClient,
+                                                      mail: MailManager) -> None:
+    """BullMQ's `delayed` event carries `delay` = the time the job will run (epoch ms)."""
+    from dashboard.formatting import timestamp
+
+    job = await mail.add_job("emails", "later", {}, delay=5 * 60_000)
+    runs_at = int(job.timestamp) + 5 * 60_000
+    page = await client.get("/events", params={"queue": "emails", "type": "delayed"})
+    row = html.unescape(page.text.split('id="events-stream"')[1].split("</tbody>")[0])
+    assert f"delay: {runs_at}" not in row
+    assert re.search(rf"runs at {timestamp(runs_at)} \(in (5 min 0|4 min 5\d) s\)", row), row
+    api = (await client.get("/api/events", params={"type": "delayed"})).json()
+    assert api["events"][0]["summary"].startswith("runs at ")
