@@ -18,21 +18,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
-import inspect
 import json
 import logging
 import re
 import time
 import weakref
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from mailqueue.audit import AlertCallback, AuditLog, FailureAlerts, call_safely
 from mailqueue.errors import MailQueueError
 from mailqueue.job_options import validate_queue_name
 from mailqueue.settings import Settings
@@ -41,7 +39,6 @@ log = logging.getLogger(__name__)
 
 Event = dict[str, Any]
 EventCallback = Callable[[Event], Any]
-AlertCallback = Callable[[dict[str, Any]], Any]
 
 _BLOCK_MS = 1000  # short enough that a newly watched queue joins the XREAD within a second
 _READ_GUARD_S = 15.0  # a blocking read that outlives its BLOCK by this much means a dead link
@@ -52,29 +49,10 @@ _SUBSCRIBER_BUFFER = 1000
 _BACKOFF_MIN_S = 0.1
 _BACKOFF_MAX_S = 5.0
 _CLOCK_MARGIN_MS = 5  # starting a stream a few ms early beats missing an event
-_ALERTS_MAX = 1000
-_JOB_NAME_CACHE = 10_000
-_AUDIT_SEEN_TTL_MS = 10 * 60 * 1000
-_DETAIL_MAX = 500
 _JSON_FIELDS = frozenset({"returnvalue", "data"})
 _INT_FIELDS = frozenset({"delay", "attemptsMade", "count"})
-# Lifecycle events the audit log records, with the result written for each.
-_AUDIT_EVENTS = {
-    "completed": "ok", "failed": "error", "stalled": "stalled", "retries-exhausted": "error",
-}
 _PLAIN_ID = re.compile(r"^\d+(-\d+)?$")
 _CURSOR_TAG = "c1."
-
-# Write a stream entry once across every process that sees the same trigger: the first to set
-# the marker key writes, the others get nil. Several processes each run a reader, and an audit
-# entry or alert must not be written once per process.
-_XADD_ONCE = """
-if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then
-  return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
-end
-return false
-"""
-
 
 def _now_ms() -> float:
     return time.time() * 1000
@@ -83,10 +61,6 @@ def _now_ms() -> float:
 def _id_key(stream_id: str) -> tuple[int, int]:
     ms, _, seq = stream_id.partition("-")
     return int(ms), int(seq or 0)
-
-
-def _iso(ms: float) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
 def _glob_escape(text: str) -> str:
@@ -115,16 +89,6 @@ def _entries(reply: Any) -> list[tuple[str, list[tuple[str, dict[str, str]]]]]:
         return []
     pairs = reply.items() if isinstance(reply, dict) else reply  # RESP3 gives a dict
     return [(key, entries) for key, entries in pairs]
-
-
-async def _call(callback: Callable[[Any], Any], arg: Any, what: str) -> None:
-    """Call a sync or async callback; a failing one is logged and never stops the caller."""
-    try:
-        result = callback(arg)
-        if inspect.isawaitable(result):
-            await result
-    except Exception:
-        log.exception("%s %r raised", what, callback)
 
 
 @dataclass(eq=False)
@@ -289,12 +253,10 @@ class EventManager:
         self._client = client
         self.prefix = prefix
         self.settings = settings
-        self._audit_key = f"{prefix}:__mailqueue__:audit"
-        self._alerts_key = f"{prefix}:__mailqueue__:alerts"
-        self._xadd_once = client.register_script(_XADD_ONCE)
+        self.audit = AuditLog(client, prefix, settings)
+        self.alerts = FailureAlerts(client, prefix, settings)
 
         self._listeners: list[_Listener] = []
-        self._alert_callbacks: list[AlertCallback] = []
         self._subscribers: set[_Subscriber] = set()
         self._audit_off: Callable[[], None] | None = None
 
@@ -311,7 +273,7 @@ class EventManager:
         self._wake = asyncio.Event()
         self._closed = False
 
-        # Statistics since start, and failure windows for alerts.
+        # Statistics since start.
         self._started_at = time.time()
         self._connected = False
         self._reconnects = 0
@@ -321,9 +283,6 @@ class EventManager:
         self._last_event_at: float | None = None
         self._last_event_id: str | None = None
         self._lag_last = self._lag_max = self._lag_sum = 0.0
-        self._failures: dict[tuple[str, str | None], deque[int]] = {}
-        self._alerted_at: dict[tuple[str, str | None], int] = {}
-        self._job_names: OrderedDict[tuple[str, str], str] = OrderedDict()
 
     # --- listeners and subscriptions ---------------------------------------------------------
 
@@ -493,10 +452,10 @@ class EventManager:
                 self._count(event)
                 for sub in list(self._subscribers):
                     sub.offer(event)
-                await self._watch_failures(event)
+                await self.alerts.watch(event)
                 for listener in list(self._listeners):
                     if listener.wants(event):
-                        await _call(listener.callback, dict(event), "Event listener")
+                        await call_safely(listener.callback, dict(event), "Event listener")
 
     def _count(self, event: Event) -> None:
         now = _now_ms()
@@ -509,7 +468,8 @@ class EventManager:
         self._lag_max = max(self._lag_max, lag)
         self._lag_sum += lag
         if event["event"] == "added" and event.get("name"):
-            self._remember_job_name(event["queue"], str(event.get("jobId")), str(event["name"]))
+            self.alerts.remember_job_name(event["queue"], str(event.get("jobId")),
+                                          str(event["name"]))
 
     async def _replay_batch(
         self, queues: frozenset[str] | None, positions: dict[str, str], floor: str
@@ -558,61 +518,22 @@ class EventManager:
             "subscribers": len(self._subscribers),
         }
 
-    # --- audit log ---------------------------------------------------------------------------
+    # --- audit log and alerts (mailqueue/audit.py) -----------------------------------------
 
     async def setup_audit_listeners(self) -> None:
         """Record job lifecycle events (completed, failed, stalled, retries-exhausted) too."""
         if self._audit_off is None:
-            self._audit_off = self.on_event(None, None, self._audit_event)
+            self._audit_off = self.on_event(None, None, self.audit.record_job_event)
 
     async def record_audit(
         self, actor: str, action: str, target: str, result: str, detail: str = ""
     ) -> str:
         """Append one entry to the capped audit stream; returns its id."""
-        fields = {"time": _iso(_now_ms()), "actor": actor, "action": action, "target": target,
-                  "result": result, "detail": detail}
-        entry_id = await self._client.xadd(
-            self._audit_key, fields,  # type: ignore[arg-type]
-            maxlen=self.settings.audit_log_max, approximate=True,
-        )
-        return str(entry_id)
-
-    async def _audit_event(self, event: Event) -> None:
-        result = _AUDIT_EVENTS.get(event["event"])
-        if result is None:
-            return
-        if event["event"] == "completed":
-            detail = json.dumps(event.get("returnvalue"), default=str)
-        elif event["event"] == "retries-exhausted":
-            detail = f"attemptsMade={event.get('attemptsMade')}"
-        else:
-            detail = str(event.get("failedReason") or "")
-        fields = {
-            "time": _iso(_id_key(event["id"])[0]), "actor": "system", "action": event["event"],
-            "target": f"{event['queue']}/{event.get('jobId', '')}", "result": result,
-            "detail": detail[:_DETAIL_MAX],
-        }
-        seen = f"{self.prefix}:__mailqueue__:audit-seen:{event['queue']}:{event['id']}"
-        await self._add_once(self._audit_key, seen, _AUDIT_SEEN_TTL_MS,
-                             self.settings.audit_log_max, fields)
-
-    async def _add_once(
-        self, stream: str, marker: str, ttl_ms: int, maxlen: int, fields: dict[str, Any]
-    ) -> str | None:
-        flat: list[Any] = [ttl_ms, maxlen]
-        for key, value in fields.items():
-            flat += [key, "" if value is None else str(value)]
-        entry_id = await self._xadd_once(keys=[stream, marker], args=flat)
-        return str(entry_id) if entry_id else None
+        return await self.audit.record(actor, action, target, result, detail)
 
     async def get_audit_log(self, n: int = 100) -> list[dict[str, Any]]:
         """The newest `n` audit entries, newest first."""
-        if n <= 0:
-            return []
-        entries: Any = await self._client.xrevrange(self._audit_key, "+", "-", count=n)
-        return [{"id": entry_id, **fields} for entry_id, fields in entries]
-
-    # --- alerts ------------------------------------------------------------------------------
+        return await self.audit.newest(n)
 
     def on_alert(self, callback: AlertCallback) -> Callable[[], None]:
         """Call `callback(alert)` (sync or async) on each failure alert; returns the remover.
@@ -620,83 +541,18 @@ class EventManager:
         Alerts need every queue's failures, so this watches all queues.
         """
         self._add_interest(None)
-        self._alert_callbacks.append(callback)
+        self.alerts.callbacks.append(callback)
 
         def unsubscribe() -> None:
-            if callback in self._alert_callbacks:
-                self._alert_callbacks.remove(callback)
+            if callback in self.alerts.callbacks:
+                self.alerts.callbacks.remove(callback)
                 self._drop_interest(None)
 
         return unsubscribe
 
     async def get_alerts(self, n: int = 50) -> list[dict[str, Any]]:
         """The newest `n` alerts recorded in Redis, newest first."""
-        if n <= 0:
-            return []
-        entries: Any = await self._client.xrevrange(self._alerts_key, "+", "-", count=n)
-        return [{"id": entry_id, **fields} for entry_id, fields in entries]
-
-    def _remember_job_name(self, queue: str, job_id: str, name: str) -> None:
-        self._job_names[(queue, job_id)] = name
-        self._job_names.move_to_end((queue, job_id))
-        if len(self._job_names) > _JOB_NAME_CACHE:
-            self._job_names.popitem(last=False)
-
-    async def _job_name(self, queue: str, job_id: str) -> str | None:
-        name: Any = self._job_names.get((queue, job_id))
-        if name is None and job_id:
-            with contextlib.suppress(Exception):
-                name = await self._client.hget(f"{self.prefix}:{queue}:{job_id}", "name")
-            if name:
-                self._remember_job_name(queue, job_id, name)
-        return name
-
-    async def _watch_failures(self, event: Event) -> None:
-        """Count failures per queue and per (queue, job name); alert at the threshold."""
-        if event["event"] != "failed":
-            return
-        queue, job_id = event["queue"], str(event.get("jobId", ""))
-        at_ms = _id_key(event["id"])[0]
-        threshold = self.settings.alert_failure_threshold
-        window_ms = int(self.settings.alert_window_s * 1000)
-        name = await self._job_name(queue, job_id)
-        for key in [(queue, None), *([(queue, name)] if name else [])]:
-            # Event times come from Redis ids, so every process counts the same windows.
-            recent = self._failures.setdefault(key, deque(maxlen=threshold))
-            recent.append(at_ms)
-            if len(recent) < threshold or at_ms - recent[0] >= window_ms:
-                continue
-            if at_ms - self._alerted_at.get(key, -window_ms) < window_ms:
-                continue  # alerted for this key less than a window ago
-            self._alerted_at[key] = at_ms
-            await self._raise_alert(key, event, window_ms)
-
-    async def _raise_alert(
-        self, key: tuple[str, str | None], event: Event, window_ms: int
-    ) -> None:
-        queue, name = key
-        s = self.settings
-        what = f"job {name!r} in queue {queue!r}" if name else f"queue {queue!r}"
-        message = (f"{what} failed {s.alert_failure_threshold} times within "
-                   f"{s.alert_window_s:g} s (last: job {event.get('jobId')}: "
-                   f"{event.get('failedReason') or 'no reason'})")
-        log.warning("Alert: %s", message)
-        alert: dict[str, Any] = {
-            "time": _iso(_id_key(event["id"])[0]), "kind": "job" if name else "queue",
-            "queue": queue, "job_name": name or "", "failures": s.alert_failure_threshold,
-            "window_s": s.alert_window_s, "job_id": str(event.get("jobId", "")),
-            "reason": str(event.get("failedReason") or "")[:_DETAIL_MAX], "message": message,
-        }
-        digest = hashlib.sha1(f"{queue}\0{name or ''}".encode()).hexdigest()
-        marker = f"{self.prefix}:__mailqueue__:alert-lock:{digest}"
-        try:
-            alert["id"] = await self._add_once(self._alerts_key, marker, window_ms,
-                                               _ALERTS_MAX, alert)
-        except Exception:
-            log.exception("Could not record the alert in Redis")
-            alert["id"] = None
-        for callback in list(self._alert_callbacks):
-            await _call(callback, dict(alert), "Alert callback")
+        return await self.alerts.newest(n)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -714,7 +570,7 @@ class EventManager:
                 sub.buffer.put_nowait(None)
         self._subscribers.clear()
         self._listeners.clear()
-        self._alert_callbacks.clear()
+        self.alerts.callbacks.clear()
 
     # --- recent events (the dashboard's events page) -----------------------------------------
 
