@@ -1,26 +1,69 @@
-"""The context every full page shares: the sidebar of queues and the current section."""
+"""The context every full page shares: the sidebar of queues and the current section.
+
+The sidebar is live on every page: the page's SSE stream (dashboard/live.py) sends it as
+the `sidebar` event, rendered by `live_sidebar` from the same partial the page includes.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 
 from dashboard.actions import mail_of
+from dashboard.render import render_fragment
+from mailqueue.manager import MailManager
+
+SIDEBAR_TEMPLATE = "partials/_sidebar.html"
+
+
+async def sidebar_queues(mail: MailManager) -> list[dict[str, Any]]:
+    """Every queue with its waiting and failed counts, as the sidebar lists them."""
+    names = await mail.queues.list_queues()
+    counts = await asyncio.gather(*(mail.queues.get_job_counts(n) for n in names))
+    return [
+        {"name": name, "waiting": c.get("waiting", 0), "failed": c.get("failed", 0)}
+        for name, c in zip(names, counts, strict=True)
+    ]
+
+
+def live_url(request: Request, query: Mapping[str, Any]) -> str:
+    """A page's live stream: `/live?view=<view>&...` (the page's `live_url`)."""
+    return f"{request.app.url_path_for('live')}?{urlencode(query)}"
+
+
+def sidebar_live_url(request: Request, current_queue: str | None) -> str:
+    """The live stream of a page with no live region but the sidebar."""
+    return live_url(request, {"view": "sidebar",
+                              **({"queue": current_queue} if current_queue else {})})
 
 
 async def page_context(request: Request, section: str, current_queue: str | None = None
                        ) -> dict[str, Any]:
-    """Sidebar queues with their waiting and failed counts, and the section for the nav."""
-    mail = mail_of(request)
-    names = await mail.queues.list_queues()
-    counts = await asyncio.gather(*(mail.queues.get_job_counts(n) for n in names))
+    """Sidebar queues with their waiting and failed counts, and the section for the nav.
+
+    A page with live regions sets `live_url` (its `/live?view=...`); without one, base.html
+    connects to `sidebar_live_url`, so the sidebar stays live on every page.
+    """
     return {
         "section": section,
         "current_queue": current_queue,
-        "sidebar_queues": [
-            {"name": name, "waiting": c.get("waiting", 0), "failed": c.get("failed", 0)}
-            for name, c in zip(names, counts, strict=True)
-        ],
+        "sidebar_queues": await sidebar_queues(mail_of(request)),
+        "sidebar_live_url": sidebar_live_url(request, current_queue),
     }
+
+
+async def live_sidebar(request: Request, params: Mapping[str, str]) -> dict[str, str]:
+    """The sidebar, as the `sidebar` SSE event (`params["queue"]`: the page's queue)."""
+    context = {"sidebar_queues": await sidebar_queues(mail_of(request)),
+               "current_queue": params.get("queue") or None}
+    return {"sidebar": render_fragment(request, SIDEBAR_TEMPLATE, context)}
+
+
+async def no_live_regions(request: Request, params: Mapping[str, str]) -> dict[str, str]:
+    """The live view of a page whose only live region is the sidebar (sent with every
+    view by the stream itself)."""
+    return {}

@@ -10,6 +10,9 @@ Two streams:
   a couple of renders per second per page. Renders are shared: clients looking at the same
   view with the same rights reuse one render per change (their CSRF token is put in after).
   A client that reconnects gets a full render first, so it misses no state.
+  Every view's stream also sends the `sidebar` (every queue's counts, on every page): again
+  when ANY queue changed (the hub's total version), but at most every
+  `SIDEBAR_INTERVAL_S`, since it reads every queue's counts.
 - `/api/events/stream?queues=a,b` sends every event as JSON, with the subscription's cursor
   as the SSE id: a client reconnecting with `Last-Event-ID` resumes exactly, no event lost
   and none twice (the stream ids are Redis's).
@@ -48,7 +51,10 @@ LIVE_VIEWS = {
     "job": "dashboard.views.jobs:live_job",
     "flow": "dashboard.views.flows:live_flow",
     "events": "dashboard.views.system:live_events",
+    "sidebar": "dashboard.context:no_live_regions",  # pages whose only live part is the sidebar
 }
+SIDEBAR_VIEW = "dashboard.context:live_sidebar"
+SIDEBAR_INTERVAL_S = 3.0  # the sidebar reads every queue: at most one render per 3 s per page
 MIN_INTERVAL_S = 0.5  # at most two renders a second per client, whatever the event rate
 HEARTBEAT_S = 15
 RETRY_S = 1.0
@@ -140,6 +146,10 @@ def _resolve(view_name: str) -> LiveView | None:
     target = LIVE_VIEWS.get(view_name)
     if target is None:
         return None
+    return _load(target)
+
+
+def _load(target: str) -> LiveView | None:
     module_name, _, attr = target.partition(":")
     try:
         view: LiveView = getattr(importlib.import_module(module_name), attr)
@@ -154,48 +164,73 @@ async def live(request: Request) -> Response:
     view = _resolve(request.query_params.get("view", ""))
     if view is None:
         return PlainTextResponse("Unknown live view", status_code=404)
+    sidebar_view = _load(SIDEBAR_VIEW)
+    assert sidebar_view is not None, SIDEBAR_VIEW
     hub = hub_of(request)
     queue = params.get("queue") or None
+    # The queue the page is about, highlighted in the sidebar (a flow names it `flow_queue`:
+    # its stream follows every queue).
+    sidebar_params = {"queue": queue or params.get("flow_queue") or ""}
     token = csrf_token_of(request)
 
     async def stream() -> AsyncIterator[dict[str, Any]]:
         sent_version: int | None = None
+        sidebar_version: int | None = None
+        sidebar_at = -SIDEBAR_INTERVAL_S
         banner_shown = False
         while True:
             version = hub.version(queue)
-            if version != sent_version:
-                try:
-                    fragments = await hub.render(view, request, params, version)
-                except (MailQueueError, OSError, ConnectionError) as exc:
-                    banner_shown = True
-                    yield {"event": BANNER_EVENT, "data": _banner(exc)}
-                    await asyncio.sleep(RETRY_S)
-                    continue
-                except Exception as exc:  # Redis errors and the like: say so, keep going
-                    if type(exc).__module__.startswith("redis"):
-                        banner_shown = True
-                        yield {"event": BANNER_EVENT, "data": _banner(exc)}
-                        await asyncio.sleep(RETRY_S)
-                        continue
-                    raise
-                if banner_shown:
-                    banner_shown = False
-                    yield {"event": BANNER_EVENT, "data": ""}
-                sent_version = version
-                for name, html in fragments.items():
-                    message: dict[str, Any] = {
-                        "event": name, "data": html.replace(CSRF_PLACEHOLDER, token),
-                    }
-                    if hub.cursor:
-                        message["id"] = hub.cursor
-                    yield message
-                await asyncio.sleep(MIN_INTERVAL_S)
-                # Changes made during the render or the pause are not missed: look again
-                # before waiting for the next one.
+            total = hub.version(None)
+            sidebar_next = sidebar_at + SIDEBAR_INTERVAL_S
+            view_due = version != sent_version
+            sidebar_due = total != sidebar_version and time.monotonic() >= sidebar_next
+            if not (view_due or sidebar_due):
+                # A sidebar change not due yet: wake when it is (or at the next change).
+                pending = total != sidebar_version
+                await hub.wait_for_change(
+                    max(sidebar_next - time.monotonic(), 0.05) if pending else HEARTBEAT_S)
                 continue
-            await hub.wait_for_change(HEARTBEAT_S)
+            try:
+                fragments = await hub.render(view, request, params, version) if view_due \
+                    else {}
+                if sidebar_due:
+                    fragments = {**fragments, **await hub.render(
+                        sidebar_view, request, sidebar_params, total)}
+            except Exception as exc:  # Redis errors and the like: say so, keep going
+                if not _is_redis_trouble(exc):
+                    raise
+                banner_shown = True
+                yield {"event": BANNER_EVENT, "data": _banner(exc)}
+                await asyncio.sleep(RETRY_S)
+                continue
+            if banner_shown:
+                banner_shown = False
+                yield {"event": BANNER_EVENT, "data": ""}
+            if view_due:
+                sent_version = version
+            if sidebar_due:
+                sidebar_version, sidebar_at = total, time.monotonic()
+            for name, html in fragments.items():
+                yield _message(name, html, token, hub.cursor)
+            await asyncio.sleep(MIN_INTERVAL_S)
+            # Changes made during the render or the pause are not missed: look again
+            # before waiting for the next one.
 
     return EventSourceResponse(stream(), ping=HEARTBEAT_S, headers={"Cache-Control": "no-store"})
+
+
+def _message(name: str, html: str, token: str, cursor: str | None) -> dict[str, Any]:
+    """One rendered region as an SSE message, with this client's CSRF token put in."""
+    message: dict[str, Any] = {"event": name, "data": html.replace(CSRF_PLACEHOLDER, token)}
+    if cursor:
+        message["id"] = cursor
+    return message
+
+
+def _is_redis_trouble(exc: BaseException) -> bool:
+    if isinstance(exc, MailQueueError | OSError | ConnectionError):
+        return True
+    return type(exc).__module__.startswith("redis")
 
 
 def _banner(exc: BaseException) -> str:

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from dashboard.actions import mail_of
-from dashboard.context import page_context
+from dashboard.context import live_url, page_context
 from dashboard.formatting import ago, timestamp
 from dashboard.render import render, render_fragment
 from mailqueue.errors import MailQueueError
@@ -98,6 +98,7 @@ async def events_page(request: Request) -> Response:
     filters = event_filters(request.query_params)
     context = await page_context(request, "events_page", filters["queue"] or None)
     context.update(await events_data(mail_of(request), filters))
+    context["live_url"] = live_url(request, {"view": "events", **filters})
     return render(request, "pages/events.html", context,
                   fragment="partials/_events_stream.html")
 

@@ -65,6 +65,7 @@ async def flow_context(request: Request, queue: str, job_id: str) -> dict[str, A
         "queue": queue, "job_id": job_id, "tree": tree,
         "root": {"queue": root_queue, "id": root_id},
         "totals": dict(sorted(totals.items())), "nodes": sum(totals.values()),
+        "live_url": f"/live?{live}",
         "urls": {
             "job_page": job_path(request, "job_page", queue, job_id),
             "api_flow": job_path(request, "api_flow", queue, job_id),

@@ -243,11 +243,12 @@ async def job_context(request: Request, queue: str, job_id: str,
     """Everything the job page and its live regions show."""
     mail = mail_of(request)
     job = await mail.queues.get_job_view(queue, job_id)
+    urls = _urls(request, queue, job_id, logs_from)
     return {
         "queue": queue, "job_id": job_id, "job": job, "view": present_job(job),
         "logs": await read_logs(mail, queue, job_id, logs_from),
         "family": await read_family(request, mail, job),
-        "urls": _urls(request, queue, job_id, logs_from),
+        "urls": urls, "live_url": urls["live"],
     }
 
 

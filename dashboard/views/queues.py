@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from dashboard.actions import ActionResult, form_data, mail_of, operator_action
-from dashboard.context import page_context
+from dashboard.context import live_url, page_context
 from dashboard.render import render, render_fragment
 from mailqueue.errors import JobNotFoundError, MailQueueError, UnknownQueueError
 from mailqueue.manager import MailManager
@@ -131,7 +131,8 @@ async def _overview_context(request: Request, params: Mapping[str, str]) -> dict
         row["spark"] = sparkline(row["completed_per_minute"], row["failed_per_minute"])
     return {"queues": rows, "groups": group_rows(rows, p["group"]) if p["group"] else None,
             "states": OVERVIEW_STATES, "filter": p["q"], "group": p["group"],
-            "live_query": urlencode({"view": "overview", **{k: v for k, v in p.items() if v}})}
+            "live_url": live_url(request, {"view": "overview",
+                                           **{k: v for k, v in p.items() if v}})}
 
 
 async def overview(request: Request) -> Response:
@@ -244,7 +245,7 @@ async def _queue_context(request: Request, name: str, p: Mapping[str, Any]
     return {"queue": name, "listing": listing, "params": p, "paused": paused,
             "workers": workers, "states": JOB_STATES, "cleanable_states": CLEANABLE_STATES,
             "per_page_choices": PER_PAGE_CHOICES,
-            "links": _page_links(p, listing["pages"]), "live_query": urlencode(live)}
+            "links": _page_links(p, listing["pages"]), "live_url": live_url(request, live)}
 
 
 async def queue_page(request: Request) -> Response:
