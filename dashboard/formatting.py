@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,6 +61,20 @@ def seconds(s: int | float | None) -> str:
     return duration(whole * 1000)
 
 
+def progress_percent(job: Mapping[str, Any]) -> int | float | None:
+    """A job's numeric progress clamped to 0..100, for a progress bar; None for no bar.
+
+    No bar either for 0 when the job never ran or failed: an empty bar says "stuck at 0%"
+    of a job that never reported progress at all.
+    """
+    progress = job.get("progress")
+    if not isinstance(progress, int | float) or isinstance(progress, bool):
+        return None
+    if progress <= 0 and (not job.get("processed_on") or job.get("state") == "failed"):
+        return None
+    return max(0, min(100, progress))
+
+
 def pretty_json(value: Any, limit: int = 64 * 1024) -> str:
     """Indented JSON, cut at `limit` characters (the page says when it was cut)."""
     text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
@@ -80,5 +95,5 @@ def compact(n: int | float | None) -> str:
 def install(env: jinja2.Environment) -> None:
     env.filters.update(
         timestamp=timestamp, ago=ago, duration=duration, pretty_json=pretty_json,
-        compact=compact, seconds=seconds,
+        compact=compact, seconds=seconds, progress_percent=progress_percent,
     )

@@ -24,6 +24,7 @@ from dashboard.actions import (
     wants_json,
 )
 from dashboard.context import page_context
+from dashboard.formatting import progress_percent
 from dashboard.render import is_htmx, render, render_fragment
 from dashboard.security import identity_of
 from mailqueue.errors import JobNotFoundError, MailQueueError, UnknownQueueError
@@ -113,8 +114,7 @@ def present_job(job: JobView) -> dict[str, Any]:
     last_failed = job["attempts_made"] - (1 if job["state"] == "completed" else 0)
     first_attempt = max(last_failed, len(job["stacktrace"])) - len(traces) + 1
     progress = job["progress"]
-    percent = progress if isinstance(progress, int | float) and not isinstance(progress, bool) \
-        else None
+    numeric = isinstance(progress, int | float) and not isinstance(progress, bool)
     return_text, return_cut = _cut(_pretty(job["return_value"]), TEXT_CHARS)
     reason, _ = _cut(job["failed_reason"] or "", TEXT_CHARS)
     return {
@@ -122,8 +122,9 @@ def present_job(job: JobView) -> dict[str, Any]:
         "data_cut": data_cut,
         "edit_text": edit_text,
         "opts_text": _pretty(job["opts"]),
-        "progress_percent": max(0, min(100, percent)) if percent is not None else None,
-        "progress_text": None if percent is not None else _cut(_pretty(progress), TEXT_CHARS)[0],
+        "progress_percent": progress_percent(job),
+        "progress_text": None if numeric or progress is None
+        else _cut(_pretty(progress), TEXT_CHARS)[0],
         "return_text": return_text if job["return_value"] is not None else None,
         "return_cut": return_cut,
         "failed_reason": reason,

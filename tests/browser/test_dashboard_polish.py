@@ -8,7 +8,7 @@ from typing import Any
 from playwright.async_api import expect
 
 from mailqueue.manager import MailManager
-from tests.browser.conftest import BrowserLog
+from tests.browser.conftest import BrowserLog, screenshot
 from tests.browser.test_dashboard_browser import (
     assert_not_reloaded,
     fail_jobs,
@@ -53,4 +53,43 @@ async def test_sidebar_counts_follow_a_retry_live(mail: MailManager, live_server
     await assert_not_reloaded(page)
     await mail.stop_worker("mail.welcome")
     await mail.stop_worker("mail.digest")
+    browser_log.assert_clean()
+
+
+# --- looks ---------------------------------------------------------------------------------
+
+
+TRANSPARENT = "rgba(0, 0, 0, 0)"
+
+
+async def test_timeline_labels_sit_on_the_page_and_no_empty_progress_bar(
+    mail: MailManager, live_server: str, page: Any, browser_log: BrowserLog
+) -> None:
+    """The timeline's label cells take no white background of their own (light and dark),
+    and a failed job that never reported progress shows no empty bar (job page, queue table);
+    a job that did report progress keeps its bar."""
+    ids, _ = await fail_jobs(mail, "mail.welcome", 1)
+    await mail.stop_worker("mail.welcome")
+    moving = await mail.add_job("mail.welcome", "send-welcome", {"to": "p@example.com"})
+    await moving.updateProgress(40)
+
+    for scheme in ("light", "dark"):
+        await page.emulate_media(color_scheme=scheme)
+        await page.goto(live_server + job_url("mail.welcome", ids[0]))
+        labels = page.locator("#job-summary table.timeline th")
+        await expect(labels.first).to_have_text("Added")
+        backgrounds = await labels.evaluate_all(
+            "cells => cells.map(c => getComputedStyle(c).backgroundColor)")
+        assert set(backgrounds) == {TRANSPARENT}, (scheme, backgrounds)
+        await expect(page.locator("#job-summary progress")).to_have_count(0)
+        await screenshot(page, f"job-failed-{scheme}")
+
+    await page.emulate_media(color_scheme="light")
+    await page.goto(f"{live_server}/queues/mail.welcome?state=failed")
+    await expect(page.locator("#queue-rows tr")).to_have_count(1)
+    await expect(page.locator("#queue-rows progress")).to_have_count(0)
+    await page.goto(f"{live_server}/queues/mail.welcome?state=waiting")
+    await expect(page.locator("#queue-rows progress")).to_have_count(1)
+    await page.goto(live_server + job_url("mail.welcome", str(moving.id)))
+    await expect(page.locator("#job-summary progress")).to_have_attribute("value", "40")
     browser_log.assert_clean()
