@@ -93,3 +93,39 @@ async def test_timeline_labels_sit_on_the_page_and_no_empty_progress_bar(
     await page.goto(live_server + job_url("mail.welcome", str(moving.id)))
     await expect(page.locator("#job-summary progress")).to_have_attribute("value", "40")
     browser_log.assert_clean()
+
+
+# --- the queue table keeps the operator's selection ----------------------------------------
+
+
+async def test_ticked_rows_stay_ticked_across_live_row_updates(
+    mail: MailManager, live_server: str, page: Any, browser_log: BrowserLog
+) -> None:
+    """Tick two rows; new jobs arrive and the rows region is swapped live: the ticks stay
+    (on the same jobs), new rows come unticked, and "Remove selected" removes those two."""
+    jobs = [await mail.add_job("mail.welcome", "send-welcome", {"n": n}) for n in range(3)]
+    await page.goto(f"{live_server}/queues/mail.welcome?state=waiting")
+    await wait_live(page)
+    await mark(page)
+    rows = page.locator("#queue-rows tr")
+    await expect(rows).to_have_count(3)
+    ticked = [str(jobs[0].id), str(jobs[2].id)]
+    for job_id in ticked:
+        await page.get_by_label(f"Select job {job_id}", exact=True).check()
+
+    for n in range(3, 5):
+        await mail.add_job("mail.welcome", "send-welcome", {"n": n})
+    await expect(rows).to_have_count(5)  # swapped live
+    await assert_not_reloaded(page)
+    checked = await page.locator("#queue-rows input[name=job_id]:checked").evaluate_all(
+        "boxes => boxes.map(b => b.value)")
+    assert sorted(checked) == sorted(ticked)
+    assert await page.locator("#--htmx-preserve-pantry--").count() == 0
+
+    await page.get_by_role("button", name="Remove selected").click()
+    await expect(page.locator("#selection-result")).to_contain_text("2")
+    await expect(rows).to_have_count(3)
+    left = {str(j["id"]) for j in (await mail.queues.get_job_summaries(
+        "mail.welcome", "waiting", 1, 25, "desc"))["jobs"]}
+    assert not left & set(ticked) and len(left) == 3
+    browser_log.assert_clean()
