@@ -216,6 +216,8 @@ class MailSink:
         port: int = 0,
         max_messages: int = DEFAULT_MAX_MESSAGES,
         register: bool = True,
+        reply_delay_s: float = 0.0,
+        reply_delay_commands: tuple[str, ...] = ("RCPT", "DATA"),
     ) -> None:
         self.redis = redis
         self.prefix = prefix
@@ -227,6 +229,12 @@ class MailSink:
         self._server: asyncio.AbstractServer | None = None
         self._sessions: set[SMTPServer] = set()
         self._faults: dict[str, _Fault] = {}
+        # A slow server, for tests: wait this long before answering each of these commands
+        # (RCPT TO, and the end of DATA, before the message is stored). May be changed while
+        # running; a client that gives up meanwhile closes the session, and the message it
+        # was sending is not stored (the handler is cancelled with the session).
+        self.reply_delay_s = reply_delay_s
+        self.reply_delay_commands = tuple(c.upper() for c in reply_delay_commands)
 
     @property
     def url(self) -> str:
@@ -300,6 +308,10 @@ class MailSink:
     def clear_faults(self) -> None:
         self._faults.clear()
 
+    async def _slow(self, command: str) -> None:
+        if self.reply_delay_s > 0 and command in self.reply_delay_commands:
+            await asyncio.sleep(self.reply_delay_s)
+
     def _fault_for(self, address: str) -> _Fault | None:
         fault = self._faults.get(address.lower())
         if fault is None:
@@ -316,6 +328,7 @@ class MailSink:
         self, server: SMTPServer, session: Session, envelope: Envelope, address: str,
         rcpt_options: list[str],
     ) -> str:
+        await self._slow("RCPT")
         fault = self._fault_for(address)
         if fault is not None:
             if fault.code == 421:
@@ -330,6 +343,7 @@ class MailSink:
     async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or envelope.content or b""
         raw = content if isinstance(content, bytes) else content.encode("utf-8")
+        await self._slow("DATA")
         try:
             await self.outbox.add(envelope.mail_from or "", list(envelope.rcpt_tos), raw)
         except Exception:
