@@ -229,6 +229,8 @@ class MailSink:
         self._server: asyncio.AbstractServer | None = None
         self._sessions: set[SMTPServer] = set()
         self._faults: dict[str, _Fault] = {}
+        self._storing = 0  # messages being written to the outbox, not yet answered
+        self._stored = asyncio.Event()
         # A slow server, for tests: wait this long before answering each of these commands
         # (RCPT TO, and the end of DATA, before the message is stored). May be changed while
         # running; a client that gives up meanwhile closes the session, and the message it
@@ -269,6 +271,16 @@ class MailSink:
         if server is None:
             return
         server.close()
+        # A message being stored gets its answer first: closing its session now would keep
+        # a message the client never saw accepted, and the client's retry would be a copy.
+        deadline = time.monotonic() + 2.0
+        while self._storing and time.monotonic() < deadline:
+            self._stored.clear()
+            try:
+                await asyncio.wait_for(self._stored.wait(), deadline - time.monotonic())
+            except TimeoutError:
+                break
+        await asyncio.sleep(0)  # let the answered sessions write their 250
         for session in list(self._sessions):
             if session.transport is not None:
                 session.transport.close()
@@ -344,11 +356,15 @@ class MailSink:
         content = envelope.original_content or envelope.content or b""
         raw = content if isinstance(content, bytes) else content.encode("utf-8")
         await self._slow("DATA")
+        self._storing += 1
         try:
             await self.outbox.add(envelope.mail_from or "", list(envelope.rcpt_tos), raw)
         except Exception:
             log.exception("the sink could not store a message in Redis")
             return "451 Requested action aborted: the sink could not store the message"
+        finally:
+            self._storing -= 1
+            self._stored.set()
         self.received += 1
         return "250 Message accepted for delivery"
 

@@ -295,3 +295,31 @@ async def test_421_and_451_are_retried_550_fails_at_once(system: System) -> None
     assert set(delivered_to) == set(plain) | set(transient)
     assert set(delivered_to.values()) == {1}
     assert figures["duplicates"] == 0
+
+
+async def test_sink_stop_answers_the_message_it_is_storing(system: System) -> None:
+    """The outage above stops the sink while messages are in flight. A message the sink
+    stored but never answered would be sent again by the retry and counted as a duplicate
+    that the product did not make: stop() answers it before closing the session."""
+    import aiosmtplib
+
+    sink = system.sink
+    add = sink.outbox.add
+
+    async def slow_add(*args: Any) -> str:
+        await asyncio.sleep(0.5)  # a slow Redis write: stop() comes in the middle of it
+        return await add(*args)
+
+    sink.outbox.add = slow_add  # type: ignore[method-assign]
+    client = aiosmtplib.SMTP(hostname=sink.host, port=sink.port, start_tls=False, timeout=5)
+    await client.connect()
+    message = b"From: a@example.com\r\nTo: b@example.com\r\nMessage-ID: <x@y>\r\n\r\nhi\r\n"
+    sending = asyncio.create_task(client.sendmail("a@example.com", ["b@example.com"], message))
+    await asyncio.sleep(0.2)
+    await sink.stop()
+    errors, response = None, await asyncio.gather(sending, return_exceptions=True)
+    if isinstance(response[0], BaseException):
+        errors = response[0]
+    client.close()
+    assert await sink.outbox.count() == 1
+    assert errors is None, f"stored, but the client was told {errors!r}: its retry is a copy"
