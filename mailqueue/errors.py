@@ -37,3 +37,7 @@ class InvalidFlowError(MailQueueError, ValueError):
 
 class UnknownJobNameError(MailQueueError):
     """A worker received a job whose name no handler is registered for."""
+
+
+class RedisFullError(MailQueueError):
+    """Redis is at its `maxmemory` and refuses writes (policy `noeviction`): no job was added."""

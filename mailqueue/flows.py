@@ -35,7 +35,7 @@ from mailqueue.errors import (
     MailQueueError,
 )
 from mailqueue.job_options import merge_job_options, validate_job_options, validate_queue_name
-from mailqueue.queues import QueueManager
+from mailqueue.queues import QueueManager, is_redis_full, redis_full_error
 
 # Root flows added through add_flow, newest kept: score = timestamp, member "<queue>:<id>".
 FLOW_INDEX_SUFFIX = "__mailqueue__:flows"
@@ -192,6 +192,10 @@ class FlowManager:
         except ValueError as exc:  # bullmq's own option checks
             raise InvalidFlowError(str(exc)) from None
         except Exception as exc:  # bullmq raises a bare Exception (e.g. missing parent)
+            if is_redis_full(exc):  # one MULTI/EXEC: the whole flow or nothing
+                raise await redis_full_error(
+                    self._client, f"flow {prepared['name']!r} was not added"
+                ) from None
             if getattr(exc, "code", None) is not None:  # the root's parent cannot take it
                 raise InvalidFlowError(f"opts.parent: {exc}") from None
             raise MailQueueError(f"Cannot add flow {prepared['name']!r}: {exc}") from None

@@ -13,12 +13,14 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from bullmq import Job, Queue
+from redis.exceptions import OutOfMemoryError, ResponseError
 
 from mailqueue.errors import (
     InvalidJobOptionsError,
     InvalidScheduleError,
     JobNotFoundError,
     MailQueueError,
+    RedisFullError,
     UnknownQueueError,
 )
 from mailqueue.job_options import (
@@ -65,6 +67,47 @@ def job_info(queue_name: str, job: Job, state: str | None = None) -> JobInfo:
         "parent_key": job.parentKey,
         "state": state,
     }
+
+
+def is_redis_full(exc: BaseException) -> bool:
+    """Whether Redis refused a write because it is at `maxmemory` (policy noeviction)."""
+    # redis-py raises OutOfMemoryError (its message without the "OOM" code); inside a Lua
+    # script or a pipeline the reply may come as a plain ResponseError with the text.
+    return isinstance(exc, OutOfMemoryError) or (
+        isinstance(exc, ResponseError) and "used memory > 'maxmemory'" in str(exc)
+    )
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MB"
+
+
+async def redis_memory(client: aioredis.Redis) -> dict[str, Any]:
+    """Used memory against `maxmemory` (0: no limit), the policy, and the share used."""
+    info = await client.info("memory")
+    used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+    return {
+        "used_memory": used,
+        "maxmemory": limit,
+        "maxmemory_policy": info.get("maxmemory_policy"),
+        "used_ratio": round(used / limit, 3) if limit else None,
+    }
+
+
+async def redis_full_error(client: aioredis.Redis, what: str) -> RedisFullError:
+    """The error for a write that Redis refused with OOM, saying how full it is and what to do."""
+    detail = ""
+    try:  # reads still work at maxmemory
+        memory = await redis_memory(client)
+        detail = (f" (using {_megabytes(memory['used_memory'])} of its maxmemory "
+                  f"{_megabytes(memory['maxmemory'])}, policy {memory['maxmemory_policy']})")
+    except Exception:
+        pass
+    return RedisFullError(
+        f"Redis is out of memory{detail} and refuses writes: {what}. Free memory by removing "
+        "old jobs (clean the completed and failed ones; lower JOB_REMOVE_ON_COMPLETE and "
+        "JOB_REMOVE_ON_FAIL), or give Redis more memory (raise maxmemory), then add again."
+    )
 
 
 class QueueManager:
@@ -163,7 +206,12 @@ class QueueManager:
             raise InvalidJobOptionsError("A job needs a non-empty name")
         _check_json(data)
         q = self._queue_handle(queue)
-        job = await q.add(name, data if data is not None else {}, self._merged(q, opts))
+        try:
+            job = await q.add(name, data if data is not None else {}, self._merged(q, opts))
+        except ResponseError as exc:
+            if is_redis_full(exc):
+                raise await redis_full_error(self._client, "the job was not added") from None
+            raise
         self._discovered = None
         return job
 
@@ -198,7 +246,14 @@ class QueueManager:
                  "opts": self._merged(q, opts)}
             )
         self._discovered = None
-        return await q.addBulk(prepared) if prepared else []
+        try:
+            return await q.addBulk(prepared) if prepared else []
+        except ResponseError as exc:  # one MULTI/EXEC: all of them or none
+            if is_redis_full(exc):
+                raise await redis_full_error(
+                    self._client, f"none of the {len(prepared)} jobs was added"
+                ) from None
+            raise
 
     def _merged(self, queue: Queue, opts: dict[str, Any] | None) -> dict[str, Any]:
         # bullmq merges queue.jobsOpts itself; nested backoff is merged here too.
