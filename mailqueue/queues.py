@@ -320,9 +320,7 @@ class QueueManager:
 
     async def get_job_logs(self, queue: str, job_id: str, start: int = 0, end: int = -1
                            ) -> list[str]:
-        q = await self.get_queue(queue)
-        result = await q.getJobLogs(str(job_id), start, end, True)
-        return list(result.get("logs", []))
+        return (await self.get_job_log_page(queue, job_id, start, end))["logs"]
 
     async def retry_job(self, queue: str, job_id: str) -> None:
         job = await self._job(queue, job_id)
@@ -404,9 +402,15 @@ class QueueManager:
     async def get_job_log_page(self, queue: str, job_id: str, start: int = 0, end: int = -1
                                ) -> dict[str, Any]:
         """Log lines `start`..`end` (inclusive, negative from the end) and the total count."""
-        q = await self.get_queue(queue)
-        result = await q.getJobLogs(str(job_id), start, end, True)
-        return {"logs": list(result.get("logs", [])), "count": int(result.get("count", 0))}
+        await self.get_queue(queue)
+        # Not bullmq's getJobLogs: it reads in MULTI/EXEC, and Redis at maxmemory refuses
+        # every command queued in a MULTI, reads included — the job page would fail.
+        key = self.key(queue, str(job_id), "logs")
+        pipe = self._client.pipeline(transaction=False)
+        pipe.lrange(key, start, end)
+        pipe.llen(key)
+        logs, count = await pipe.execute()
+        return {"logs": [str(line) for line in logs], "count": int(count)}
 
     async def duplicate_job(self, queue: str, job_id: str) -> Job:
         """A new job with the same name, data and options, minus what would tie it to the old
