@@ -18,7 +18,7 @@ from mailqueue.events import EventManager, Subscription
 from mailqueue.flows import FlowManager
 from mailqueue.mail.sink import MailSink, Outbox, registered_sink_url
 from mailqueue.mail.templates import BUILTIN_TEMPLATES
-from mailqueue.queues import QueueManager
+from mailqueue.queues import QueueManager, redis_memory
 from mailqueue.redis_server import RedisTarget, redact_url, resolve_redis
 from mailqueue.settings import Settings
 from mailqueue.types import ScheduleInfo
@@ -318,6 +318,12 @@ class MailManager:
                 "ping_ms": round(latency_ms, 2),
                 "version": info.get("redis_version"),
             }
+            memory = await self._memory_health()
+            report["redis"]["memory"] = memory
+            if memory.get("warning"):
+                report.setdefault("warnings", []).append(memory["warning"])
+            if memory["state"] == "full":
+                report["healthy"] = False
             for name in await self.queues.list_queues(refresh=True):
                 counts, workers = await asyncio.gather(
                     self.queues.get_job_counts(name), self.workers.list_workers(name)
@@ -330,6 +336,29 @@ class MailManager:
             report["healthy"] = False
             report["error"] = f"{type(exc).__name__}: {exc}"
         return report
+
+    async def _memory_health(self) -> dict[str, Any]:
+        """Used memory against maxmemory: state "ok", "near full" (90 %) or "full" (98 %)."""
+        memory = await redis_memory(self.client)
+        ratio = memory["used_ratio"]
+        used_mb = memory["used_memory"] / (1024 * 1024)
+        limit_mb = memory["maxmemory"] / (1024 * 1024)
+        memory["state"] = "ok"
+        if ratio is None or ratio < 0.9:
+            return memory
+        memory["state"] = "full" if ratio >= 0.98 else "near full"
+        if memory["maxmemory_policy"] == "noeviction":
+            consequence = ("it refuses new jobs" if memory["state"] == "full"
+                           else "it will soon refuse new jobs")
+        else:
+            consequence = (f"policy {memory['maxmemory_policy']} evicts keys, which loses "
+                           "jobs: BullMQ needs noeviction")
+        memory["warning"] = (
+            f"Redis memory is {memory['state']}: {used_mb:.1f} MB of {limit_mb:.1f} MB "
+            f"maxmemory ({ratio:.0%}); {consequence}. Remove old completed and failed jobs "
+            "or raise maxmemory."
+        )
+        return memory
 
     async def _smtp_health(self) -> dict[str, Any]:
         """Whether the SMTP server that workers would use answers (EHLO + NOOP)."""
