@@ -22,6 +22,7 @@ from dashboard.render import is_htmx, render
 from dashboard.security import identity_of
 from mailqueue.errors import JobNotFoundError, MailQueueError, UnknownQueueError
 from mailqueue.manager import MailManager
+from mailqueue.queues import is_redis_full
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,12 @@ def operator_action(action: str) -> Callable[[ActionHandler], Endpoint]:
                     identity_of(request).user, action, result.target,
                     "ok" if result.ok else "error", result.message,
                 )
-            except Exception:  # the action happened; a lost audit line must not hide it
-                log.exception("could not write the audit entry for %s", action)
+            except Exception as exc:  # the action happened; a lost audit line must not hide it
+                if is_redis_full(exc):  # one line, not a traceback per action
+                    log.warning("could not write the audit entry for %s: Redis is out of "
+                                "memory (maxmemory)", action)
+                else:
+                    log.exception("could not write the audit entry for %s", action)
             if wants_json(request):
                 body = {"ok": result.ok, "message": result.message, "target": result.target,
                         **result.data}

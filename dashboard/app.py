@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from redis.exceptions import ResponseError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
@@ -12,6 +13,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from dashboard.live import event_stream, live
+from dashboard.redis_full import redis_full_handler
 from dashboard.render import ROOT
 from dashboard.security import SecurityMiddleware, parse_credentials
 from dashboard.views.events import api_events, events_page
@@ -195,4 +197,7 @@ def create_app(settings: Settings | None = None, mail: MailManager | None = None
         # leaves text/event-stream alone, so live updates are not buffered.)
         Middleware(GZipMiddleware, minimum_size=1024),
     ]
-    return Starlette(routes=routes(), middleware=middleware, lifespan=lifespan)
+    app = Starlette(routes=routes(), middleware=middleware, lifespan=lifespan)
+    # Redis at maxmemory (an OOM reply to a write): a clear 503, not a 500.
+    app.add_exception_handler(ResponseError, redis_full_handler)
+    return app
