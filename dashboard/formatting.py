@@ -92,8 +92,20 @@ def compact(n: int | float | None) -> str:
     return f"{n:.0f}"
 
 
+def css_id(value: object) -> str:
+    """Text as part of an element id that is also a plain CSS selector (`#id`), one to one:
+    ASCII letters, digits and '-' as they are, any other character as `_xx` (its UTF-8 bytes
+    in hex). htmx finds `hx-preserve` elements by `#id`: a job id holding '%', '.', '/' or a
+    space made an invalid selector, and the live swap of the rows threw."""
+    return "".join(
+        c if (c.isascii() and c.isalnum()) or c == "-"
+        else "".join(f"_{b:02x}" for b in c.encode())
+        for c in str(value)
+    )
+
+
 def install(env: jinja2.Environment) -> None:
     env.filters.update(
         timestamp=timestamp, ago=ago, duration=duration, pretty_json=pretty_json,
-        compact=compact, seconds=seconds, progress_percent=progress_percent,
+        compact=compact, seconds=seconds, progress_percent=progress_percent, css_id=css_id,
     )
