@@ -6,7 +6,9 @@ The one place (with flows.py) that knows BullMQ's key layout in Redis.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import math
 import time
 from typing import Any
@@ -31,12 +33,17 @@ from mailqueue.job_options import (
 )
 from mailqueue.types import JOB_STATES, JobInfo, JobPage, ScheduleInfo
 
+log = logging.getLogger(__name__)
+
 # Keys that exist for any queue BullMQ (Node or Python) has written to; discovery scans them.
 _QUEUE_MARKER_SUFFIXES = ("meta", "id", "events", "wait", "completed", "failed", "delayed")
 _CLEANABLE_STATES = ("completed", "failed", "delayed", "wait", "waiting", "active", "paused",
                      "prioritized")
 _SORTABLE_STATES = {"asc": True, "desc": False}
 _DISCOVERY_CACHE_S = 2.0
+# A discovery scan walks the whole keyspace (a million waiting jobs are a million keys, about
+# a second of Redis per scan): the cached list lives at least this many times the last scan.
+_DISCOVERY_COST_FACTOR = 10
 MAX_PER_PAGE = 500
 # The fields of a job's row in a table: never its data, return value or stack traces.
 _SUMMARY_FIELDS = ("name", "timestamp", "processedOn", "finishedOn", "attemptsMade", "atm",
@@ -126,6 +133,10 @@ class QueueManager:
         self.default_job_options = dict(default_job_options or {})
         self._queues: dict[str, Queue] = {}
         self._discovered: tuple[float, list[str]] | None = None
+        self._discovery: asyncio.Task[list[str]] | None = None
+        self._discovery_ttl = _DISCOVERY_CACHE_S
+        # Queues this process made or obliterated while a scan ran, applied to its result.
+        self._noted: dict[str, bool] = {}
 
     # --- queues ---------------------------------------------------------------------------
 
@@ -143,7 +154,7 @@ class QueueManager:
             validate_job_options(default_job_options)
             queue.jobsOpts = merge_job_options(self.default_job_options, default_job_options)
         await self._client.hsetnx(self.key(name, "meta"), "opts.maxLenEvents", 10000)
-        self._discovered = None
+        self._note_queue(name, True)
         return queue
 
     def _queue_handle(self, name: str) -> Queue:
@@ -175,24 +186,77 @@ class QueueManager:
         raise UnknownQueueError(f"No queue named {name!r} under prefix {self.prefix!r}")
 
     async def list_queues(self, refresh: bool = False) -> list[str]:
-        """Every BullMQ queue under the prefix, Node-made ones included, sorted by name."""
-        now = time.monotonic()
-        if not refresh and self._discovered and now - self._discovered[0] < _DISCOVERY_CACHE_S:
-            return list(self._discovered[1])
+        """Every BullMQ queue under the prefix, Node-made ones included, sorted by name.
+
+        Discovery SCANs the whole keyspace, which costs about a second of Redis per million
+        jobs, so it is kept off the request path: concurrent callers share one scan, a cached
+        list is answered at once while a stale one is refreshed in the background, and the
+        list stays fresh for `_DISCOVERY_CACHE_S` or ten times what the last scan took,
+        whichever is longer. Queues made or obliterated by this process show at once;
+        `refresh=True` waits for a scan of its own.
+        """
+        if refresh:
+            return list(await self._scan_queue_names())
+        cached = self._discovered
+        if cached is None:
+            if self._discovery is None or self._discovery.done():
+                self._discovery = asyncio.create_task(self._scan_queue_names(),
+                                                      name="mailqueue-queue-discovery")
+            # Shielded: a caller that goes away must not cancel the scan the others await.
+            return list(await asyncio.shield(self._discovery))
+        if time.monotonic() - cached[0] >= self._discovery_ttl and (
+                self._discovery is None or self._discovery.done()):
+            self._discovery = asyncio.create_task(self._refresh_in_background(),
+                                                  name="mailqueue-queue-discovery")
+        return list(cached[1])
+
+    async def _refresh_in_background(self) -> list[str]:
+        try:
+            return await self._scan_queue_names()
+        except Exception as exc:  # Redis away: keep the list we have; the next call retries
+            log.warning("Queue discovery failed (%s); keeping the last list", exc)
+            return list(self._discovered[1]) if self._discovered else []
+
+    async def _scan_queue_names(self) -> list[str]:
+        started = time.monotonic()
+        self._noted = {}
         # Only what Redis holds counts: a handle made by a lookup is not a queue.
+        # One pass over the keyspace for the three marker keys (`meta`, `id`, `events`): the
+        # pattern lets through a few other keys, which the suffix test below leaves out.
         names: set[str] = set()
         head = f"{self.prefix}:"
-        for suffix in ("meta", "id", "events"):
-            async for key in self._client.scan_iter(match=f"{head}*:{suffix}", count=1000):
-                name = key[len(head): -len(suffix) - 1]
-                # A job key like bull:q:123 never ends in :meta; a name with ':' is not a queue.
-                if name and ":" not in name:
-                    names.add(name)
+        async for key in self._client.scan_iter(match=f"{_glob_escape(head)}*:[mie][edv]*",
+                                                count=1000):
+            for suffix in ("meta", "id", "events"):
+                if key.endswith(f":{suffix}"):
+                    name = key[len(head): -len(suffix) - 1]
+                    # A job key like bull:q:123 never ends in :meta; a name with ':' is not a
+                    # queue.
+                    if name and ":" not in name:
+                        names.add(name)
+        for name, exists in self._noted.items():
+            (names.add if exists else names.discard)(name)
         result = sorted(names)
-        self._discovered = (now, result)
+        finished = time.monotonic()
+        self._discovered = (finished, result)
+        self._discovery_ttl = max(_DISCOVERY_CACHE_S,
+                                  _DISCOVERY_COST_FACTOR * (finished - started))
         return result
 
+    def _note_queue(self, name: str, exists: bool) -> None:
+        """A queue this process just made (or obliterated): the cached list follows at once,
+        without a new scan of the keyspace."""
+        self._noted[name] = exists
+        if self._discovered is not None:
+            at, names = self._discovered
+            self._discovered = (at, sorted(set(names) | {name} if exists
+                                           else set(names) - {name}))
+
     async def close(self) -> None:
+        if self._discovery is not None and not self._discovery.done():
+            self._discovery.cancel()
+            with contextlib.suppress(BaseException):
+                await self._discovery
         queues, self._queues = list(self._queues.values()), {}
         await asyncio.gather(*(q.close() for q in queues), return_exceptions=True)
 
@@ -212,7 +276,7 @@ class QueueManager:
             if is_redis_full(exc):
                 raise await redis_full_error(self._client, "the job was not added") from None
             raise
-        self._discovered = None
+        self._note_queue(queue, True)
         return job
 
     async def add_jobs(self, queue: str, jobs: list[dict[str, Any]]) -> list[Job]:
@@ -245,7 +309,7 @@ class QueueManager:
                 {"name": name, "data": data if data is not None else {},
                  "opts": self._merged(q, opts)}
             )
-        self._discovered = None
+        self._note_queue(queue, True)
         try:
             return await q.addBulk(prepared) if prepared else []
         except ResponseError as exc:  # one MULTI/EXEC: all of them or none
@@ -466,7 +530,7 @@ class QueueManager:
         await self._client.delete(self.key(queue, "meta"))
         self._queues.pop(queue, None)
         await q.close()
-        self._discovered = None
+        self._note_queue(queue, False)
 
     async def retry_failed(self, queue: str) -> int:
         """Move every failed job back to waiting; returns how many there were."""
@@ -518,7 +582,7 @@ class QueueManager:
             raise
         except Exception as exc:
             raise InvalidScheduleError(f"Cannot schedule {sid!r}: {exc}") from None
-        self._discovered = None
+        self._note_queue(queue, True)
         for schedule in await self.list_schedules(queue):
             if schedule["id"] == sid:
                 return schedule
@@ -704,6 +768,11 @@ async def _ranges(q: Queue, state: str | None, start: int, end: int, asc: bool) 
     if state is None:
         return []
     return list(await q.backend.getRanges([state], start, end, asc))
+
+
+def _glob_escape(text: str) -> str:
+    """`text` matched literally in a SCAN pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _check_json(data: Any) -> None:
