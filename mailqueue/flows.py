@@ -28,6 +28,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from bullmq import FlowProducer
 
+from mailqueue.cluster import bullmq_connection
 from mailqueue.errors import (
     InvalidFlowError,
     InvalidJobOptionsError,
@@ -168,7 +169,7 @@ class FlowManager:
     def _producer_handle(self) -> FlowProducer:
         if self._producer is None:
             self._producer = FlowProducer(
-                {"connection": self._connection, "prefix": self.prefix}
+                {"connection": bullmq_connection(self._connection), "prefix": self.prefix}
             )
         return self._producer
 

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from bullmq import Job
 
 from mailqueue.bullmq_fixes import connection_options
+from mailqueue.cluster import check_cluster_prefix, make_client, node_infos, with_cluster_flag
 from mailqueue.errors import MailQueueError, RedisUnavailableError
 from mailqueue.events import EventManager, Subscription
 from mailqueue.flows import FlowManager
@@ -52,17 +53,28 @@ class MailManager:
         if self._client is not None:
             return self
         s = self.settings
+        if s.redis_cluster:
+            check_cluster_prefix(s.queue_prefix)
+            if not s.redis_url:
+                raise MailQueueError(
+                    "REDIS_CLUSTER=true needs REDIS_URL: the address of any node of the cluster"
+                )
         # Starting a redis-server child blocks for a moment: keep the loop free meanwhile.
         self.redis = await asyncio.to_thread(resolve_redis, s.redis_url, s.data_dir)
-        connection = connection_options(self.redis.url)
-        client = aioredis.Redis(decode_responses=True, **connection)
+        connection = with_cluster_flag(connection_options(self.redis.url), s.redis_cluster)
+        try:
+            client = make_client(connection)
+        except MailQueueError:
+            self.redis.close()
+            raise
         try:
             await client.ping()
         except Exception as exc:
             await client.aclose()
             self.redis.close()
+            what = "Redis Cluster node" if s.redis_cluster else "Redis"
             raise RedisUnavailableError(
-                f"Redis at {redact_url(self.redis.url)} does not answer: {exc}"
+                f"{what} at {redact_url(self.redis.url)} does not answer: {exc}"
             ) from None
         self._client = client
         self._queues = QueueManager(connection, client, s.queue_prefix, s.default_job_options())
@@ -311,7 +323,7 @@ class MailManager:
             started = time.perf_counter()
             await self.client.ping()
             latency_ms = (time.perf_counter() - started) * 1000
-            info = await self.client.info("server")
+            info = (await node_infos(self.client, "server"))[0][1]
             report["redis"] = {
                 "url": self.redis.url if self.redis else None,
                 "source": self.redis.source if self.redis else None,
@@ -380,20 +392,30 @@ class MailManager:
     # --- dashboard support -------------------------------------------------------------------
 
     async def redis_info(self) -> dict[str, Any]:
-        """What an operator wants to know about the Redis: version, memory, clients, load."""
-        info = await self.client.info()
+        """What an operator wants to know about the Redis: version, memory, clients, load.
+
+        On a cluster: memory, clients and load summed over the masters (`nodes` of them),
+        uptime the shortest.
+        """
+        infos = [info for _, info in await node_infos(self.client)]
+        first = infos[0]
+
+        def total(field: str) -> int:
+            return sum(int(info.get(field, 0)) for info in infos)
+
         return {
             "url": self.redis.url if self.redis else None,
             "source": self.redis.source if self.redis else None,
-            "version": info.get("redis_version"),
-            "mode": info.get("redis_mode"),
-            "used_memory": int(info.get("used_memory", 0)),
-            "used_memory_peak": int(info.get("used_memory_peak", 0)),
-            "maxmemory": int(info.get("maxmemory", 0)),
-            "connected_clients": int(info.get("connected_clients", 0)),
-            "ops_per_sec": int(info.get("instantaneous_ops_per_sec", 0)),
-            "total_commands": int(info.get("total_commands_processed", 0)),
-            "uptime_s": int(info.get("uptime_in_seconds", 0)),
+            "version": first.get("redis_version"),
+            "mode": first.get("redis_mode"),
+            "nodes": len(infos),
+            "used_memory": total("used_memory"),
+            "used_memory_peak": total("used_memory_peak"),
+            "maxmemory": total("maxmemory"),
+            "connected_clients": total("connected_clients"),
+            "ops_per_sec": total("instantaneous_ops_per_sec"),
+            "total_commands": total("total_commands_processed"),
+            "uptime_s": min(int(info.get("uptime_in_seconds", 0)) for info in infos),
         }
 
     async def run_schedule_now(self, queue: str, scheduler_id: str) -> Job:

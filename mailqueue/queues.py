@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from bullmq import Job, Queue
 from redis.exceptions import OutOfMemoryError, ResponseError
 
+from mailqueue.cluster import bullmq_connection, node_infos
 from mailqueue.errors import (
     InvalidJobOptionsError,
     InvalidScheduleError,
@@ -90,15 +91,24 @@ def _megabytes(n: int) -> str:
 
 
 async def redis_memory(client: aioredis.Redis) -> dict[str, Any]:
-    """Used memory against `maxmemory` (0: no limit), the policy, and the share used."""
-    info = await client.info("memory")
-    used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
-    return {
-        "used_memory": used,
-        "maxmemory": limit,
-        "maxmemory_policy": info.get("maxmemory_policy"),
-        "used_ratio": round(used / limit, 3) if limit else None,
-    }
+    """Used memory against `maxmemory` (0: no limit), the policy, and the share used.
+
+    On a cluster, the fullest master's (the one that refuses writes first; with a hash-tag
+    prefix every queue lives on one master), with `node` naming it.
+    """
+    readings = []
+    for node, info in await node_infos(client, "memory"):
+        used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+        reading: dict[str, Any] = {
+            "used_memory": used,
+            "maxmemory": limit,
+            "maxmemory_policy": info.get("maxmemory_policy"),
+            "used_ratio": round(used / limit, 3) if limit else None,
+        }
+        if node:
+            reading["node"] = node
+        readings.append(reading)
+    return max(readings, key=lambda r: (r["used_ratio"] or 0.0, r["used_memory"]))
 
 
 async def redis_full_error(client: aioredis.Redis, what: str) -> RedisFullError:
@@ -164,7 +174,7 @@ class QueueManager:
             queue = Queue(
                 name,
                 {
-                    "connection": self._connection,
+                    "connection": bullmq_connection(self._connection),
                     "prefix": self.prefix,
                     "defaultJobOptions": dict(self.default_job_options),
                 },
@@ -220,7 +230,8 @@ class QueueManager:
     async def _scan_queue_names(self) -> list[str]:
         started = time.monotonic()
         self._noted = {}
-        # Only what Redis holds counts: a handle made by a lookup is not a queue.
+        # Only what Redis holds counts: a handle made by a lookup is not a queue. On a
+        # cluster, redis-py's scan_iter walks every master.
         # One pass over the keyspace for the three marker keys (`meta`, `id`, `events`): the
         # pattern lets through a few other keys, which the suffix test below leaves out.
         names: set[str] = set()

@@ -28,6 +28,10 @@ class Settings(BaseSettings):
         default=None,
         description="Redis to use. Unset: localhost:6379 when it answers, else an embedded one.",
     )
+    redis_cluster: bool = Field(
+        default=False,
+        description="REDIS_URL is a node of a Redis Cluster (QUEUE_PREFIX must be a {hash tag})",
+    )
     queue_prefix: str = Field(default="bull", description="BullMQ key prefix; `{tag}` for Cluster")
     data_dir: Path = Field(
         default_factory=default_data_dir,

@@ -26,6 +26,12 @@ from mailqueue.bullmq_fixes import (
     enable_subsecond_delays,
     find_workers,
 )
+from mailqueue.cluster import (
+    as_cluster,
+    bullmq_connection,
+    client_lists,
+    find_workers_on_cluster,
+)
 from mailqueue.errors import MailQueueError, UnknownJobNameError
 from mailqueue.job_options import validate_queue_name
 from mailqueue.settings import Settings
@@ -224,7 +230,7 @@ class WorkerManager:
             # A unique name per worker: its two connections are told apart from others'.
             "name": f"{self._host}-{os.getpid()}-{next(self._serial)}",
             **options,
-            "connection": dict(self._connection),
+            "connection": bullmq_connection(self._connection),
             "prefix": self.prefix,
             "concurrency": concurrency,
         }
@@ -258,8 +264,12 @@ class WorkerManager:
 
         Each: {queue, name, addr, age_s, idle_s, language, client_name, connections}.
         """
-        clients = await self._client.client_list()
-        return find_workers(clients, self.prefix, queue, known_queues=set(self._workers))
+        node_clients = await client_lists(self._client)  # every master on a cluster
+        if as_cluster(self._client) is not None:
+            return find_workers_on_cluster(node_clients, self.prefix, queue,
+                                           known_queues=set(self._workers))
+        return find_workers(node_clients[0], self.prefix, queue,
+                            known_queues=set(self._workers))
 
     @staticmethod
     def create_email_handlers(settings: Settings | None = None) -> dict[str, Handler]:
