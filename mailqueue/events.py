@@ -46,9 +46,6 @@ _READ_GUARD_S = 15.0  # a blocking read that outlives its BLOCK by this much mea
 _READ_COUNT = 500
 _REPLAY_COUNT = 200
 _DISCOVERY_INTERVAL_S = 2.0
-# The discovery scan walks the whole keyspace (about a second per million jobs) and holds up
-# the reader meanwhile: the next one waits at least this many times what the last one took.
-_DISCOVERY_COST_FACTOR = 10
 _SUBSCRIBER_BUFFER = 1000
 _BACKOFF_MIN_S = 0.1
 _BACKOFF_MAX_S = 5.0
@@ -434,11 +431,8 @@ class EventManager:
 
     async def _watched_streams(self, conn: aioredis.Redis) -> dict[str, str]:
         if self._global_refs and time.monotonic() >= self._next_scan:
-            started = time.monotonic()
             self._discovered = await self._scan_queues(conn)
-            finished = time.monotonic()
-            self._next_scan = finished + max(_DISCOVERY_INTERVAL_S,
-                                             _DISCOVERY_COST_FACTOR * (finished - started))
+            self._next_scan = time.monotonic() + _DISCOVERY_INTERVAL_S
         wanted = set(self._queue_refs) | (self._discovered if self._global_refs else set())
         for queue in [q for q in self._cursors if q not in wanted]:
             del self._cursors[queue]
