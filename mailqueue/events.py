@@ -31,7 +31,6 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from mailqueue.audit import AlertCallback, AuditLog, FailureAlerts, call_safely
-from mailqueue.cluster import make_client
 from mailqueue.errors import MailQueueError
 from mailqueue.job_options import validate_queue_name
 from mailqueue.settings import Settings
@@ -46,6 +45,9 @@ _READ_GUARD_S = 15.0  # a blocking read that outlives its BLOCK by this much mea
 _READ_COUNT = 500
 _REPLAY_COUNT = 200
 _DISCOVERY_INTERVAL_S = 2.0
+# The discovery scan walks the whole keyspace (about a second per million jobs) and holds up
+# the reader meanwhile: the next one waits at least this many times what the last one took.
+_DISCOVERY_COST_FACTOR = 10
 _SUBSCRIBER_BUFFER = 1000
 _BACKOFF_MIN_S = 0.1
 _BACKOFF_MAX_S = 5.0
@@ -384,7 +386,7 @@ class EventManager:
     async def _read_forever(self) -> None:
         backoff = _BACKOFF_MIN_S
         while not self._closed:
-            conn = make_client(self._connection)
+            conn = aioredis.Redis(decode_responses=True, **self._connection)
             failed = False
             try:
                 await self._measure_clock(conn)
@@ -431,8 +433,11 @@ class EventManager:
 
     async def _watched_streams(self, conn: aioredis.Redis) -> dict[str, str]:
         if self._global_refs and time.monotonic() >= self._next_scan:
+            started = time.monotonic()
             self._discovered = await self._scan_queues(conn)
-            self._next_scan = time.monotonic() + _DISCOVERY_INTERVAL_S
+            finished = time.monotonic()
+            self._next_scan = finished + max(_DISCOVERY_INTERVAL_S,
+                                             _DISCOVERY_COST_FACTOR * (finished - started))
         wanted = set(self._queue_refs) | (self._discovered if self._global_refs else set())
         for queue in [q for q in self._cursors if q not in wanted]:
             del self._cursors[queue]
