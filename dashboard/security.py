@@ -90,6 +90,14 @@ class SecurityMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        try:
+            # Starlette decodes it as UTF-8 wherever a URL is built; raw bytes (a client
+            # that does not percent-encode) would make every such place a 500.
+            bytes(scope.get("query_string", b"")).decode("utf-8")
+        except UnicodeDecodeError:
+            await _plain(send, 400, "Bad request: the query string is not UTF-8 "
+                                    "(percent-encode it)")
+            return
         conn = HTTPConnection(scope)
         identity = self._authenticate(conn)
         if identity is None:
