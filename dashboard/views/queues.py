@@ -192,12 +192,15 @@ async def job_listing(mail: MailManager, name: str, p: Mapping[str, Any]) -> dic
     if p["by"] == "id":
         counts = await mail.queues.get_job_counts(name)
         try:
-            job = await mail.queues.get_job(name, p["q"])
+            # The job view reads the hash without parsing the data: a job whose data is not
+            # JSON (written by another producer) is found too.
+            job = await mail.queues.get_job_view(name, p["q"], data_limit=0)
         except JobNotFoundError:
             jobs = []
         else:
             jobs = [{**job, "attempts": (job["opts"] or {}).get("attempts", 1)}]
-            jobs[0].pop("data", None)
+            for key in ("data", "data_preview", "data_size", "data_truncated"):
+                jobs[0].pop(key, None)
             jobs[0].pop("return_value", None)
         search = {"by": "id", "text": p["q"], "matched": len(jobs), "scanned": None,
                   "total": None}
