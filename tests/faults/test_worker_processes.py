@@ -6,6 +6,7 @@ handlers, sending to an SMTP sink in the test process.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from pathlib import Path
@@ -62,7 +63,7 @@ async def test_worker_processes_share_the_jobs_and_stop_together(
     deadline = time.monotonic() + 10
     while any(_alive(pid) for pid in pids):
         assert time.monotonic() < deadline, f"left behind: {pids}\n{output}"
-        time.sleep(0.05)
+        await asyncio.sleep(0.05)
     assert await mail.workers.list_workers("emails") == []
     assert output.count("[worker 1] Stopped.") == 1
     assert output.count("[worker 2] Stopped.") == 1
