@@ -29,6 +29,7 @@ from dashboard.render import is_htmx, render, render_fragment
 from dashboard.security import identity_of
 from mailqueue.errors import JobNotFoundError, MailQueueError, UnknownQueueError
 from mailqueue.flows import split_job_key
+from mailqueue.job_options import validate_queue_name
 from mailqueue.manager import MailManager
 from mailqueue.queues import JobView
 
@@ -243,7 +244,7 @@ async def job_context(request: Request, queue: str, job_id: str,
                       logs_from: int | None = None) -> dict[str, Any]:
     """Everything the job page and its live regions show."""
     mail = mail_of(request)
-    job = await mail.queues.get_job_view(queue, job_id)
+    job = await mail.queues.get_job_view(known_queue_name(queue), job_id)
     urls = _urls(request, queue, job_id, logs_from)
     return {
         "queue": queue, "job_id": job_id, "job": job, "view": present_job(job),
@@ -251,6 +252,15 @@ async def job_context(request: Request, queue: str, job_id: str,
         "family": await read_family(request, mail, job),
         "urls": urls, "live_url": urls["live"],
     }
+
+
+def known_queue_name(queue: str) -> str:
+    """UnknownQueueError for a name no queue can have (':' in it, surrounding spaces, over
+    200 characters): such a URL is a missing page (404), not a server error."""
+    try:
+        return validate_queue_name(queue)
+    except MailQueueError as exc:
+        raise UnknownQueueError(str(exc)) from None
 
 
 def _ids(request: Request) -> tuple[str, str]:
@@ -328,7 +338,8 @@ async def job_data(request: Request) -> Response:
         return await as_job_page(request, "/data.json")
     queue, job_id = _ids(request)
     try:
-        text = await mail_of(request).queues.get_job_data_text(queue, job_id)
+        text = await mail_of(request).queues.get_job_data_text(known_queue_name(queue),
+                                                               job_id)
     except (JobNotFoundError, UnknownQueueError) as exc:
         return JSONResponse({"error": str(exc)}, status_code=404)
     filename = f"{queue}-{job_id}.json".replace("/", "_")
@@ -345,7 +356,7 @@ async def job_logs(request: Request) -> Response:
     start = _logs_from(request.query_params.get("start")) or 0
     mail = mail_of(request)
     try:
-        await mail.queues.get_queue(queue)
+        await mail.queues.get_queue(known_queue_name(queue))
         logs = await read_logs(mail, queue, job_id, start)
     except UnknownQueueError as exc:
         return JSONResponse({"error": str(exc)}, status_code=404)
