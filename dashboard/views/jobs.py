@@ -451,7 +451,10 @@ async def job_update_data(request: Request) -> Response:
     """Edit data. Without JavaScript, invalid JSON shows the page again with the text kept."""
     if is_htmx(request) or wants_json(request):
         return await _update_job_data_action(request)
-    text = (await form_data(request)).get("data", "")
+    try:
+        text = (await form_data(request)).get("data", "")
+    except MailQueueError:  # a JSON body that is not an object: the action answers 422
+        return await _update_job_data_action(request)
     _, error = parse_job_data(text)
     if error is None:
         return await _update_job_data_action(request)
