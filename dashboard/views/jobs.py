@@ -121,6 +121,9 @@ def present_job(job: JobView) -> dict[str, Any]:
     return {
         "data_text": data_text,
         "data_cut": data_cut,
+        # A small payload comes back as a preview only when it is not JSON (another
+        # producer wrote the hash): shown as it is, and said so.
+        "data_not_json": job["data_preview"] is not None and not job["data_truncated"],
         "edit_text": edit_text,
         "opts_text": _pretty(job["opts"]),
         "progress_percent": progress_percent(job),
