@@ -196,7 +196,7 @@ class RawResponse:
 async def asgi_request(
     app: Starlette, method: str, path: str, *, raw_path: bytes | None = None,
     query: bytes = b"", headers: dict[str, str] | None = None, body: bytes = b"",
-    stream_wait: float = 1.5,
+    stream_wait: float = 1.0,
 ) -> RawResponse:
     """Call the app with exactly this path (decoded) and raw path, like a server would.
 
@@ -242,18 +242,29 @@ async def asgi_request(
     task = asyncio.create_task(app(scope, receive, send))
     error: str | None = None
     try:
-        done, _ = await asyncio.wait({task}, timeout=30)
-        if not done:
-            # Still running: a stream. Give it a moment to send its first chunk.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(got_body.wait(), stream_wait)
-            disconnect.set()
+        # Until the app is done, or has begun to answer (a stream never ends by itself).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        stream_started: float | None = None
+        while not task.done() and loop.time() < deadline:
+            streaming = "text/event-stream" in dict(start.get("headers", [])).get(
+                b"content-type", b"").decode("latin-1")
+            if streaming:
+                stream_started = stream_started or loop.time()
+                # Its first event (a page's live regions come at once), or give up on it.
+                if got_body.is_set() or loop.time() - stream_started > stream_wait:
+                    break
+            await asyncio.wait({task}, timeout=0.02)
+        if not task.done():
+            disconnect.set()  # the client goes away, as a browser leaving the page
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(task), 5)
         if not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            if not start:
+                error = f"no answer within 30 s to {method} {path}"
         elif task.exception() is not None:
             import traceback
 
@@ -494,10 +505,11 @@ async def test_no_page_renders_a_payload(mail: MailManager, client: httpx.AsyncC
             checked += 1
             fragments += htmx
     # The live regions (SSE event data) of the pages with payloads: the same partials.
+    from starlette.requests import Request
+
+    from dashboard.context import live_sidebar
     from dashboard.views.jobs import live_job
     from dashboard.views.queues import live_overview, live_queue
-    from dashboard.context import live_sidebar
-    from starlette.requests import Request
 
     request = Request({"type": "http", "app": app, "method": "GET", "path": "/live",
                        "headers": [], "query_string": b"", "mailqueue.csrf": "t" * 40})
