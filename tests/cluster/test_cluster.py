@@ -221,3 +221,29 @@ async def test_dashboard_and_its_event_stream_on_a_cluster(mail: MailManager) ->
     assert len(got) == len(set(got)) == 4
     start = ids.index(got[0])
     assert got == ids[start:start + 4]
+
+
+def test_hash_tag_rule() -> None:
+    from mailqueue.cluster import check_cluster_prefix, hash_tag
+
+    assert hash_tag("{mail}") == "mail"
+    assert hash_tag("app:{mail}:x") == "mail"
+    assert hash_tag("{}mail") is None and hash_tag("mail") is None and hash_tag("{mail") is None
+    check_cluster_prefix("{mail}")
+    with pytest.raises(MailQueueError, match="must be a hash tag"):
+        check_cluster_prefix("bull")
+
+
+def test_a_named_worker_is_one_worker_whatever_its_connections_per_master() -> None:
+    from mailqueue.cluster import find_workers_on_cluster
+
+    name = "{mail}:emails:w:host-1-1"
+
+    def conn(i: int) -> dict[str, Any]:
+        return {"id": str(i), "name": name, "addr": f"127.0.0.1:{40000 + i}", "age": "5",
+                "idle": "0"}
+
+    # Five pooled connections on the master holding the slot, one on each other master.
+    lists = [[conn(1)], [conn(i) for i in range(2, 7)], [conn(7)]]
+    workers = find_workers_on_cluster(lists, PREFIX, "emails")
+    assert [(w["name"], w["connections"]) for w in workers] == [("host-1-1", 5)]
