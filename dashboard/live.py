@@ -8,7 +8,9 @@ Two streams:
   subscription and only counts them; a client wakes when its queues changed, renders, and
   then sleeps `MIN_INTERVAL_S`, so a burst of thousands of events per second becomes at most
   a couple of renders per second per page. Renders are shared: clients looking at the same
-  view with the same rights reuse one render per change (their CSRF token is put in after).
+  view with the same rights reuse one render per change (their CSRF token is put in after),
+  and clients that wake together await the one render in flight instead of each starting
+  their own.
   A client that reconnects gets a full render first, so it misses no state.
   Every view's stream also sends the `sidebar` (every queue's counts, on every page): again
   when ANY queue changed (the hub's total version), but at most every
@@ -74,6 +76,7 @@ class LiveHub:
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._renders: dict[tuple[Any, ...], tuple[int, dict[str, str]]] = {}
+        self._rendering: dict[tuple[Any, ...], tuple[int, asyncio.Future[dict[str, str]]]] = {}
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -118,19 +121,51 @@ class LiveHub:
     async def render(
         self, view: LiveView, request: Request, params: Mapping[str, str], version: int
     ) -> dict[str, str]:
-        """The view's regions at `version`, rendered once for every client that shares it."""
+        """The view's regions at `version` or later, rendered once for every client that
+        shares it.
+
+        A render is labelled with the version its first client saw when it started: it reads
+        Redis after every event counted up to there, so it serves any client that saw that
+        version or an earlier one, finished (cached) or still in flight. Without the in-flight
+        sharing, a hundred clients woken by the same event started a hundred identical
+        renders at once, and ran the Redis connection pool dry ("Too many connections").
+        """
         key = (id(view), tuple(sorted(params.items())), identity_of(request).can_write)
         cached = self._renders.get(key)
-        if cached is not None and cached[0] == version:
+        if cached is not None and cached[0] >= version:
             return cached[1]
-        # Render with a placeholder token so the HTML can be shared between clients.
-        scope = dict(request.scope)
-        scope["mailqueue.csrf"] = CSRF_PLACEHOLDER
-        fragments = await view(Request(scope, request.receive), params)
+        running = self._rendering.get(key)
+        if running is None or running[0] < version:
+            # Render with a placeholder token so the HTML can be shared between clients.
+            scope = dict(request.scope)
+            scope["mailqueue.csrf"] = CSRF_PLACEHOLDER
+            task = asyncio.ensure_future(
+                self._render(key, view, Request(scope, request.receive), params, version))
+            task.add_done_callback(_retrieve)
+            running = self._rendering[key] = (version, task)
+        # Shielded: a client that goes away must not cancel a render others are awaiting.
+        return await asyncio.shield(running[1])
+
+    async def _render(self, key: tuple[Any, ...], view: LiveView, request: Request,
+                      params: Mapping[str, str], version: int) -> dict[str, str]:
+        try:
+            fragments = await view(request, params)
+        finally:
+            running = self._rendering.get(key)
+            if running is not None and running[0] == version:
+                del self._rendering[key]
         if len(self._renders) > 1000:
             self._renders.clear()
-        self._renders[key] = (version, fragments)
+        cached = self._renders.get(key)
+        if cached is None or cached[0] <= version:
+            self._renders[key] = (version, fragments)
         return fragments
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Marks a shared render's failure as seen: its clients (if any are left) report it."""
+    if not task.cancelled():
+        task.exception()
 
 
 def hub_of(request: Request) -> LiveHub:
