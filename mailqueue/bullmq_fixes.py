@@ -17,6 +17,7 @@ from typing import Any, cast
 from urllib.parse import unquote, urlparse
 
 from bullmq import Job, Worker
+from bullmq.lock_manager import LockManager
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +84,24 @@ def _now_ms() -> int:
 
 
 class RateLimitAwareWorker(Worker):
-    """A bullmq Worker that honours `limiter` (and `Queue.setGlobalRateLimit`)."""
+    """A bullmq Worker that honours `limiter` (and `Queue.setGlobalRateLimit`), probes the
+    Redis version before it runs (sub-second delays) and closes cleanly (see below)."""
 
     def __init__(self, name: str, processor: Any, opts: dict[str, Any] | None = None) -> None:
         super().__init__(name, processor, cast(Any, opts or {}))
         # Set by close/pause to cut a rate-limit sleep short.
         self._limit_wakeup = asyncio.Event()
+        # Clean close: see close().
+        self.lockManager = _LockManagerKeptWhileDraining(
+            self,
+            lock_renew_time=self.opts["lockRenewTime"],
+            lock_duration=self.opts["lockDuration"],
+            worker_id=self.id,
+            worker_name=self.workerName,
+        )
+        self._run_finished: asyncio.Future[None] | None = None
+        self._teardown: asyncio.Future[None] | None = None
+        self._draining = False
 
     async def moveToActive(self, token: str) -> Job | None:
         result = await self.backend.moveToActive(token, self.opts)
@@ -118,10 +131,6 @@ class RateLimitAwareWorker(Worker):
             self.emit("active", job, "waiting")
         return job
 
-    async def close(self, force: bool = False) -> None:
-        self._limit_wakeup.set()
-        await super().close(force)
-
     async def pause(self, do_not_wait_active: bool = False) -> None:
         self._limit_wakeup.set()
         await super().pause(do_not_wait_active)
@@ -129,6 +138,141 @@ class RateLimitAwareWorker(Worker):
     def resume(self) -> None:
         self._limit_wakeup.clear()
         super().resume()
+
+    # --- Clean close (not in BULLMQ-NOTES yet) -------------------------------------------------
+    # bullmq's close() waits for the tasks in `processing` *when close is called*, then closes
+    # the connections. But a getNextJob task that is inside moveToActive at that moment still
+    # gets a job, and the run loop turns it into a new processJob task nobody waits for: its
+    # moveToCompleted ran on the closed client, which reconnected (a new socket, never closed:
+    # ResourceWarning "unclosed Connection ... client_name=<prefix>:<queue>:w:<name>"), and
+    # redis-py's pool.release of that connection raised KeyError, so the job was *failed*
+    # with a KeyError (moveToFailed reconnecting once more). The run loop also ends as soon as
+    # one job finishes while closing: it closed the lock manager while other jobs still ran,
+    # and the jobs its pending getNextJob tasks fetched afterwards were never run (left
+    # active until their locks expired). Here close() runs those jobs too, waits until the run
+    # loop has ended and every task is done (the lock manager renewing locks meanwhile), and
+    # only then closes the lock manager and both connections. abandon_jobs() turns a
+    # graceful close into a forced one.
+
+    async def run(self) -> None:
+        if self.closing:  # closed before it ran: touch nothing
+            return
+        finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._run_finished = finished
+        try:
+            await enable_subsecond_delays(self)
+            if not self.closing:
+                await super().run()
+        finally:
+            finished.set_result(None)
+
+    async def processJob(self, job: Job, token: str) -> None:
+        if self.forceClosing:
+            # Fetched by a moveToActive that was in flight when the jobs were abandoned: do not
+            # start it. Its lock expires and a stalled-job check puts it back in `wait`.
+            return
+        await super().processJob(job, token)
+
+    def abandon_jobs(self) -> None:
+        """Force a close in progress: cancel the running jobs, neither completing nor failing
+        them (their locks expire and they come back as stalled jobs)."""
+        self.forceClosing = True
+        self.lockManager.cancel_all_jobs("worker force-closed")
+        self.cancelProcessing()
+
+    async def close(self, force: bool = False) -> None:
+        """Stop taking jobs, wait for every task the worker started, then close the lock
+        manager and both Redis connections. `force`: abandon the running jobs first."""
+        self._limit_wakeup.set()
+        self.closing = True
+        self.paused = False
+        self.resume_event.set()
+        if self.waiting is not None and not self.waiting.done():
+            self.waiting.cancel()
+        if force:
+            self.abandon_jobs()
+        if self._teardown is None:
+            self._teardown = asyncio.ensure_future(self._close_when_idle(force))
+        cancelled = False
+        while True:  # like bullmq: a cancelled close still finishes its teardown
+            try:
+                await asyncio.shield(self._teardown)
+                break
+            except asyncio.CancelledError:
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError()
+
+    async def _close_when_idle(self, force: bool) -> None:
+        self._draining = True
+        try:
+            await self._wait_for_tasks()
+        finally:
+            self._draining = False
+        await self.lockManager.close()
+        try:
+            await self.backend.close(force=force)
+        except Exception as err:
+            self.emit("error", err)
+        await self._disconnect()
+        self.closed = True
+        self.emit("closed")
+
+    async def _wait_for_tasks(self) -> None:
+        """Until the run loop has ended and every task in `processing` is done."""
+        while True:
+            if self.forceClosing:
+                self.cancelProcessing()
+            run_over = self._run_finished is None or self._run_finished.done()
+            if run_over:
+                self._start_orphaned_jobs()
+            waiters: set[asyncio.Future[Any]] = {t for t in self.processing if not t.done()}
+            if not run_over and self._run_finished is not None:
+                waiters.add(self._run_finished)
+            if not waiters:
+                break
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        # run() stops the stalled-jobs timer without waiting for a check in flight.
+        timer = getattr(self, "stalledCheckTimer", None)
+        timer_task = getattr(timer, "_task", None)
+        if isinstance(timer_task, asyncio.Future):
+            await asyncio.gather(timer_task, return_exceptions=True)
+
+    def _start_orphaned_jobs(self) -> None:
+        """Process the jobs of the getNextJob tasks the run loop left behind when it ended.
+
+        A getNextJob task inside moveToActive when the loop ended still gets a job, which is
+        then active in Redis: nobody would run it, and it would wait for its lock to expire
+        and come back as a stalled job. Run it, as the loop would have.
+        """
+        for task in [t for t in self.processing if t.done()]:
+            self.processing.discard(task)
+            if task.cancelled() or task.exception() is not None:
+                continue
+            job = task.result()
+            if isinstance(job, Job):
+                self.processing.add(asyncio.ensure_future(self.processJob(job, job.token)))
+
+    async def _disconnect(self) -> None:
+        """Disconnect every socket of both clients (whatever created them)."""
+        for connection in (self.redisConnection, self.blockingRedisConnection):
+            client = getattr(connection, "conn", None)
+            if client is None:
+                continue
+            try:
+                await client.connection_pool.disconnect(inuse_connections=True)
+            except Exception as err:
+                log.debug("Worker %s: disconnecting: %s", self.workerName, err)
+
+
+class _LockManagerKeptWhileDraining(LockManager):
+    """bullmq's run() closes the lock manager when its loop ends; while a close drains the
+    jobs that are still running, their locks must keep being renewed: the close closes it."""
+
+    async def close(self) -> None:
+        if getattr(self.worker, "_draining", False):
+            return
+        await super().close()
 
 
 # --- Sync processors (BULLMQ-NOTES item 9) ---------------------------------------------------

@@ -23,7 +23,6 @@ from mailqueue.bullmq_fixes import (
     RateLimitAwareWorker,
     add_listener,
     call_handler,
-    enable_subsecond_delays,
     find_workers,
 )
 from mailqueue.cluster import (
@@ -139,9 +138,7 @@ class ManagedWorker:
 
     async def _run(self) -> None:
         try:
-            await enable_subsecond_delays(self.worker)
-            if not self.worker.closing:
-                await self.worker.run()
+            await self.worker.run()  # probes the Redis version first (sub-second delays)
         except Exception:
             if not self.worker.closing:
                 log.exception("Worker %s of queue %r stopped", self.name, self.queue)
@@ -162,7 +159,8 @@ class ManagedWorker:
         """Stop taking jobs and wait for the active ones, at most `timeout` s (None: no limit).
 
         Jobs still running after the timeout are abandoned, not failed: their locks expire
-        and the stalled-job check of any live worker puts them back in `wait`.
+        and the stalled-job check of any live worker puts them back in `wait`. Either way the
+        worker's connections are closed only once none of its tasks can use them any more.
         """
         if self._close_task is None:
             self._close_task = asyncio.ensure_future(self._close(timeout))
@@ -177,8 +175,7 @@ class ManagedWorker:
                 "(they will be retried as stalled jobs)",
                 self.name, self.queue, len(self.worker.jobs), timeout,
             )
-            self.worker.forceClosing = True
-            self.worker.cancelProcessing()
+            self.worker.abandon_jobs()
         await asyncio.gather(closing, return_exceptions=True)
         await asyncio.gather(self._run_task, return_exceptions=True)
 

@@ -4,10 +4,12 @@ listing, and stalled-job recovery after a worker process is SIGKILLed."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
 import time
+import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +23,21 @@ from mailqueue.bullmq_fixes import connection_options
 from mailqueue.errors import MailQueueError
 from mailqueue.queues import QueueManager
 from mailqueue.settings import Settings
-from mailqueue.workers import HandlerRegistry, WorkerManager, default_handlers, register_handler
+from mailqueue.workers import (
+    HandlerRegistry,
+    ManagedWorker,
+    WorkerManager,
+    default_handlers,
+    register_handler,
+)
 
 
 @dataclass
 class Stack:
     queues: QueueManager
     workers: WorkerManager
+    client: aioredis.Redis
+    prefix: str
 
 
 @pytest.fixture
@@ -36,7 +46,7 @@ async def stack(settings: Settings, redis_url: str) -> AsyncIterator[Stack]:
     client = aioredis.Redis(decode_responses=True, **connection)
     queues = QueueManager(connection, client, settings.queue_prefix)
     workers = WorkerManager(connection, client, settings.queue_prefix, settings)
-    yield Stack(queues, workers)
+    yield Stack(queues, workers, client, settings.queue_prefix)
     await workers.close(timeout=5)
     await queues.close()
     await client.aclose()
@@ -162,6 +172,123 @@ async def test_close_gives_up_after_its_timeout_without_failing_the_job(stack: S
     assert (await stack.queues.get_job("stuck", str(job.id)))["state"] == "active"
 
 
+def _close_when_busy(stack: Stack, managed: ManagedWorker, after: int, done: list[int],
+                     timeout: float, moment: str = "before") -> asyncio.Future[asyncio.Task[None]]:
+    """Start the manager's close of `managed`'s queue from inside a moveToActive call, once
+    `after` jobs are done: the call is in flight while the close begins (the race). `moment`:
+    before the script runs, or after it has made a job active."""
+    backend = managed.worker.backend
+    original = backend.moveToActive
+    started: asyncio.Future[asyncio.Task[None]] = asyncio.get_running_loop().create_future()
+
+    def start_close() -> None:
+        started.set_result(asyncio.ensure_future(
+            stack.workers.stop_worker(managed.queue, timeout=timeout)
+        ))
+
+    async def move_to_active(token: str, opts: dict[str, Any]) -> Any:
+        due = len(done) >= after and not started.done()
+        if due and moment == "before":
+            start_close()
+            await asyncio.sleep(0)  # the close starts while this call is still to be made
+        result = await original(token, opts)
+        if due and moment == "after" and not started.done():
+            start_close()
+            await asyncio.sleep(0)
+        return result
+
+    backend.moveToActive = move_to_active
+    return started
+
+
+def _open_sockets(managed: ManagedWorker) -> list[str]:
+    """The connections of the worker's two Redis clients that are still connected."""
+    found = []
+    for connection in (managed.worker.redisConnection, managed.worker.blockingRedisConnection):
+        client = connection.conn
+        pool = client.connection_pool
+        candidates = [client.connection, *getattr(pool, "_available_connections", []),
+                      *getattr(pool, "_in_use_connections", [])]
+        found += [repr(c) for c in candidates if c is not None and c.is_connected]
+    return found
+
+
+async def _assert_closed_cleanly(stack: Stack, managed: ManagedWorker) -> None:
+    """No socket of the worker is open, none of its name is in CLIENT LIST, and collecting
+    garbage warns of no unclosed connection."""
+    client_name = managed.worker.clientName
+    await asyncio.sleep(0.3)  # a stray task would reconnect within this
+    assert _open_sockets(managed) == []
+    names = [client.get("name") for client in await stack.client.client_list()]
+    assert client_name not in names, names
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.collect()
+    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert leaks == []
+
+
+@pytest.mark.parametrize("moment", ["before", "after"])
+@pytest.mark.parametrize("limiter", [None, {"max": 10, "duration": 1000}],
+                         ids=["busy", "busy-rate-limited"])
+async def test_closing_a_busy_worker_finishes_its_jobs_and_leaves_no_connection(
+    stack: Stack, limiter: dict[str, int] | None, moment: str
+) -> None:
+    # A getNextJob task inside moveToActive when close began still got a job: bullmq's close
+    # neither waited for nor ran it, so the job stayed active, or it ran on the closed client,
+    # which reconnected (an unclosed socket: ResourceWarning) and failed the job with a
+    # KeyError from redis-py's pool.
+    done: list[int] = []
+    failed: list[str] = []
+
+    async def quick(data: Any, job: Job) -> None:
+        await asyncio.sleep(0.01)
+        done.append(data["i"])
+
+    await stack.queues.add_jobs("busy", [{"name": "quick", "data": {"i": i}} for i in range(60)])
+    options = {"limiter": limiter} if limiter else {}
+    managed = stack.workers.start_worker("busy", {"quick": quick}, concurrency=5, **options)
+    managed.worker.on("failed", lambda job, err, *_: failed.append(f"{job.id}: {err!r}"))
+    # Rate-limited: the 11th job is past the first window, after a limit sleep.
+    closing = await asyncio.wait_for(
+        _close_when_busy(stack, managed, 11, done, 10, moment), 15
+    )
+    await asyncio.wait_for(closing, 15)
+    assert not managed.running
+    counts = await stack.queues.get_job_counts("busy")
+    assert failed == [] and counts["failed"] == 0
+    # Every job the worker took was run to the end; nothing is left active.
+    assert counts["active"] == 0 and counts["completed"] == len(done) > 11, counts
+    await _assert_closed_cleanly(stack, managed)
+
+
+@pytest.mark.parametrize("moment", ["before", "after"])
+async def test_force_closing_a_busy_worker_abandons_its_jobs_and_leaves_no_connection(
+    stack: Stack, moment: str
+) -> None:
+    done: list[int] = []
+    failed: list[str] = []
+
+    async def some_stuck(data: Any, job: Job) -> None:
+        await asyncio.sleep(60 if data["i"] % 4 == 3 else 0.01)
+        done.append(data["i"])
+
+    await stack.queues.add_jobs(
+        "forced", [{"name": "job", "data": {"i": i}} for i in range(60)]
+    )
+    managed = stack.workers.start_worker("forced", {"job": some_stuck}, concurrency=5)
+    managed.worker.on("failed", lambda job, err, *_: failed.append(f"{job.id}: {err!r}"))
+    closing = await asyncio.wait_for(_close_when_busy(stack, managed, 6, done, 0.3, moment), 15)
+    before = time.monotonic()
+    await asyncio.wait_for(closing, 15)
+    assert time.monotonic() - before < 2
+    counts = await stack.queues.get_job_counts("forced")
+    # Abandoned, not failed: the stuck jobs stay active until their locks expire.
+    assert failed == [] and counts["failed"] == 0
+    assert counts["active"] >= 1 and counts["completed"] <= len(done), counts
+    await _assert_closed_cleanly(stack, managed)
+
+
 async def test_metrics_are_written_for_completed_and_failed_jobs(stack: Stack) -> None:
     async def maybe(data: Any, job: Job) -> None:
         if data.get("fail"):
@@ -220,7 +347,9 @@ async def test_default_handlers_include_registered_ones(stack: Stack) -> None:
 
 
 def test_missing_email_handlers_give_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Both: once an earlier test has imported the flows, they no longer import the handlers.
     monkeypatch.setitem(sys.modules, "mailqueue.mail.handlers", None)
+    monkeypatch.setitem(sys.modules, "mailqueue.mail.flows", None)
     with pytest.raises(MailQueueError, match="e-mail handlers cannot be loaded"):
         WorkerManager.create_email_handlers()
 
@@ -265,6 +394,11 @@ async def test_list_workers_sees_running_python_workers(stack: Stack) -> None:
     everyone = await stack.workers.list_workers()
     assert sorted(w["queue"] for w in everyone) == ["listed", "listed", "other"]
     await stack.workers.stop_worker("listed")
+    # The sockets are closed; Redis drops them from CLIENT LIST a moment later.
+    for _ in range(40):
+        if await stack.workers.list_workers("listed") == []:
+            break
+        await asyncio.sleep(0.05)
     assert await stack.workers.list_workers("listed") == []
     assert len(await stack.workers.list_workers("other")) == 1
 
