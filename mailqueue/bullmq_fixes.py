@@ -389,21 +389,28 @@ def find_workers(
 
     workers = []
     for (queue_name, language, raw), connections in groups.items():
-        # Connections sharing a name are paired in the order Redis created them (client id).
+        worker_name = raw[len(head):].partition(":")[2][2:]
+        # Connections sharing a name are ordered as Redis created them (client id).
         ordered = sorted(connections, key=lambda c: int(c.get("id") or 0))
-        for start in range(0, len(ordered), 2):
-            pair = ordered[start:start + 2]
-            first = pair[0]
-            worker_name = raw[len(head):].partition(":")[2][2:]
+        if worker_name:
+            # A named worker (every worker this project starts: host-pid-n) is one worker
+            # however many connections its pool opened: commands in flight at once (a job's
+            # log line while it runs) add connections under the same name.
+            groups_of = [ordered]
+        else:
+            # Unnamed workers hold two connections each (a main and a blocking one).
+            groups_of = [ordered[start:start + 2] for start in range(0, len(ordered), 2)]
+        for group in groups_of:
+            first = group[0]
             workers.append({
                 "queue": queue_name,
                 "name": worker_name or None,
                 "addr": str(first.get("addr") or ""),
-                "age_s": max(int(c.get("age") or 0) for c in pair),
-                "idle_s": min(int(c.get("idle") or 0) for c in pair),
+                "age_s": max(int(c.get("age") or 0) for c in group),
+                "idle_s": min(int(c.get("idle") or 0) for c in group),
                 "language": language,
                 "client_name": raw,
-                "connections": len(pair),
+                "connections": len(group),
             })
     workers.sort(key=lambda w: (w["queue"], w["language"], w["client_name"], w["addr"]))
     return workers

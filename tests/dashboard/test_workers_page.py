@@ -77,10 +77,6 @@ async def test_age_and_idle_are_whole_seconds_not_milliseconds(
     assert "Workers <span class=\"muted\">(2)</span>" in text
 
 
-@pytest.mark.xfail(reason="mailqueue.bullmq_fixes.find_workers pairs a worker's connections "
-                          "two by two; a third pooled connection (job.log while a job runs) "
-                          "makes a second worker. Owned by the mailqueue engineer.",
-                   strict=False)
 async def test_one_worker_that_logs_is_one_row(client: httpx.AsyncClient, mail: MailManager
                                                ) -> None:
     """A worker's non-blocking client is a pool: every connection it opens carries the

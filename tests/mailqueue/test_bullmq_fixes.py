@@ -284,3 +284,16 @@ def test_client_list_parser_prefers_a_known_python_queue_over_base64() -> None:
     assert find_workers(parse_client_list(line), "bull")[0]["queue"] == "test"
     known = find_workers(parse_client_list(line), "bull", known_queues={"dGVzdA=="})
     assert known[0]["queue"] == "dGVzdA==" and known[0]["language"] == "python"
+
+
+def test_a_named_worker_with_a_third_pooled_connection_is_one_worker() -> None:
+    # A worker's main client is a pool: a job's log line while the job runs opens a third
+    # connection under the same name. Pairing connections two by two made that two workers.
+    lines = [
+        f"id={i} addr=127.0.0.1:5011{i} fd={i} name=bull:emails:w:host-42-1 age={100 - i} "
+        f"idle={i} flags=N db=0 cmd=evalsha" for i in range(3)
+    ]
+    workers = find_workers(parse_client_list("\n".join(lines)), "bull", "emails")
+    assert len(workers) == 1
+    assert workers[0]["connections"] == 3
+    assert workers[0]["age_s"] == 100 and workers[0]["idle_s"] == 0
