@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from redis.exceptions import ResponseError
 from starlette.applications import Starlette
@@ -67,93 +68,54 @@ from mailqueue.manager import MailManager
 from mailqueue.settings import Settings
 
 
+def action(path: str, endpoint: Callable[..., Any], name: str) -> list[Route]:
+    """An operator action (POST) and its JSON twin under /api/; one handler answers both."""
+    return [Route(path, endpoint, methods=["POST"], name=name),
+            Route(f"/api{path}", endpoint, methods=["POST"], name=f"api_{name}")]
+
+
 def routes() -> list[Route | Mount]:
     """The one route table: every page, its JSON twin, every action."""
+    queue = "/queues/{name:queue}"
+    # `{job_id:path}`: ids may hold '/', so a job's suffix routes come before its page.
+    job = "/queues/{name:queue}/jobs/{job_id:path}"
+    schedule = "/schedules/{queue:queue}/{scheduler_id:path}"
     return [
         Route("/", overview, name="overview"),
         Route("/api/queues", api_queues, name="api_queues"),
-        Route("/queues/pause-all", queues_pause_all, methods=["POST"], name="queues_pause_all"),
-        Route("/queues/resume-all", queues_resume_all, methods=["POST"],
-              name="queues_resume_all"),
-        Route("/api/queues/pause-all", queues_pause_all, methods=["POST"],
-              name="api_queues_pause_all"),
-        Route("/api/queues/resume-all", queues_resume_all, methods=["POST"],
-              name="api_queues_resume_all"),
-        Route("/queues/{name:queue}", queue_page, name="queue_page"),
-        Route("/api/queues/{name:queue}", api_queue, name="api_queue"),
-        Route("/api/queues/{name:queue}/jobs", api_queue_jobs, name="api_queue_jobs"),
-        Route("/queues/{name:queue}/retry-failed", queue_retry_failed, methods=["POST"],
-              name="queue_retry_failed"),
-        Route("/api/queues/{name:queue}/retry-failed", queue_retry_failed, methods=["POST"],
-              name="api_queue_retry_failed"),
-        Route("/queues/{name:queue}/promote-delayed", queue_promote_delayed, methods=["POST"],
-              name="queue_promote_delayed"),
-        Route("/api/queues/{name:queue}/promote-delayed", queue_promote_delayed, methods=["POST"],
-              name="api_queue_promote_delayed"),
-        Route("/queues/{name:queue}/clean", queue_clean, methods=["POST"], name="queue_clean"),
-        Route("/api/queues/{name:queue}/clean", queue_clean, methods=["POST"],
-              name="api_queue_clean"),
-        Route("/queues/{name:queue}/pause", queue_pause, methods=["POST"], name="queue_pause"),
-        Route("/api/queues/{name:queue}/pause", queue_pause, methods=["POST"],
-              name="api_queue_pause"),
-        Route("/queues/{name:queue}/resume", queue_resume, methods=["POST"], name="queue_resume"),
-        Route("/api/queues/{name:queue}/resume", queue_resume, methods=["POST"],
-              name="api_queue_resume"),
-        Route("/queues/{name:queue}/drain", queue_drain, methods=["POST"], name="queue_drain"),
-        Route("/api/queues/{name:queue}/drain", queue_drain, methods=["POST"],
-              name="api_queue_drain"),
-        Route("/queues/{name:queue}/obliterate", queue_obliterate, methods=["POST"],
-              name="queue_obliterate"),
-        Route("/api/queues/{name:queue}/obliterate", queue_obliterate, methods=["POST"],
-              name="api_queue_obliterate"),
-        Route("/queues/{name:queue}/add-job", queue_add_job, methods=["POST"],
-              name="queue_add_job"),
-        Route("/api/queues/{name:queue}/add-job", queue_add_job, methods=["POST"],
-              name="api_queue_add_job"),
-        Route("/queues/{name:queue}/selected/retry", queue_retry_selected, methods=["POST"],
-              name="queue_retry_selected"),
-        Route("/api/queues/{name:queue}/selected/retry", queue_retry_selected, methods=["POST"],
-              name="api_queue_retry_selected"),
-        Route("/queues/{name:queue}/selected/remove", queue_remove_selected, methods=["POST"],
-              name="queue_remove_selected"),
-        Route("/api/queues/{name:queue}/selected/remove", queue_remove_selected, methods=["POST"],
-              name="api_queue_remove_selected"),
-        # One job: `{job_id:path}` (ids may hold '/'), so the suffix routes come first.
-        Route("/queues/{name:queue}/jobs/{job_id:path}/flow", flow_page, name="flow_page"),
-        Route("/api/queues/{name:queue}/jobs/{job_id:path}/flow", api_flow, name="api_flow"),
-        Route("/queues/{name:queue}/jobs/{job_id:path}/data.json", job_data, name="job_data"),
-        Route("/queues/{name:queue}/jobs/{job_id:path}/logs", job_logs, name="job_logs"),
-        Route("/api/queues/{name:queue}/jobs/{job_id:path}/logs", job_logs, name="api_job_logs"),
-        Route("/queues/{name:queue}/jobs/{job_id:path}/retry", job_retry, methods=["POST"],
-              name="job_retry"),
-        Route("/api/queues/{name:queue}/jobs/{job_id:path}/retry", job_retry, methods=["POST"],
-              name="api_job_retry"),
-        Route("/queues/{name:queue}/jobs/{job_id:path}/promote", job_promote, methods=["POST"],
-              name="job_promote"),
-        Route("/api/queues/{name:queue}/jobs/{job_id:path}/promote", job_promote, methods=["POST"],
-              name="api_job_promote"),
-        Route("/queues/{name:queue}/jobs/{job_id:path}/remove", job_remove, methods=["POST"],
-              name="job_remove"),
-        Route("/api/queues/{name:queue}/jobs/{job_id:path}/remove", job_remove, methods=["POST"],
-              name="api_job_remove"),
-        Route("/queues/{name:queue}/jobs/{job_id:path}/duplicate", job_duplicate, methods=["POST"],
-              name="job_duplicate"),
-        Route("/api/queues/{name:queue}/jobs/{job_id:path}/duplicate", job_duplicate,
-              methods=["POST"], name="api_job_duplicate"),
-        Route("/queues/{name:queue}/jobs/{job_id:path}/data", job_update_data, methods=["POST"],
-              name="job_update_data"),
-        Route("/api/queues/{name:queue}/jobs/{job_id:path}/data", job_update_data, methods=["POST"],
-              name="api_job_update_data"),
-        Route("/queues/{name:queue}/jobs/{job_id:path}", job_page, name="job_page"),
-        Route("/api/queues/{name:queue}/jobs/{job_id:path}", api_job, name="api_job"),
+        *action("/queues/pause-all", queues_pause_all, "queues_pause_all"),
+        *action("/queues/resume-all", queues_resume_all, "queues_resume_all"),
+        Route(queue, queue_page, name="queue_page"),
+        Route(f"/api{queue}", api_queue, name="api_queue"),
+        Route(f"/api{queue}/jobs", api_queue_jobs, name="api_queue_jobs"),
+        *action(f"{queue}/retry-failed", queue_retry_failed, "queue_retry_failed"),
+        *action(f"{queue}/promote-delayed", queue_promote_delayed, "queue_promote_delayed"),
+        *action(f"{queue}/clean", queue_clean, "queue_clean"),
+        *action(f"{queue}/pause", queue_pause, "queue_pause"),
+        *action(f"{queue}/resume", queue_resume, "queue_resume"),
+        *action(f"{queue}/drain", queue_drain, "queue_drain"),
+        *action(f"{queue}/obliterate", queue_obliterate, "queue_obliterate"),
+        *action(f"{queue}/add-job", queue_add_job, "queue_add_job"),
+        *action(f"{queue}/selected/retry", queue_retry_selected, "queue_retry_selected"),
+        *action(f"{queue}/selected/remove", queue_remove_selected, "queue_remove_selected"),
+        Route(f"{job}/flow", flow_page, name="flow_page"),
+        Route(f"/api{job}/flow", api_flow, name="api_flow"),
+        Route(f"{job}/data.json", job_data, name="job_data"),
+        Route(f"{job}/logs", job_logs, name="job_logs"),
+        Route(f"/api{job}/logs", job_logs, name="api_job_logs"),
+        *action(f"{job}/retry", job_retry, "job_retry"),
+        *action(f"{job}/promote", job_promote, "job_promote"),
+        *action(f"{job}/remove", job_remove, "job_remove"),
+        *action(f"{job}/duplicate", job_duplicate, "job_duplicate"),
+        *action(f"{job}/data", job_update_data, "job_update_data"),
+        Route(job, job_page, name="job_page"),
+        Route(f"/api{job}", api_job, name="api_job"),
         Route("/health", health, name="health"),
         Route("/metrics", metrics, name="metrics"),
         Route("/schedules", schedules_page, name="schedules_page"),
         Route("/api/schedules", api_schedules, name="api_schedules"),
-        Route("/schedules/{queue:queue}/{scheduler_id:path}/run", schedule_run_now, methods=["POST"],
-              name="schedule_run_now"),
-        Route("/schedules/{queue:queue}/{scheduler_id:path}/remove", schedule_remove,
-              methods=["POST"], name="schedule_remove"),
+        *action(f"{schedule}/run", schedule_run_now, "schedule_run_now"),
+        *action(f"{schedule}/remove", schedule_remove, "schedule_remove"),
         Route("/workers", workers_page, name="workers_page"),
         Route("/api/workers", api_workers, name="api_workers"),
         Route("/events", events_page, name="events_page"),
