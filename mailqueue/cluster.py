@@ -79,6 +79,10 @@ def _cluster_kwargs(connection: Mapping[str, Any]) -> dict[str, Any]:
     return options
 
 
+MAX_CONNECTIONS = 100  # per client, i.e. per MailManager
+POOL_WAIT_S = 20.0  # how long a command waits for a free connection before it fails
+
+
 def make_client(connection: Mapping[str, Any], **overrides: Any) -> aioredis.Redis:
     """A client (decode_responses) for these options: a cluster client when they say so.
 
@@ -91,7 +95,13 @@ def make_client(connection: Mapping[str, Any], **overrides: Any) -> aioredis.Red
         kwargs = {**_cluster_kwargs(connection), **overrides}
         return cast(aioredis.Redis, MailRedisCluster(decode_responses=True, **kwargs))
     options = {k: v for k, v in connection.items() if k != CLUSTER_OPTION}
-    return aioredis.Redis(decode_responses=True, **{**options, **overrides})
+    # A bounded pool that waits for a free connection: under a burst (a hundred page loads
+    # at once) a plain pool past its limit fails the request at once instead.
+    pool = aioredis.BlockingConnectionPool(
+        decode_responses=True, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_S,
+        **{**options, **overrides},
+    )
+    return aioredis.Redis.from_pool(pool)
 
 
 def bullmq_connection(connection: Mapping[str, Any]) -> Any:
