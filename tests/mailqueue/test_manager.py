@@ -245,3 +245,18 @@ async def test_health_check_is_unhealthy_when_redis_goes_away(
         report = await mail.health_check()
         assert report["healthy"] is False
         assert "error" in report
+
+
+async def test_more_concurrent_commands_than_the_pool_holds_wait_instead_of_failing(
+    mail: MailManager, prefix: str
+) -> None:
+    import asyncio
+
+    from mailqueue.cluster import MAX_CONNECTIONS
+
+    # Each BLPOP holds a connection for 0.2 s: 150 at once need 50 more than the pool has.
+    key = f"{prefix}:pool-test"
+    results = await asyncio.gather(
+        *(mail.client.blpop([key], timeout=0.2) for _ in range(MAX_CONNECTIONS + 50))
+    )
+    assert results == [None] * (MAX_CONNECTIONS + 50)
