@@ -134,8 +134,17 @@ class _Server:
 
 
 def _check_exposure(settings: Settings, host: str) -> None:
+    from dashboard.security import parse_credentials
+
     loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
-    if not loopback and not settings.dashboard_auth:
+    try:
+        credentials = parse_credentials(settings.dashboard_auth, can_write=True)
+        parse_credentials(settings.dashboard_viewer_auth, can_write=False)
+    except ValueError as exc:
+        _fail(f"DASHBOARD_AUTH / DASHBOARD_VIEWER_AUTH: {exc}")
+    # What the dashboard enforces, not the raw text: DASHBOARD_AUTH=" " or "," holds no
+    # credential, and the dashboard would serve every visitor with full rights.
+    if not loopback and not credentials:
         _fail(
             f"refusing to serve the dashboard on {host} without DASHBOARD_AUTH: set "
             "DASHBOARD_AUTH=user:password (or a token), or bind 127.0.0.1"
