@@ -6,7 +6,6 @@ the `sidebar` event, rendered by `live_sidebar` from the same partial the page i
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -23,10 +22,11 @@ SIDEBAR_TEMPLATE = "partials/_sidebar.html"
 async def sidebar_queues(mail: MailManager) -> list[dict[str, Any]]:
     """Every queue with its waiting and failed counts, as the sidebar lists them."""
     names = await mail.queues.list_queues()
-    counts = await asyncio.gather(*(mail.queues.get_job_counts(n) for n in names))
+    counts = await mail.queues.get_many_job_counts(names)  # one round trip for all
     return [
-        {"name": name, "waiting": c.get("waiting", 0), "failed": c.get("failed", 0)}
-        for name, c in zip(names, counts, strict=True)
+        {"name": name, "waiting": counts[name]["counts"].get("waiting", 0),
+         "failed": counts[name]["counts"].get("failed", 0)}
+        for name in names
     ]
 
 

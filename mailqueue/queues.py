@@ -15,7 +15,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from bullmq import Job, Queue
-from redis.exceptions import OutOfMemoryError, ResponseError
+from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 
 from mailqueue.cluster import bullmq_connection, node_infos
 from mailqueue.errors import (
@@ -142,6 +142,7 @@ class QueueManager:
         self.prefix = prefix
         self.default_job_options = dict(default_job_options or {})
         self._queues: dict[str, Queue] = {}
+        self._counts_sha: str | None = None  # bullmq's getCounts script, loaded once
         self._discovered: tuple[float, list[str]] | None = None
         self._discovery: asyncio.Task[list[str]] | None = None
         self._discovery_ttl = _DISCOVERY_CACHE_S
@@ -385,13 +386,40 @@ class QueueManager:
         BullMQ keeps the jobs of a paused queue in its `wait` list and only flags the queue
         as paused in `meta`; a person expects them counted as paused, so they are.
         """
-        q = await self.get_queue(queue)
-        raw, paused = await asyncio.gather(q.getJobCounts(*JOB_STATES), q.isPaused())
-        counts: dict[str, int] = {state: int(raw.get(state) or 0) for state in JOB_STATES}
-        if paused:
-            counts["paused"] += counts["waiting"]
-            counts["waiting"] = 0
-        return counts
+        await self.get_queue(queue)
+        return (await self._read_counts([queue]))[queue][0]
+
+    async def _read_counts(self, names: list[str]) -> dict[str, tuple[dict[str, int], bool]]:
+        """Counts and the paused flag of many queues in ONE round trip: a pipeline of
+        bullmq's own `getCounts` script and an HEXISTS of `meta` per queue (rather than two
+        round trips per queue, which made a page with the sidebar cost ~50 of them)."""
+        if not names:
+            return {}
+        kinds = ["wait" if state == "waiting" else state for state in JOB_STATES]
+        for attempt in (1, 2):
+            if self._counts_sha is None:
+                source = self._queue_handle(names[0]).scripts.commands["getCounts"].script
+                self._counts_sha = await self._client.script_load(source)
+            pipe = self._client.pipeline(transaction=False)
+            for name in names:
+                pipe.evalsha(self._counts_sha, 1, self.key(name, ""), *kinds)
+                pipe.hexists(self.key(name, "meta"), "paused")
+            try:
+                replies = await pipe.execute()
+                break
+            except NoScriptError:  # Redis restarted or its scripts were flushed: load again
+                self._counts_sha = None
+                if attempt == 2:
+                    raise
+        result: dict[str, tuple[dict[str, int], bool]] = {}
+        for i, name in enumerate(names):
+            raw, paused = replies[2 * i], bool(replies[2 * i + 1])
+            counts = {state: int(n or 0) for state, n in zip(JOB_STATES, raw, strict=True)}
+            if paused:
+                counts["paused"] += counts["waiting"]
+                counts["waiting"] = 0
+            result[name] = (counts, paused)
+        return result
 
     async def get_job_logs(self, queue: str, job_id: str, start: int = 0, end: int = -1
                            ) -> list[str]:
@@ -719,15 +747,11 @@ class QueueManager:
         }
 
     async def get_many_job_counts(self, names: list[str]) -> dict[str, dict[str, Any]]:
-        """Counts per state and the paused flag of many queues, read concurrently."""
-        async def one(name: str) -> tuple[dict[str, int], bool]:
-            q = self._queue_handle(name)
-            counts, paused = await asyncio.gather(self.get_job_counts(name), q.isPaused())
-            return counts, bool(paused)
-
-        results = await asyncio.gather(*(one(n) for n in names))
-        return {name: {"counts": c, "paused": p} for name, (c, p) in zip(names, results,
-                                                                          strict=True)}
+        """Counts per state and the paused flag of many queues, in one round trip."""
+        for name in names:
+            validate_queue_name(name)
+        read = await self._read_counts(list(names))
+        return {name: {"counts": read[name][0], "paused": read[name][1]} for name in names}
 
     async def _read_summaries(self, queue: str, ids: list[str],
                               state: str | None) -> list[dict[str, Any]]:
