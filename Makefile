@@ -35,8 +35,10 @@ check: $(VENV)/.installed-dev
 	$(BIN)/ruff check mailqueue dashboard tests examples
 	$(BIN)/mypy
 
-## E-mail throughput (pool vs no pool, end to end) and the 100,000-recipient newsletter
+## E-mail throughput, the newsletter, workers vs Node, our dashboard vs Bull Board on a
+## million jobs (BENCH_SCALE=0.1 shrinks the fill); writes docs/performance.md
 bench: $(VENV)/.installed-dev
+	cd bench/node && npm ci --no-audit --no-fund --silent
 	$(BIN)/python bench/run.py --write
 
 clean:

@@ -32,6 +32,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import dashboards
+import workers
+
 from mailqueue.mail.message import Address, OutgoingMessage, build_message
 from mailqueue.mail.transport import SmtpTransport
 from mailqueue.manager import MailManager
@@ -239,8 +243,97 @@ no-double-send record in Redis, and bullmq's own work per job; BULLMQ-NOTES meas
 memory stays flat with the number of recipients: they are read from the iterable in step
 with the enqueueing, 1,000 at a time.
 """
+    text += workers_report(results.get("workers"))
+    text += dashboards_report(results.get("dashboards"))
     (ROOT / "docs" / "performance.md").write_text(text)
     print("wrote docs/performance.md")
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def workers_report(w: dict[str, Any] | None) -> str:
+    if not w:
+        return ""
+    cost = w["manager_cost"]
+    return f"""
+## Workers: no-op jobs per second (`bench/workers.py`)
+
+Same Redis, same run, the variants taking turns ({w.get("args_runs", 3)} runs, medians); Node BullMQ
+adds the jobs (removeOnComplete); the clock runs from the first job taken to the queue empty.
+Concurrency {w.get("args_concurrency", 50)} everywhere.
+
+| Worker | Jobs/s |
+|---|---|
+| WorkerManager (1 process) | {w["manager"]:,.0f} |
+| Raw bullmq `Worker` for Python (1 process) | {w["raw"]:,.0f} |
+| Node BullMQ `Worker` (1 process) | {w["node"]:,.0f} |
+| Cost of the manager layer vs raw bullmq (goal 5% or less) | {cost:.1%} ({_met(cost <= 0.05)}) |
+| WorkerManager in {w["processes"]} processes (what `mailqueue worker --processes \
+{w["processes"]}` runs), machine-wide | {w["manager_n"]:,.0f} |
+| Node BullMQ in {w["processes"]} processes, machine-wide | {w["node_n"]:,.0f} |
+| Ratio Python / Node, {w["processes"]} processes | {w["manager_n"] / w["node_n"]:.2f} |
+"""
+
+
+def dashboards_report(d: dict[str, Any] | None) -> str:
+    if not d:
+        return ""
+    c = d["counts"]
+    rows = "\n".join(
+        f"| {r['label']} | {r['ours']['median']:.1f} / {r['ours']['p95']:.1f} | "
+        f"{r['ours']['bytes']:,} | {r['theirs']['median']:.1f} / {r['theirs']['p95']:.1f} | "
+        f"{r['theirs']['bytes']:,} | {r['ratio']:.2f}x | {_met(r['ratio'] <= 1.0)} |"
+        for r in d["http"])
+    text = f"""
+## Dashboards: ours vs Bull Board (`bench/dashboards.py`)
+
+One Redis filled by Node BullMQ 6.7.0 (`bench/node/fill.mjs`, scale {d["scale"]}) in
+{d["fill_seconds"]:.0f} s: `emails` with {c.get("waiting", 0):,} waiting,
+{c.get("completed", 0):,} completed, {c.get("failed", 0):,} failed (stack traces),
+{c.get("delayed", 0):,} delayed; 20 small queues; 1,000 flows (1 parent + 3 children);
+50 job schedulers. Bull Board is @bull-board/api + @bull-board/express 9.10.1 on Express 5
+(`bench/node/bullboard.mjs`, default settings), ours is `mailqueue dashboard`; both on
+loopback, one after the other, never together.
+
+### HTTP: our HTML page vs the Bull Board JSON call that fills the same view
+
+Median / p95 of {dashboards.REQUESTS} sequential requests on a keep-alive connection, gzip
+accepted (Bull Board does not compress); bytes on the wire. Goal: 1.0x or less.
+
+| View | Ours ms (median / p95) | Ours bytes | Bull Board ms | Bull Board bytes | Ratio | Goal |
+|---|---|---|---|---|---|---|
+{rows}
+"""
+    if "cold_ours" in d:
+        cold = d["cold_ours"]["median"] / d["cold_theirs"]["median"]
+        live = d["live_ours"]["median"]
+        idle = d["idle_ours"] / max(d["idle_theirs"], 1e-9)
+        text += f"""
+### In Chromium (/usr/bin/chromium, headless, Playwright)
+
+| Measure | Ours | Bull Board | Ratio | Goal |
+|---|---|---|---|---|
+| Cold load of the failed tab of `emails`, new context (empty cache), until the first job \
+row is visible: median / p95 ms | {d["cold_ours"]["median"]:.0f} / {d["cold_ours"]["p95"]:.0f} \
+| {d["cold_theirs"]["median"]:.0f} / {d["cold_theirs"]["p95"]:.0f} | {cold:.2f}x | 0.5x or \
+less: {_met(cold <= 0.5)} |
+| Live update: a job completes (a Node worker) -> the completed count on an open page \
+changes: p50 / p95 ms ({d["live_ours"]["samples"]} and {d["live_theirs"]["samples"]} samples) \
+| {live:.0f} / {d["live_ours"]["p95"]:.0f} (SSE) | {d["live_theirs"]["median"]:.0f} / \
+{d["live_theirs"]["p95"]:.0f} (polls every 5 s) | {live / d["live_theirs"]["median"]:.2f}x \
+| ours p50 250 ms or less: {_met(live <= 250)} |
+| Redis commands/s with 20 viewers on `emails` (waiting tab) for the idle period (INFO \
+commandstats delta) | {d["idle_ours"]:,.1f} | {d["idle_theirs"]:,.1f} | {idle:.3f}x | 0.1x \
+or less: {_met(idle <= 0.1)} |
+
+The 20 viewers are 20 browser contexts with one tab each: in one context Chromium opens
+at most 6 HTTP/1.1 connections per host, and each of our pages holds one for its SSE
+stream, so a 7th tab of one browser on the same host waits (behind an HTTP/2 proxy, as
+"Running in production" in the README advises, they share one connection).
+"""
+    return text
 
 
 def main() -> None:
@@ -250,8 +343,29 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--write", action="store_true", help="write docs/performance.md")
+    parser.add_argument("--from-json", type=Path,
+                        help="only write docs/performance.md from a saved run's results")
+    parser.add_argument("--skip-dashboards", action="store_true")
+    parser.add_argument("--skip-workers", action="store_true")
+    dashboards.add_arguments(parser)
+    workers.add_arguments(parser)
     args = parser.parse_args()
+    if args.from_json:
+        write_report(__import__("json").loads(args.from_json.read_text()))
+        return
+    started = time.perf_counter()
     results = asyncio.run(bench(args))
+    if not args.skip_workers:
+        print("workers (no-op jobs):", flush=True)
+        results["workers"] = workers.run(args)
+    if not args.skip_dashboards:
+        print(f"dashboards, ours vs Bull Board (scale {args.scale}):", flush=True)
+        results["dashboards"] = dashboards.run(args)
+    results["total_s"] = time.perf_counter() - started
+    print(f"bench done in {results['total_s']:.0f} s")
+    out = ROOT / "test-artifacts" / "bench-results.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(__import__("json").dumps(results, indent=1, default=str))
     if args.write:
         write_report(results)
 

@@ -1,0 +1,194 @@
+"""No-op jobs per second: WorkerManager vs a raw bullmq Worker vs a Node BullMQ Worker.
+
+    .venv/bin/python bench/workers.py [--jobs 10000] [--runs 3] [--concurrency 50]
+
+Same Redis (an EmbeddedRedis of its own), same run, the variants taking turns: for each, Node
+BullMQ adds `--jobs` no-op jobs (removeOnComplete), the worker starts, and the clock runs from
+its start until the queue is empty (wait + active + delayed = 0). Then the machine-wide
+figure: `--processes` worker processes (WorkerManager in each) against as many Node ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+from bullmq import Worker
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE_DIR = ROOT / "bench" / "node"
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def add_jobs(redis_url: str, queue: str, n: int) -> None:
+    subprocess.run(["node", "add.mjs", json.dumps({"redis": redis_url, "queue": queue, "n": n,
+                                                   "removeOnComplete": True})],
+                   cwd=NODE_DIR, check=True, stdout=subprocess.DEVNULL, timeout=300)
+
+
+def left(client: redis.Redis, queue: str) -> int:
+    pipe = client.pipeline(transaction=False)
+    pipe.llen(f"bull:{queue}:wait")
+    pipe.llen(f"bull:{queue}:active")
+    pipe.zcard(f"bull:{queue}:prioritized")
+    return sum(pipe.execute())
+
+
+CLOCK: dict[str, float] = {}  # queue -> when its first job was taken
+
+
+async def until_empty(client: redis.Redis, queue: str, timeout: float = 600) -> None:
+    """Wait until the queue is drained; notes in CLOCK when the first job left `wait` (the
+    clock starts there for every variant: no process or connection start-up counted)."""
+    deadline = time.monotonic() + timeout
+    total = None
+    while (n := left(client, queue)) or queue not in CLOCK:
+        total = n if total is None else total
+        if queue not in CLOCK and n < total:
+            CLOCK[queue] = time.perf_counter()
+        if time.monotonic() > deadline:
+            raise SystemExit(f"workers bench: {queue} not drained in {timeout} s")
+        await asyncio.sleep(0.005)
+
+
+async def python_worker(redis_url: str, queue: str, concurrency: int, managed: bool,
+                        seconds: float = 600) -> None:
+    """A worker until the queue is empty (or `seconds`)."""
+    client = redis.Redis.from_url(redis_url)
+    if managed:
+        from mailqueue.manager import MailManager
+        from mailqueue.settings import Settings
+
+        settings = Settings(_env_file=None, redis_url=redis_url, queue_prefix="bull",  # type: ignore[call-arg]
+                            data_dir=Path(tempfile.gettempdir()) / "mailqueue-bench-workers")
+        async with MailManager(settings) as mail:
+            mail.start_worker(queue, {"noop": lambda data, job: None}, concurrency=concurrency)
+            await until_empty(client, queue, seconds)
+    else:
+        async def noop(job: Any, token: str) -> None:
+            return None
+
+        worker = Worker(queue, noop, {"connection": redis_url, "prefix": "bull",
+                                      "concurrency": concurrency})
+        await until_empty(client, queue, seconds)
+        await worker.close()
+    client.close()
+
+
+def node_workers(redis_url: str, queue: str, concurrency: int, processes: int
+                 ) -> list[subprocess.Popen[str]]:
+    return [subprocess.Popen(["node", "worker.mjs", json.dumps(
+        {"redis": redis_url, "queue": queue, "concurrency": concurrency, "quiet": True,
+         "seconds": 600})], cwd=NODE_DIR, stdout=subprocess.PIPE, text=True)
+        for _ in range(processes)]
+
+
+def python_processes(redis_url: str, queue: str, concurrency: int, processes: int
+                     ) -> list[subprocess.Popen[str]]:
+    return [subprocess.Popen([sys.executable, __file__, "--child", redis_url, queue,
+                              str(concurrency)], stdout=subprocess.PIPE, text=True)
+            for _ in range(processes)]
+
+
+def stop(procs: list[subprocess.Popen[str]]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.wait(30)
+
+
+RUN = iter(range(1_000_000))
+
+
+async def one_run(redis_url: str, variant: str, n: int, concurrency: int, processes: int = 1
+                  ) -> float:
+    queue = f"noop-{variant}-{processes}-{next(RUN)}"
+    add_jobs(redis_url, queue, n)
+    client = redis.Redis.from_url(redis_url)
+    CLOCK.pop(queue, None)
+    if variant == "manager" and processes == 1:
+        await python_worker(redis_url, queue, concurrency, managed=True)
+    elif variant == "raw":
+        await python_worker(redis_url, queue, concurrency, managed=False)
+    elif variant == "node":
+        procs = node_workers(redis_url, queue, concurrency, processes)
+        await until_empty(client, queue)
+        stop(procs)
+    else:  # WorkerManager in `processes` processes
+        procs = python_processes(redis_url, queue, concurrency, processes)
+        await until_empty(client, queue)
+        stop(procs)
+    elapsed = time.perf_counter() - CLOCK[queue]
+    client.close()
+    return n / elapsed
+
+
+async def bench(redis_url: str, args: argparse.Namespace) -> dict[str, Any]:
+    rates: dict[str, list[float]] = {"manager": [], "raw": [], "node": []}
+    await one_run(redis_url, "raw", 500, args.worker_concurrency)  # warm up
+    for _ in range(args.worker_runs):
+        for variant in rates:
+            rates[variant].append(await one_run(redis_url, variant, args.worker_jobs,
+                                                args.worker_concurrency))
+    results: dict[str, Any] = {k: statistics.median(v) for k, v in rates.items()}
+    results["manager_cost"] = 1 - results["manager"] / results["raw"]
+    print(f"  no-op jobs/s, 1 process: WorkerManager {results['manager']:,.0f}, raw bullmq "
+          f"{results['raw']:,.0f}, Node BullMQ {results['node']:,.0f}; the manager costs "
+          f"{results['manager_cost']:.1%}", flush=True)
+    p = args.processes
+    results["processes"] = p
+    results["args_runs"], results["args_concurrency"] = args.worker_runs, args.worker_concurrency
+    results["manager_n"] = statistics.median(
+        [await one_run(redis_url, "managers", args.worker_jobs * 2, args.worker_concurrency, p)
+         for _ in range(args.worker_runs)])
+    results["node_n"] = statistics.median(
+        [await one_run(redis_url, "node", args.worker_jobs * 2, args.worker_concurrency, p)
+         for _ in range(args.worker_runs)])
+    print(f"  no-op jobs/s, {p} processes: WorkerManager {results['manager_n']:,.0f}, Node "
+          f"{results['node_n']:,.0f}", flush=True)
+    return results
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--worker-jobs", dest="worker_jobs", type=int, default=10_000)
+    parser.add_argument("--worker-runs", dest="worker_runs", type=int, default=3)
+    parser.add_argument("--worker-concurrency", dest="worker_concurrency", type=int, default=50)
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 2)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from dashboards import npm_install
+
+    from mailqueue.redis_server import EmbeddedRedis
+
+    npm_install()
+    with tempfile.TemporaryDirectory(prefix="mailqueue-bench-workers-") as tmp:
+        server = EmbeddedRedis(data_dir=Path(tmp) / "redis", appendonly=False).start()
+        try:
+            return asyncio.run(bench(server.url, args))
+        finally:
+            server.stop()
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":  # one WorkerManager process
+        _, _, url, queue, concurrency = sys.argv
+        asyncio.run(python_worker(url, queue, int(concurrency), managed=True))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    print(json.dumps(run(parser.parse_args()), indent=1))
+
+
+if __name__ == "__main__":
+    main()
