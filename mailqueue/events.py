@@ -31,6 +31,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from mailqueue.audit import AlertCallback, AuditLog, FailureAlerts, call_safely
+from mailqueue.cluster import make_client
 from mailqueue.errors import MailQueueError
 from mailqueue.job_options import validate_queue_name
 from mailqueue.settings import Settings
@@ -386,7 +387,7 @@ class EventManager:
     async def _read_forever(self) -> None:
         backoff = _BACKOFF_MIN_S
         while not self._closed:
-            conn = aioredis.Redis(decode_responses=True, **self._connection)
+            conn = make_client(self._connection)
             failed = False
             try:
                 await self._measure_clock(conn)
