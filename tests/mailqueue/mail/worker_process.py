@@ -34,12 +34,17 @@ class WorkerProcess:
 
     async def wait_ready(self, mail: MailManager, queue: str = "emails",
                          timeout: float = 20) -> None:
-        """Until the worker shows in Redis (CLIENT LIST), i.e. it takes jobs."""
+        """Until this process's worker shows in Redis (CLIENT LIST), i.e. it takes jobs.
+
+        Workers are named host-pid-n, so this finds its own even when other workers start at
+        the same moment (counting workers before and after raced with them).
+        """
         deadline = time.monotonic() + timeout
-        before = len(await mail.workers.list_workers(queue))
+        own = f"-{self.process.pid}-"
         while True:
             assert self.process.poll() is None, f"the worker exited: {self.output()}"
-            if len(await mail.workers.list_workers(queue)) > before:
+            workers = await mail.workers.list_workers(queue)
+            if any(own in (w["name"] or "") for w in workers):
                 return
             assert time.monotonic() < deadline, f"no worker after {timeout} s: {self.output()}"
             await asyncio.sleep(0.1)
