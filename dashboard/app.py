@@ -6,16 +6,20 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from dashboard.live import event_stream, live
 from dashboard.redis_full import redis_full_handler
-from dashboard.render import ROOT
+from dashboard.render import ROOT, is_htmx, render, render_fragment
 from dashboard.security import SecurityMiddleware, parse_credentials
 from dashboard.views.events import api_events, events_page
 from dashboard.views.flows import api_flow, flow_page
@@ -64,8 +68,17 @@ from dashboard.views.schedules import (
     schedules_page,
 )
 from dashboard.views.workers import api_workers, workers_page
+from mailqueue.errors import RedisUnavailableError
 from mailqueue.manager import MailManager
+from mailqueue.redis_server import redact_url
 from mailqueue.settings import Settings
+
+# Redis gone (killed, restarting, loading its AOF, unreachable): what any view may raise.
+# redis-py's ConnectionError covers BusyLoadingError; the builtin covers raw socket errors.
+REDIS_DOWN_ERRORS: tuple[type[Exception], ...] = (
+    RedisConnectionError, RedisTimeoutError, RedisUnavailableError, ConnectionError,
+)
+REDIS_RETRY_AFTER_S = 5
 
 
 def action(path: str, endpoint: Callable[..., Any], name: str) -> list[Route]:
@@ -131,6 +144,33 @@ def routes() -> list[Route | Mount]:
     ]
 
 
+async def redis_unavailable(request: Request, exc: Exception) -> Response:
+    """503 while Redis is away, never a traceback: a page with a banner (reloading by
+    itself), the banner alone for an htmx request, JSON for /api/ and /health. The next
+    request after Redis is back reconnects: nothing to restart."""
+    reason = redact_url(" ".join(str(exc).split())) or type(exc).__name__
+    headers = {"Retry-After": str(REDIS_RETRY_AFTER_S), "Cache-Control": "no-store"}
+    path = request.url.path
+    if path.startswith("/api/") or path in ("/health", "/metrics"):
+        return JSONResponse(
+            {"healthy": False, "error": "redis_unavailable",
+             "message": f"Redis is unavailable: {reason}"},
+            status_code=503, headers=headers,
+        )
+    context = {"redis_error": reason, "retry_after": REDIS_RETRY_AFTER_S}
+    if is_htmx(request):
+        html = render_fragment(request, "partials/_redis_unavailable.html", context)
+        # Into the page's banner, whatever the request was going to swap.
+        headers.update({"HX-Retarget": "#banner", "HX-Reswap": "outerHTML"})
+        return HTMLResponse(html, status_code=503, headers=headers)
+    mail = getattr(request.app.state, "mail", None)
+    target = getattr(mail, "redis", None)
+    context["redis_url"] = redact_url(target.url) if target is not None else "(unknown)"
+    response = render(request, "pages/redis_unavailable.html", context, status_code=503)
+    response.headers.update(headers)
+    return response
+
+
 def create_app(settings: Settings | None = None, mail: MailManager | None = None) -> Starlette:
     """The dashboard app. Given a started MailManager it shares it; else it owns one."""
     settings = settings or (mail.settings if mail else Settings())
@@ -162,4 +202,7 @@ def create_app(settings: Settings | None = None, mail: MailManager | None = None
     app = Starlette(routes=routes(), middleware=middleware, lifespan=lifespan)
     # Redis at maxmemory (an OOM reply to a write): a clear 503, not a 500.
     app.add_exception_handler(ResponseError, redis_full_handler)
+    # Redis away (killed, restarting, unreachable): a 503 with a banner, not a traceback.
+    for error in REDIS_DOWN_ERRORS:
+        app.add_exception_handler(error, redis_unavailable)
     return app
