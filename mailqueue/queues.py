@@ -51,6 +51,10 @@ _SUMMARY_FIELDS = ("name", "timestamp", "processedOn", "finishedOn", "attemptsMa
                    "ats", "progress", "failedReason", "opts", "delay", "priority", "parentKey")
 # A search by job data reads at most this many jobs of one state.
 MAX_SEARCH_SCAN = 1000
+# The newest ARGV[1] points of a metrics list as ONE comma-joined string: the overview reads
+# 60 points of two lists per queue, and a reply of single elements costs redis-py (no
+# hiredis) ~20% of the page in parsing.
+_JOINED_RANGE = "return table.concat(redis.call('LRANGE', KEYS[1], 0, ARGV[1] - 1), ',')"
 
 
 def job_info(queue_name: str, job: Job, state: str | None = None) -> JobInfo:
@@ -393,8 +397,17 @@ class QueueManager:
         """Counts and the paused flag of many queues in ONE round trip: a pipeline of
         bullmq's own `getCounts` script and an HEXISTS of `meta` per queue (rather than two
         round trips per queue, which made a page with the sidebar cost ~50 of them)."""
+        replies = await self._counts_pipeline(names)
+        return {name: _parse_counts(replies[2 * i], replies[2 * i + 1])
+                for i, name in enumerate(names)}
+
+    async def _counts_pipeline(self, names: list[str], metrics_points: int = 0) -> list[Any]:
+        """The replies of one pipeline: per queue, bullmq's `getCounts` script and an HEXISTS
+        of `meta` (paused); with `metrics_points`, also the newest that many points of its
+        completed and failed metrics lists, each one comma-joined string (4 replies per queue
+        then, 2 otherwise)."""
         if not names:
-            return {}
+            return []
         kinds = ["wait" if state == "waiting" else state for state in JOB_STATES]
         for attempt in (1, 2):
             if self._counts_sha is None:
@@ -404,22 +417,18 @@ class QueueManager:
             for name in names:
                 pipe.evalsha(self._counts_sha, 1, self.key(name, ""), *kinds)
                 pipe.hexists(self.key(name, "meta"), "paused")
+                if metrics_points:
+                    for kind in ("completed", "failed"):
+                        pipe.eval(_JOINED_RANGE, 1, self.key(name, "metrics", kind, "data"),
+                                  metrics_points)
             try:
-                replies = await pipe.execute()
-                break
+                replies: list[Any] = await pipe.execute()
+                return replies
             except NoScriptError:  # Redis restarted or its scripts were flushed: load again
                 self._counts_sha = None
                 if attempt == 2:
                     raise
-        result: dict[str, tuple[dict[str, int], bool]] = {}
-        for i, name in enumerate(names):
-            raw, paused = replies[2 * i], bool(replies[2 * i + 1])
-            counts = {state: int(n or 0) for state, n in zip(JOB_STATES, raw, strict=True)}
-            if paused:
-                counts["paused"] += counts["waiting"]
-                counts["waiting"] = 0
-            result[name] = (counts, paused)
-        return result
+        raise AssertionError("unreachable")
 
     async def get_job_logs(self, queue: str, job_id: str, start: int = 0, end: int = -1
                            ) -> list[str]:
@@ -753,6 +762,24 @@ class QueueManager:
         read = await self._read_counts(list(names))
         return {name: {"counts": read[name][0], "paused": read[name][1]} for name in names}
 
+    async def get_overview(self, names: list[str], points: int = 60
+                           ) -> dict[str, dict[str, Any]]:
+        """What the overview shows of many queues, in ONE round trip: per queue its counts,
+        the paused flag and the newest `points` per-minute completed and failed metrics
+        (newest first), as `get_many_job_counts` and `get_metrics(...)["per_minute"]` give."""
+        for name in names:
+            validate_queue_name(name)
+        names = list(names)
+        replies = await self._counts_pipeline(names, max(points, 1))
+        result: dict[str, dict[str, Any]] = {}
+        for i, name in enumerate(names):
+            raw, paused, completed, failed = replies[4 * i: 4 * i + 4]
+            counts, is_paused = _parse_counts(raw, paused)
+            result[name] = {"counts": counts, "paused": is_paused,
+                            "completed_per_minute": _per_minute(completed),
+                            "failed_per_minute": _per_minute(failed)}
+        return result
+
     async def _read_summaries(self, queue: str, ids: list[str],
                               state: str | None) -> list[dict[str, Any]]:
         pipe = self._client.pipeline(transaction=False)
@@ -786,6 +813,26 @@ class QueueManager:
 # Options that belong to a scheduler's runs, not to a one-off job made from its template.
 _SCHEDULER_ONLY_OPTIONS = frozenset({"repeat", "jobId", "repeatJobKey", "delay", "prevMillis",
                                      "timestamp"})
+
+
+def _per_minute(joined: str | bytes | None) -> list[int]:
+    """A metrics list read by `_JOINED_RANGE` (points joined by commas), as integers."""
+    if not joined:
+        return []
+    text = joined.decode() if isinstance(joined, bytes) else joined
+    return [int(x) if x.isdigit() else int(float(x)) for x in text.split(",")]
+
+
+def _parse_counts(raw: list[Any], paused_flag: Any) -> tuple[dict[str, int], bool]:
+    """One queue's `getCounts` reply and `meta` paused flag: counts per state (the jobs of
+    a paused queue counted as paused, not waiting) and the flag."""
+    paused = bool(paused_flag)
+    counts: dict[str, int] = {state: int(n or 0)
+                              for state, n in zip(JOB_STATES, raw, strict=True)}
+    if paused:
+        counts["paused"] += counts["waiting"]
+        counts["waiting"] = 0
+    return counts, paused
 
 
 async def _listed_state(q: Queue, state: str) -> str | None:

@@ -7,6 +7,7 @@ live regions (the same partials the page includes) for the SSE hub.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import re
@@ -65,6 +66,13 @@ class BadParameterError(ValueError):
 # --- overview ---------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=16)
+def _spark_xs(n: int) -> tuple[str, ...]:
+    """The x coordinates of an n-point sparkline, formatted once."""
+    step = SPARK_W / max(n - 1, 1)
+    return tuple(f"{i * step:.1f}" for i in range(n))
+
+
 def sparkline(completed: list[int], failed: list[int]) -> dict[str, Any]:
     """Polyline points (oldest minute on the left) for completed and failed per minute."""
     ok = list(reversed(completed[:SPARK_POINTS]))
@@ -74,9 +82,10 @@ def sparkline(completed: list[int], failed: list[int]) -> dict[str, Any]:
     def points(values: list[int]) -> str:
         if not values:
             return ""
-        step = SPARK_W / max(len(values) - 1, 1)
-        return " ".join(f"{i * step:.1f},{SPARK_H - 1 - v / top * (SPARK_H - 2):.1f}"
-                        for i, v in enumerate(values))
+        # Each distinct value's y formatted once (most minutes repeat a few counts).
+        ys = {v: f"{SPARK_H - 1 - v / top * (SPARK_H - 2):.1f}" for v in set(values)}
+        return " ".join([f"{x},{ys[v]}" for x, v in zip(_spark_xs(len(values)), values,
+                                                         strict=True)])
 
     return {"ok": points(ok), "bad": points(bad), "width": SPARK_W, "height": SPARK_H,
             "completed_last": ok[-1] if ok else 0, "failed_last": bad[-1] if bad else 0,
@@ -88,22 +97,19 @@ async def overview_rows(mail: MailManager, name_filter: str = "") -> list[dict[s
     names = await mail.queues.list_queues()
     if name_filter:
         names = [n for n in names if name_filter.casefold() in n.casefold()]
-    counts, workers, metrics = await asyncio.gather(
-        mail.queues.get_many_job_counts(names),
-        mail.workers.list_workers(),
-        asyncio.gather(*(asyncio.gather(mail.queues.get_metrics(n, "completed", SPARK_POINTS),
-                                        mail.queues.get_metrics(n, "failed", SPARK_POINTS))
-                         for n in names)),
-    )
+    # Two round trips in all, side by side: one pipeline for every queue's counts, paused
+    # flag and both metric lists, and one CLIENT LIST for the workers.
+    data, workers = await asyncio.gather(mail.queues.get_overview(names, SPARK_POINTS),
+                                         mail.workers.list_workers())
     per_queue = Counter(w["queue"] for w in workers)
     return [
         {
-            "name": name, "counts": counts[name]["counts"], "paused": counts[name]["paused"],
+            "name": name, "counts": data[name]["counts"], "paused": data[name]["paused"],
             "workers": per_queue.get(name, 0),
-            "completed_per_minute": completed["per_minute"],
-            "failed_per_minute": failed["per_minute"],
+            "completed_per_minute": data[name]["completed_per_minute"],
+            "failed_per_minute": data[name]["failed_per_minute"],
         }
-        for name, (completed, failed) in zip(names, metrics, strict=True)
+        for name in names
     ]
 
 
@@ -136,8 +142,10 @@ async def _overview_context(request: Request, params: Mapping[str, str]) -> dict
 
 
 async def overview(request: Request) -> Response:
-    context = await page_context(request, "overview")
-    context.update(await _overview_context(request, request.query_params))
+    # The sidebar's counts and the overview's are read side by side, not one after the other.
+    context, overview_context = await asyncio.gather(
+        page_context(request, "overview"), _overview_context(request, request.query_params))
+    context.update(overview_context)
     return render(request, "pages/overview.html", context,
                   fragment="partials/_overview_table.html")
 
