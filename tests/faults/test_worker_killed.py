@@ -54,7 +54,8 @@ async def test_worker_sigkilled_during_2000_sends(
     await mail.create_queue("emails")
     # Attempts to spare: a job that died mid-send finds its send claim held (30 s) and is
     # retried every second until the claim ends.
-    opts = {"attempts": 80, "backoff": {"type": "fixed", "delay": 1000}}
+    opts = {"attempts": 80, "backoff": {"type": "fixed", "delay": 1000},
+            "removeOnComplete": False}  # every job stays to be checked
     jobs = []
     for start in range(0, total, 500):
         jobs += await mail.add_jobs("emails", [
