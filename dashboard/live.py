@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
+from redis.exceptions import RedisError
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -288,11 +289,16 @@ async def event_stream(request: Request) -> Response:
     async def stream() -> AsyncIterator[dict[str, Any]]:
         started = time.monotonic()
         async with subscription:
-            async for event in subscription:
-                cursor = event.pop("cursor")
-                yield {"event": "job-event", "id": cursor,
-                       "data": json.dumps(event, default=str, separators=(",", ":"))}
-                if time.monotonic() - started > 24 * 3600:  # let proxies rotate connections
-                    break
+            try:
+                async for event in subscription:
+                    cursor = event.pop("cursor")
+                    yield {"event": "job-event", "id": cursor,
+                           "data": json.dumps(event, default=str, separators=(",", ":"))}
+                    if time.monotonic() - started > 24 * 3600:  # let proxies rotate
+                        break
+            except (RedisError, OSError) as exc:
+                # End the stream cleanly: the client reconnects with Last-Event-ID and
+                # resumes exactly where it was once Redis is back.
+                log.info("event stream ended: Redis is unavailable (%s)", exc)
 
     return EventSourceResponse(stream(), ping=HEARTBEAT_S, headers={"Cache-Control": "no-store"})
