@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_POOL_SIZE = 5
 DEFAULT_TIMEOUT_S = 30.0
+# RFC 5321 4.5.3.2.6: wait 10 minutes for the reply to the end of DATA. Giving up sooner on a
+# server that did accept the message makes the retry send a second copy.
+DEFAULT_DATA_TIMEOUT_S = 600.0
 # Servers close idle sessions (often after 60-300 s); past this we reconnect without trying.
 MAX_IDLE_S = 50.0
 
@@ -55,7 +58,8 @@ class SmtpConfig:
 
     `smtp://user:pass@host:587?starttls=true` — STARTTLS required; `starttls=false` never;
     no `starttls`: used when the server offers it. `smtps://host:465` — implicit TLS.
-    Other query parameters: `timeout` (seconds, per SMTP command), `pool` (connections),
+    Other query parameters: `timeout` (seconds, per SMTP command), `data_timeout` (seconds
+    for the reply to the message itself, 600 by default as RFC 5321 says), `pool` (connections),
     `verify=false` (accept any certificate: development only), `helo` (the EHLO name).
     """
 
@@ -66,6 +70,7 @@ class SmtpConfig:
     use_tls: bool = False
     start_tls: bool | None = None
     timeout: float = DEFAULT_TIMEOUT_S
+    data_timeout: float = DEFAULT_DATA_TIMEOUT_S
     pool_size: int = DEFAULT_POOL_SIZE
     validate_certs: bool = True
     local_hostname: str | None = None
@@ -90,12 +95,13 @@ class SmtpConfig:
             default_port = 25
         try:
             timeout = float(query.get("timeout", [DEFAULT_TIMEOUT_S])[-1])
+            data_timeout = float(query.get("data_timeout", [DEFAULT_DATA_TIMEOUT_S])[-1])
             pool_size = int(query.get("pool", [DEFAULT_POOL_SIZE])[-1])
             port = parsed.port or default_port
         except ValueError as exc:
             raise ValueError(f"SMTP_URL: {exc}") from exc
-        if timeout <= 0 or pool_size < 1:
-            raise ValueError("SMTP_URL: timeout must be > 0 and pool >= 1")
+        if timeout <= 0 or data_timeout <= 0 or pool_size < 1:
+            raise ValueError("SMTP_URL: timeout and data_timeout must be > 0 and pool >= 1")
         verify = _flag(query, "verify")
         return cls(
             host=parsed.hostname,
@@ -105,6 +111,7 @@ class SmtpConfig:
             use_tls=use_tls,
             start_tls=False if use_tls else start_tls,
             timeout=timeout,
+            data_timeout=max(data_timeout, timeout),
             pool_size=pool_size,
             validate_certs=verify is not False,
             local_hostname=query.get("helo", [None])[-1],
@@ -269,7 +276,7 @@ class SmtpTransport:
             raise PermanentDeliveryError(f"{where} refused every recipient ({replies})", code)
 
         try:
-            response = await client.data(message.data)
+            response = await client.data(message.data, timeout=self.config.data_timeout)
         except aiosmtplib.SMTPResponseException as exc:
             raise _classify(exc, f"{where} refused the message") from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:

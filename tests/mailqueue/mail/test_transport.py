@@ -113,3 +113,18 @@ async def test_one_refused_recipient_among_several(sink: MailSink,
     assert got["To"] is not None  # the header still names both; the envelope had one
     full = (await sink.outbox.list_messages(1))[0]
     assert full["envelope_to"] == ["ok@example.com"]
+
+
+async def test_a_slow_reply_to_the_message_is_waited_for_not_sent_again(sink: MailSink) -> None:
+    # The per-command timeout is 1 s, the server takes 2 s to accept the message: giving up
+    # then would make the retry send a second copy (RFC 5321 waits 10 minutes here).
+    sink.reply_delay_s, sink.reply_delay_commands = 2.0, ("DATA",)
+    transport = SmtpTransport(SmtpConfig.from_url(f"{sink.url}&timeout=1"), pool_size=1)
+    try:
+        result = await transport.send(message("slow@example.com"))
+    finally:
+        await transport.close()
+    assert result.accepted == ["slow@example.com"]
+    assert await sink.outbox.count() == 1
+    assert SmtpConfig.from_url("smtp://h?timeout=5").data_timeout == 600
+    assert SmtpConfig.from_url("smtp://h?data_timeout=120").data_timeout == 120
