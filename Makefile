@@ -32,7 +32,7 @@ test: $(VENV)/.installed-dev
 
 ## Lint and type-check
 check: $(VENV)/.installed-dev
-	$(BIN)/ruff check mailqueue dashboard tests examples
+	$(BIN)/ruff check mailqueue dashboard tests examples bench
 	$(BIN)/mypy
 
 ## E-mail throughput, the newsletter, workers vs Node, our dashboard vs Bull Board on a
