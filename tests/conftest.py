@@ -17,6 +17,9 @@ from mailqueue.manager import MailManager
 from mailqueue.redis_server import EmbeddedRedis
 from mailqueue.settings import Settings
 
+# The Node BullMQ harness (`node_harness`, a session fixture) for every test that asks for it.
+pytest_plugins = ["tests.node_support"]
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:

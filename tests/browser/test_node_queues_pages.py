@@ -3,10 +3,7 @@ completed, failed and delayed jobs, and a flow across two queues."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,22 +19,6 @@ from tests.browser.test_dashboard_browser import (
     wait_live,
 )
 from tests.dashboard.test_job_page import job_url
-
-_SUPPORT_NAME = "_mailqueue_tests_node_support"  # shared with tests/mailqueue
-
-
-def _load_node_support() -> Any:
-    if _SUPPORT_NAME not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "node_support.py"
-        spec = importlib.util.spec_from_file_location(_SUPPORT_NAME, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[_SUPPORT_NAME] = module
-        spec.loader.exec_module(module)
-    return sys.modules[_SUPPORT_NAME]
-
-
-node_harness = _load_node_support().node_harness  # the session fixture (skips without npm)
 
 
 @pytest.fixture

@@ -315,23 +315,6 @@ async def test_job_ids_with_slashes_and_unicode(mail: MailManager,
 
 # --- Node-made and Python-made jobs side by side --------------------------------------------
 
-def _load_node_support() -> Any:
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    name = "_mailqueue_tests_node_support"  # the same name test_node_interop.py uses
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "node_support.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-node_harness = _load_node_support().node_harness  # the session fixture
 
 
 @pytest.fixture

@@ -8,37 +8,12 @@ these tests skip with a loud reason; under CI (`CI` set) they fail instead.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from mailqueue.manager import MailManager
-
-# Why load tests/node_support.py by path: tests/ is not a package and the suite runs with
-# --import-mode=importlib, so `from tests.node_support import ...` does not import, and
-# `pytest_plugins` is only honoured in the rootdir conftest. Loading the module by path (once;
-# it is cached in sys.modules) and naming its fixture here keeps the plugin in one file that
-# other test modules can load the same way, and leaves the shared conftest untouched.
-_SUPPORT_NAME = "_mailqueue_tests_node_support"
-
-
-def _load_node_support() -> Any:
-    if _SUPPORT_NAME not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "node_support.py"
-        spec = importlib.util.spec_from_file_location(_SUPPORT_NAME, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[_SUPPORT_NAME] = module
-        spec.loader.exec_module(module)
-    return sys.modules[_SUPPORT_NAME]
-
-
-node_support = _load_node_support()
-node_harness = node_support.node_harness  # the session fixture, collected from this module
 
 T = TypeVar("T")
 
