@@ -260,3 +260,18 @@ async def test_more_concurrent_commands_than_the_pool_holds_wait_instead_of_fail
         *(mail.client.blpop([key], timeout=0.2) for _ in range(MAX_CONNECTIONS + 50))
     )
     assert results == [None] * (MAX_CONNECTIONS + 50)
+
+
+async def test_subscribe_yields_events_and_resumes_from_a_cursor(mail: MailManager) -> None:
+    import asyncio
+
+    await mail.create_queue("subscribed")
+    async with mail.subscribe(["subscribed"]) as events:
+        await mail.add_job("subscribed", "first", {})
+        first = await asyncio.wait_for(anext(events), 10)
+    assert (first["queue"], first["event"]) == ("subscribed", "added")
+    await mail.add_job("subscribed", "second", {})  # while nobody listens
+    async with mail.subscribe(["subscribed"], last_id=first["cursor"]) as resumed:
+        names = [(await asyncio.wait_for(anext(resumed), 10))["event"] for _ in range(3)]
+    # first's "waiting", then second's "added" and "waiting": nothing lost, nothing twice
+    assert names == ["waiting", "added", "waiting"]
