@@ -30,8 +30,8 @@ from dashboard.security import identity_of
 from mailqueue.errors import JobNotFoundError, MailQueueError, UnknownQueueError
 from mailqueue.flows import split_job_key
 from mailqueue.job_options import validate_queue_name
+from mailqueue.job_reads import JobView
 from mailqueue.manager import MailManager
-from mailqueue.queues import JobView
 
 LOG_TAIL = 100  # log lines on the page (the newest); the rest on demand
 LOG_PAGE = 1000  # log lines per request for more

@@ -24,8 +24,8 @@ from dashboard.actions import ActionResult, form_data, mail_of, operator_action
 from dashboard.context import live_url, page_context
 from dashboard.render import render, render_fragment
 from mailqueue.errors import JobNotFoundError, MailQueueError, UnknownQueueError
+from mailqueue.job_reads import MAX_PER_PAGE
 from mailqueue.manager import MailManager
-from mailqueue.queues import MAX_PER_PAGE
 from mailqueue.types import JOB_STATES
 
 # Every state column of the overview, in reading order.
