@@ -133,6 +133,14 @@ class _Server:
             await self.task
 
 
+def _dashboard_address(settings: Settings, host: str | None, port: int | None
+                       ) -> tuple[str, int]:
+    """--host/--port over the settings; refuses a public address without credentials."""
+    host = host or settings.dashboard_host
+    _check_exposure(settings, host)
+    return host, settings.dashboard_port if port is None else port
+
+
 def _check_exposure(settings: Settings, host: str) -> None:
     from dashboard.security import parse_credentials
 
@@ -160,9 +168,7 @@ def run(
     """Everything in one process: Redis if needed, the SMTP sink, a worker, the dashboard."""
     settings = _settings()
     _setup_logging(settings)
-    host = host or settings.dashboard_host
-    port = settings.dashboard_port if port is None else port
-    _check_exposure(settings, host)
+    host, port = _dashboard_address(settings, host, port)
 
     async def main() -> int:
         stop = asyncio.Event()
@@ -358,9 +364,7 @@ def dashboard(host: HostOption = None, port: PortOption = None) -> None:
     """Serve the dashboard (http://127.0.0.1:3000 by default)."""
     settings = _settings()
     _setup_logging(settings)
-    host = host or settings.dashboard_host
-    port = settings.dashboard_port if port is None else port
-    _check_exposure(settings, host)
+    host, port = _dashboard_address(settings, host, port)
 
     async def main() -> int:
         stop = asyncio.Event()
