@@ -10,19 +10,13 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 from bullmq import Job
 
-from mailqueue.bullmq_fixes import connection_options
 from mailqueue.errors import MailQueueError
-from mailqueue.queues import QueueManager
-from mailqueue.settings import Settings
 from mailqueue.workers import (
     HandlerRegistry,
     ManagedWorker,
@@ -30,38 +24,7 @@ from mailqueue.workers import (
     default_handlers,
     register_handler,
 )
-
-
-@dataclass
-class Stack:
-    queues: QueueManager
-    workers: WorkerManager
-    client: aioredis.Redis
-    prefix: str
-
-
-@pytest.fixture
-async def stack(settings: Settings, redis_url: str) -> AsyncIterator[Stack]:
-    connection = connection_options(redis_url)
-    client = aioredis.Redis(decode_responses=True, **connection)
-    queues = QueueManager(connection, client, settings.queue_prefix)
-    workers = WorkerManager(connection, client, settings.queue_prefix, settings)
-    yield Stack(queues, workers, client, settings.queue_prefix)
-    await workers.close(timeout=5)
-    await queues.close()
-    await client.aclose()
-
-
-async def wait_for_counts(stack: Stack, queue: str, timeout: float, **expected: int
-                          ) -> dict[str, int]:
-    deadline = time.monotonic() + timeout
-    while True:
-        counts = await stack.queues.get_job_counts(queue)
-        if all(counts.get(state) == n for state, n in expected.items()):
-            return counts
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{queue}: wanted {expected}, have {counts}")
-        await asyncio.sleep(0.05)
+from tests.mailqueue.conftest import Stack, wait_for_counts
 
 
 async def test_jobs_are_routed_by_name_to_sync_and_async_handlers(stack: Stack) -> None:

@@ -1,0 +1,50 @@
+"""A QueueManager and a WorkerManager on the test's prefix, without the whole facade."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+import redis.asyncio as aioredis
+
+from mailqueue.bullmq_fixes import connection_options
+from mailqueue.queues import QueueManager
+from mailqueue.settings import Settings
+from mailqueue.workers import WorkerManager
+
+
+@dataclass
+class Stack:
+    queues: QueueManager
+    workers: WorkerManager
+    client: aioredis.Redis
+    prefix: str
+
+
+@pytest.fixture
+async def stack(settings: Settings, redis_url: str) -> AsyncIterator[Stack]:
+    connection = connection_options(redis_url)
+    client = aioredis.Redis(decode_responses=True, **connection)
+    queues = QueueManager(connection, client, settings.queue_prefix)
+    workers = WorkerManager(connection, client, settings.queue_prefix, settings)
+    yield Stack(queues, workers, client, settings.queue_prefix)
+    await workers.close(timeout=5)
+    await queues.close()
+    await client.aclose()
+
+
+async def wait_for_counts(
+    stack: Stack, queue: str, timeout: float, **expected: int
+) -> dict[str, int]:
+    """Until the queue's counts include `expected` (e.g. completed=3), or AssertionError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = await stack.queues.get_job_counts(queue)
+        if all(counts.get(state) == n for state, n in expected.items()):
+            return counts
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{queue}: wanted {expected}, have {counts}")
+        await asyncio.sleep(0.05)
