@@ -21,7 +21,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -197,3 +197,14 @@ def node_harness() -> Iterator[NodeHarness]:
     assert npm is not None and node is not None
     _install(npm, node)
     yield NodeHarness(node)
+
+
+@pytest.fixture
+async def node(node_harness: NodeHarness, redis_url: str, prefix: str
+               ) -> AsyncIterator[NodeRunner]:
+    """A harness runner on this test's Redis and key prefix (the same as `mail`'s)."""
+    runner = node_harness.bind(redis_url, prefix)
+    try:
+        yield runner
+    finally:
+        await runner.kill_all()

@@ -3,10 +3,8 @@ completed, failed and delayed jobs, and a flow across two queues."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from playwright.async_api import expect
 
 from mailqueue.manager import MailManager
@@ -19,15 +17,6 @@ from tests.browser.test_dashboard_browser import (
     wait_live,
 )
 from tests.dashboard.test_job_page import job_url
-
-
-@pytest.fixture
-async def node(node_harness: Any, redis_url: str, prefix: str) -> AsyncIterator[Any]:
-    runner = node_harness.bind(redis_url, prefix)
-    try:
-        yield runner
-    finally:
-        await runner.kill_all()
 
 
 async def test_node_filled_queues_show_in_the_pages(mail: MailManager, node: Any,

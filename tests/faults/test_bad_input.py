@@ -317,13 +317,6 @@ async def test_job_ids_with_slashes_and_unicode(mail: MailManager,
 
 
 
-@pytest.fixture
-async def node(node_harness: Any, redis_url: str, prefix: str) -> AsyncIterator[Any]:
-    runner = node_harness.bind(redis_url, prefix)
-    try:
-        yield runner
-    finally:
-        await runner.kill_all()
 
 
 async def test_node_and_python_jobs_side_by_side(mail: MailManager, client: httpx.AsyncClient,

@@ -8,7 +8,7 @@ these tests skip with a loud reason; under CI (`CI` set) they fail instead.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -18,14 +18,6 @@ from mailqueue.manager import MailManager
 T = TypeVar("T")
 
 
-@pytest.fixture
-async def node(node_harness: Any, redis_url: str, prefix: str) -> AsyncIterator[Any]:
-    """A harness runner on this test's Redis and key prefix (the same as `mail`'s)."""
-    runner = node_harness.bind(redis_url, prefix)
-    try:
-        yield runner
-    finally:
-        await runner.kill_all()
 
 
 async def eventually(
