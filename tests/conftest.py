@@ -17,8 +17,9 @@ from mailqueue.manager import MailManager
 from mailqueue.redis_server import EmbeddedRedis
 from mailqueue.settings import Settings
 
-# The Node BullMQ harness (`node_harness`, a session fixture) for every test that asks for it.
-pytest_plugins = ["tests.node_support"]
+# For every test that asks: the Node BullMQ harness (`node_harness`, `node`) and the dashboard
+# bound to the test's MailManager (`app`, `client`, `live_server`).
+pytest_plugins = ["tests.node_support", "tests.app_support"]
 
 
 @pytest.fixture(scope="session")

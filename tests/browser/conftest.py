@@ -17,7 +17,6 @@ as test-artifacts/screenshots/<test name>.png; `screenshot(page, name)` saves ot
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
@@ -29,10 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from starlette.applications import Starlette
-
-from dashboard.app import create_app
-from mailqueue.manager import MailManager
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -204,37 +199,8 @@ async def screenshot(page: Any, name: str) -> Path:
 # --- the app under a real server ------------------------------------------------------------
 
 
-@pytest.fixture
-async def app(mail: MailManager) -> Starlette:
-    application = create_app(mail.settings, mail)
-    application.state.mail = mail  # the server runs no lifespan: bind the test's manager
-    application.state.live_hub = None
-    return application
 
 
-@pytest.fixture
-async def live_server(app: Starlette) -> AsyncIterator[str]:
-    """The app under a real uvicorn on a free port; its live hub closed afterwards."""
-    import uvicorn
-
-    from mailqueue.redis_server import free_port
-
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="off", timeout_graceful_shutdown=2)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "uvicorn stopped at start"
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        hub = getattr(app.state, "live_hub", None)
-        if hub is not None:
-            await hub.close()
 
 
 __all__ = ["BrowserLog", "screenshot"]

@@ -28,7 +28,6 @@ import json
 import re
 import sys
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from html.parser import HTMLParser
@@ -38,11 +37,9 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import aiosmtplib
 import httpx
-import pytest
 from bullmq import Job
 from starlette.applications import Starlette
 
-from dashboard.app import create_app
 from mailqueue.manager import MailManager
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "reliability"
@@ -310,43 +307,10 @@ browser = _browser_support.browser
 # --- fixtures -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def app(mail: MailManager) -> Starlette:
-    application = create_app(mail.settings, mail)
-    application.state.mail = mail  # no lifespan under httpx's transport or lifespan="off"
-    application.state.live_hub = None
-    return application
 
 
-@pytest.fixture
-async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:3000") as c:
-        yield c
 
 
-@pytest.fixture
-async def live_server(app: Starlette) -> AsyncIterator[str]:
-    import uvicorn
-
-    from mailqueue.redis_server import free_port
-
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="off", timeout_graceful_shutdown=2)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "uvicorn stopped at start"
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        hub = getattr(app.state, "live_hub", None)
-        if hub is not None:
-            await hub.close()
 
 
 # --- the data -------------------------------------------------------------------------------

@@ -1,0 +1,53 @@
+"""The dashboard app bound to the test's MailManager: over ASGI (httpx) or a real uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from dashboard.app import create_app
+from mailqueue.manager import MailManager
+
+
+@pytest.fixture
+async def app(mail: MailManager) -> Starlette:
+    application = create_app(mail.settings, mail)
+    application.state.mail = mail  # no lifespan under httpx's transport or lifespan="off"
+    application.state.live_hub = None
+    return application
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:3000") as c:
+        yield c
+
+
+@pytest.fixture
+async def live_server(app: Starlette) -> AsyncIterator[str]:
+    """The app under a real uvicorn on a free port (streaming responses need a server)."""
+    import uvicorn
+
+    from mailqueue.redis_server import free_port
+
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                            lifespan="off", timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "uvicorn stopped at start"
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        hub = getattr(app.state, "live_hub", None)
+        if hub is not None:
+            await hub.close()
