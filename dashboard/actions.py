@@ -18,11 +18,12 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from dashboard.render import is_htmx, render
-from dashboard.security import identity_of
 from mailqueue.errors import JobNotFoundError, MailQueueError, UnknownQueueError
 from mailqueue.manager import MailManager
 from mailqueue.queues import is_redis_full
+
+from .render import is_htmx, render
+from .security import identity_of
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,18 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from dashboard.live import event_stream, live
-from dashboard.redis_full import redis_full_handler
-from dashboard.render import ROOT, is_htmx, render, render_fragment
-from dashboard.security import SecurityMiddleware, parse_credentials
-from dashboard.views.events import api_events, events_page
-from dashboard.views.flows import api_flow, flow_page
-from dashboard.views.jobs import (
+from mailqueue.errors import RedisUnavailableError
+from mailqueue.manager import MailManager
+from mailqueue.redis_server import redact_url
+from mailqueue.settings import Settings
+
+from .live import event_stream, live
+from .redis_full import redis_full_handler
+from .render import STATIC_DIR, is_htmx, render, render_fragment
+from .security import SecurityMiddleware, parse_credentials
+from .views.events import api_events, events_page
+from .views.flows import api_flow, flow_page
+from .views.jobs import (
     api_job,
     job_data,
     job_duplicate,
@@ -34,15 +39,15 @@ from dashboard.views.jobs import (
     job_retry,
     job_update_data,
 )
-from dashboard.views.metrics import health, metrics
-from dashboard.views.outbox import (
+from .views.metrics import health, metrics
+from .views.outbox import (
     api_outbox,
     api_outbox_message,
     outbox_message_html,
     outbox_message_page,
     outbox_page,
 )
-from dashboard.views.queues import (
+from .views.queues import (
     api_queue,
     api_queue_jobs,
     api_queues,
@@ -61,17 +66,13 @@ from dashboard.views.queues import (
     queues_pause_all,
     queues_resume_all,
 )
-from dashboard.views.schedules import (
+from .views.schedules import (
     api_schedules,
     schedule_remove,
     schedule_run_now,
     schedules_page,
 )
-from dashboard.views.workers import api_workers, workers_page
-from mailqueue.errors import RedisUnavailableError
-from mailqueue.manager import MailManager
-from mailqueue.redis_server import redact_url
-from mailqueue.settings import Settings
+from .views.workers import api_workers, workers_page
 
 # Redis gone (killed, restarting, loading its AOF, unreachable): what any view may raise.
 # redis-py's ConnectionError covers BusyLoadingError; the builtin covers raw socket errors.
@@ -140,7 +141,7 @@ def routes() -> list[Route | Mount]:
         Route("/api/outbox/{message_id}", api_outbox_message, name="api_outbox_message"),
         Route("/live", live, name="live"),
         Route("/api/events/stream", event_stream, name="api_event_stream"),
-        Mount("/static", StaticFiles(directory=str(ROOT / "static")), name="static"),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
 
 

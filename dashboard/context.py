@@ -12,9 +12,10 @@ from urllib.parse import urlencode
 
 from starlette.requests import Request
 
-from dashboard.actions import mail_of
-from dashboard.render import render_fragment
 from mailqueue.manager import MailManager
+
+from .actions import mail_of
+from .render import render_fragment
 
 SIDEBAR_TEMPLATE = "partials/_sidebar.html"
 

@@ -37,10 +37,11 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from dashboard.actions import mail_of
-from dashboard.security import csrf_token_of, identity_of
 from mailqueue.errors import MailQueueError
 from mailqueue.manager import MailManager
+
+from .actions import mail_of
+from .security import csrf_token_of, identity_of
 
 log = logging.getLogger(__name__)
 

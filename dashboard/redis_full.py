@@ -12,9 +12,10 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from dashboard.actions import ActionResult, mail_of, wants_json
-from dashboard.render import is_htmx, render
 from mailqueue.queues import is_redis_full, redis_full_error
+
+from .actions import ActionResult, mail_of, wants_json
+from .render import is_htmx, render
 
 
 async def redis_full_handler(request: Request, exc: Exception) -> Response:

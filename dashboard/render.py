@@ -7,7 +7,7 @@ same partial serves the page, the htmx swap and the SSE event data.
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
+from importlib.resources import files
 from typing import Any
 from urllib.parse import quote
 
@@ -18,11 +18,15 @@ from starlette.responses import HTMLResponse
 from starlette.routing import BaseRoute, NoMatchFound
 from starlette.templating import Jinja2Templates
 
-from dashboard import formatting
-from dashboard.security import csrf_token_of, identity_of
+from . import formatting
+from .security import csrf_token_of, identity_of
 
-ROOT = Path(__file__).resolve().parent.parent
-templates = Jinja2Templates(directory=str(ROOT / "templates"))
+# Pages and static files are data packages of the web layer (mailqueue.dashboard.templates,
+# .static): inside the installed package in a wheel, the top-level folders in a checkout.
+# Found through the import system, never through a path next to the code.
+TEMPLATES_DIR = str(files("mailqueue.dashboard.templates"))
+STATIC_DIR = str(files("mailqueue.dashboard.static"))
+templates = Jinja2Templates(directory=TEMPLATES_DIR)
 templates.env.autoescape = True  # every template, whatever its extension
 formatting.install(templates.env)
 

@@ -13,12 +13,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from dashboard.actions import mail_of
-from dashboard.context import live_url, page_context
-from dashboard.formatting import ago, timestamp
-from dashboard.render import render, render_fragment
 from mailqueue.errors import MailQueueError
 from mailqueue.manager import MailManager
+
+from ..actions import mail_of
+from ..context import live_url, page_context
+from ..formatting import ago, timestamp
+from ..render import render, render_fragment
 
 # The event types BullMQ writes, for the filter (any other type typed in works too).
 EVENT_TYPES = ("added", "waiting", "active", "progress", "completed", "failed", "delayed",

@@ -10,12 +10,13 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from dashboard.actions import mail_of
-from dashboard.context import page_context
-from dashboard.render import render, render_fragment
-from dashboard.views.jobs import as_job_page, job_path, queue_path, suffix_is_literal
 from mailqueue.errors import JobNotFoundError, MailQueueError, UnknownQueueError
 from mailqueue.manager import MailManager
+
+from ..actions import mail_of
+from ..context import page_context
+from ..render import render, render_fragment
+from ..views.jobs import as_job_page, job_path, queue_path, suffix_is_literal
 
 MAX_ANCESTORS = 32  # BullMQ flows nest far less; a hand-made cycle must not loop forever
 

@@ -16,22 +16,23 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import NoMatchFound
 
-from dashboard.actions import (
+from mailqueue.errors import JobNotFoundError, MailQueueError, UnknownQueueError
+from mailqueue.flows import split_job_key
+from mailqueue.job_options import validate_queue_name
+from mailqueue.job_reads import JobView
+from mailqueue.manager import MailManager
+
+from ..actions import (
     ActionResult,
     form_data,
     mail_of,
     operator_action,
     wants_json,
 )
-from dashboard.context import page_context
-from dashboard.formatting import progress_percent
-from dashboard.render import is_htmx, render, render_fragment
-from dashboard.security import identity_of
-from mailqueue.errors import JobNotFoundError, MailQueueError, UnknownQueueError
-from mailqueue.flows import split_job_key
-from mailqueue.job_options import validate_queue_name
-from mailqueue.job_reads import JobView
-from mailqueue.manager import MailManager
+from ..context import page_context
+from ..formatting import progress_percent
+from ..render import is_htmx, render, render_fragment
+from ..security import identity_of
 
 LOG_TAIL = 100  # log lines on the page (the newest); the rest on demand
 LOG_PAGE = 1000  # log lines per request for more

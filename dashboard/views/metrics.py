@@ -10,8 +10,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from dashboard.actions import mail_of
 from mailqueue.manager import MailManager
+
+from ..actions import mail_of
 
 log = logging.getLogger(__name__)
 

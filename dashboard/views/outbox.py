@@ -13,11 +13,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from dashboard.actions import mail_of
-from dashboard.context import page_context
-from dashboard.render import render
 from mailqueue.mail.sink import OutboxMessage
 from mailqueue.manager import MailManager
+
+from ..actions import mail_of
+from ..context import page_context
+from ..render import render
 
 OUTBOX_PAGE_SIZE = 100
 # Served with the mail's HTML part: nothing may load or run but inline styles and data images.

@@ -20,13 +20,14 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from dashboard.actions import ActionResult, form_data, mail_of, operator_action
-from dashboard.context import live_url, page_context
-from dashboard.render import render, render_fragment
 from mailqueue.errors import JobNotFoundError, MailQueueError, UnknownQueueError
 from mailqueue.job_reads import MAX_PER_PAGE
 from mailqueue.manager import MailManager
 from mailqueue.types import JOB_STATES
+
+from ..actions import ActionResult, form_data, mail_of, operator_action
+from ..context import live_url, page_context
+from ..render import render, render_fragment
 
 # Every state column of the overview, in reading order.
 OVERVIEW_STATES = ("waiting", "active", "delayed", "prioritized", "waiting-children",

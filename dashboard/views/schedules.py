@@ -8,14 +8,15 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from dashboard.actions import ActionResult, mail_of, operator_action
-from dashboard.context import page_context
-from dashboard.cron_words import cron_to_words, every_to_words
-from dashboard.formatting import ago
-from dashboard.render import render
 from mailqueue.errors import JobNotFoundError
 from mailqueue.manager import MailManager
 from mailqueue.types import ScheduleInfo
+
+from ..actions import ActionResult, mail_of, operator_action
+from ..context import page_context
+from ..cron_words import cron_to_words, every_to_words
+from ..formatting import ago
+from ..render import render
 
 
 def schedule_row(schedule: ScheduleInfo, now_ms: float) -> dict[str, Any]:

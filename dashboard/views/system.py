@@ -6,6 +6,6 @@ as the live hub's `dashboard.views.system:live_events`.
 
 from __future__ import annotations
 
-from dashboard.views.events import live_events
+from ..views.events import live_events
 
 __all__ = ["live_events"]

@@ -8,10 +8,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from dashboard.actions import mail_of
-from dashboard.context import page_context
-from dashboard.render import render
 from mailqueue.manager import MailManager
+
+from ..actions import mail_of
+from ..context import page_context
+from ..render import render
 
 
 async def workers_overview(mail: MailManager) -> dict[str, Any]:

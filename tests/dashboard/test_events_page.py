@@ -8,10 +8,10 @@ import re
 from typing import Any
 
 import httpx
+from mailqueue.dashboard.views.system import live_events
 from starlette.applications import Starlette
 from starlette.requests import Request
 
-from dashboard.views.system import live_events
 from mailqueue.manager import MailManager
 from tests.dashboard.conftest import csrf_token
 
@@ -96,7 +96,7 @@ async def test_live_events_renders_the_page_partials(app: Starlette, mail: MailM
 async def test_a_delayed_event_says_when_the_job_runs(client: httpx.AsyncClient,
                                                       mail: MailManager) -> None:
     """BullMQ's `delayed` event carries `delay` = the time the job will run (epoch ms)."""
-    from dashboard.formatting import timestamp
+    from mailqueue.dashboard.formatting import timestamp
 
     job = await mail.add_job("emails", "later", {}, delay=5 * 60_000)
     runs_at = int(job.timestamp) + 5 * 60_000

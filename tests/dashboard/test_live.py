@@ -91,7 +91,7 @@ async def test_every_page_stream_sends_the_sidebar_when_any_queue_changes(
 ) -> None:
     """The queue page of `a` follows `a`; its sidebar must still see `b` change, at most
     every SIDEBAR_INTERVAL_S however busy `b` is."""
-    from dashboard import live
+    from mailqueue.dashboard import live
 
     monkeypatch.setattr(live, "SIDEBAR_INTERVAL_S", 1.0)
     await mail.add_job("a", "send", {})

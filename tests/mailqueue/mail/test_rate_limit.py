@@ -6,7 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from mailqueue.cli import _worker_options
+from mailqueue.cli.worker import worker_options as _worker_options
 from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
 from mailqueue.settings import Settings

@@ -1,0 +1,13 @@
+"""The `mailqueue` command. Each module adds its commands to the one Typer app:
+serve (run, dashboard), worker, mail (send, status).
+
+The CLI is the top layer: it may start the web layer (`mailqueue.dashboard`), which it imports
+only inside the commands that serve it, so `import mailqueue.cli` stays free of Starlette.
+"""
+
+from __future__ import annotations
+
+from mailqueue.cli import mail, serve, worker
+from mailqueue.cli.common import app
+
+__all__ = ["app", "mail", "serve", "worker"]

@@ -1,0 +1,5 @@
+"""`python -m mailqueue.cli`: the same command as the `mailqueue` script."""
+
+from mailqueue.cli import app
+
+app()

@@ -1,0 +1,95 @@
+"""What every `mailqueue` command shares: the Typer app, settings, one-line failures, the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from mailqueue import __version__
+from mailqueue.errors import MailQueueError
+from mailqueue.settings import Settings
+
+app = typer.Typer(
+    help="Asynchronous e-mail over BullMQ queues in Redis, with a live dashboard.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log = logging.getLogger("mailqueue")
+
+HostOption = Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1)")]
+PortOption = Annotated[int | None, typer.Option(help="Port to listen on (default 3000)")]
+ConcurrencyOption = Annotated[
+    int | None, typer.Option(min=1, help="Jobs processed at once per queue")
+]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"mailqueue {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="Print the version and exit",
+    )] = False,
+) -> None:
+    """Asynchronous e-mail over BullMQ queues in Redis, with a live dashboard."""
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as exc:  # pydantic lists every bad variable in one message
+        fail(f"Bad settings: {exc}")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"mailqueue: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def setup_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def run_async(main: Callable[[], Coroutine[Any, Any, int | None]]) -> None:
+    """Run `main` on a fresh loop; MailQueueError becomes one line and exit code 1."""
+    code: int | None
+    try:
+        code = asyncio.run(main())
+    except MailQueueError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:  # a second Ctrl-C while shutting down
+        code = 130
+    raise typer.Exit(code or 0)
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """Ctrl-C and SIGTERM set `stop`; the caller then shuts down cleanly."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,1 @@
+"""The dashboard's CSS, icon and vendored htmx, shipped as package data of the web layer."""

@@ -1,0 +1,1 @@
+"""The dashboard's Jinja2 pages and partials, shipped as package data of the web layer."""
