@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from mailqueue.dashboard.app import create_app
 from starlette.applications import Starlette
 
+from mailqueue.dashboard.app import create_app
 from mailqueue.manager import MailManager
 
 

@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from mailqueue.dashboard.app import create_app
 from redis.asyncio.cluster import RedisCluster
 
+from mailqueue.dashboard.app import create_app
 from mailqueue.errors import MailQueueError
 from mailqueue.manager import MailManager
 from mailqueue.redis_server import find_redis_binary, free_port

@@ -8,10 +8,10 @@ import re
 from typing import Any
 
 import httpx
-from mailqueue.dashboard.views.system import live_events
 from starlette.applications import Starlette
 from starlette.requests import Request
 
+from mailqueue.dashboard.views.system import live_events
 from mailqueue.manager import MailManager
 from tests.dashboard.conftest import csrf_token
 

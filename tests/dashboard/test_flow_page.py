@@ -8,10 +8,10 @@ from typing import Any
 
 import httpx
 from bullmq import Job
-from mailqueue.dashboard.views.flows import live_flow
 from starlette.applications import Starlette
 from starlette.requests import Request
 
+from mailqueue.dashboard.views.flows import live_flow
 from mailqueue.manager import MailManager
 from tests.dashboard.test_job_page import XSS, job_url, wait_for_state
 

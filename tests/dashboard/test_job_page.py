@@ -13,9 +13,9 @@ from urllib.parse import quote
 import httpx
 import pytest
 from bullmq import Job
+
 from mailqueue.dashboard.app import create_app
 from mailqueue.dashboard.views.jobs import live_job
-
 from mailqueue.manager import MailManager
 from tests.dashboard.conftest import csrf_token
 

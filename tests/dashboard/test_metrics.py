@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from mailqueue.dashboard.app import create_app
 from mailqueue.dashboard.views.metrics import escape_label
-
 from mailqueue.manager import MailManager
 from mailqueue.redis_server import EmbeddedRedis
 from mailqueue.settings import Settings

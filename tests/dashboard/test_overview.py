@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 from bullmq import Job
-from mailqueue.dashboard.views.queues import group_rows, sparkline
 
+from mailqueue.dashboard.views.queues import group_rows, sparkline
 from mailqueue.manager import MailManager
 from tests.dashboard.conftest import csrf_token
 
@@ -93,8 +93,9 @@ async def test_overview_escapes_queue_names(mail: MailManager, client: httpx.Asy
 
 
 async def test_live_overview_renders_the_table(mail: MailManager, app: Any) -> None:
-    from mailqueue.dashboard.views.queues import live_overview
     from starlette.requests import Request
+
+    from mailqueue.dashboard.views.queues import live_overview
 
     await mail.add_job("live-q", "job", {})
     request = Request({"type": "http", "app": app, "router": app.router, "headers": [],

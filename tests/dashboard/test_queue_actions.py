@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 from bullmq import Job
-from mailqueue.dashboard.app import create_app
 
+from mailqueue.dashboard.app import create_app
 from mailqueue.manager import MailManager
 from tests.dashboard.conftest import csrf_token
 

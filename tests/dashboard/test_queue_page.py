@@ -113,8 +113,9 @@ async def test_names_and_data_are_escaped(mail: MailManager, client: httpx.Async
 
 
 async def test_live_queue_regions(mail: MailManager, app: Any) -> None:
-    from mailqueue.dashboard.views.queues import live_queue
     from starlette.requests import Request
+
+    from mailqueue.dashboard.views.queues import live_queue
 
     await mail.add_job("lq", "job", {})
     request = Request({"type": "http", "app": app, "router": app.router, "headers": [],

@@ -6,9 +6,9 @@ import html
 
 import httpx
 import pytest
+
 from mailqueue.dashboard.app import create_app
 from mailqueue.dashboard.cron_words import cron_to_words, every_to_words
-
 from mailqueue.manager import MailManager
 from tests.dashboard.conftest import csrf_token
 

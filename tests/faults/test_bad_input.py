@@ -27,10 +27,10 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mailqueue.dashboard.app import create_app, routes
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 
+from mailqueue.dashboard.app import create_app, routes
 from mailqueue.manager import MailManager
 
 from .test_xss import CORPUS, asgi_request, html_problems, report

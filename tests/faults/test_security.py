@@ -36,10 +36,10 @@ from urllib.parse import quote
 import aiosmtplib
 import pytest
 from bullmq import Job
-from mailqueue.dashboard.app import create_app, routes
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 
+from mailqueue.dashboard.app import create_app, routes
 from mailqueue.manager import MailManager
 from mailqueue.redis_server import free_port
 

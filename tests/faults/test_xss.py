@@ -469,10 +469,11 @@ async def test_no_page_renders_a_payload(mail: MailManager, client: httpx.AsyncC
             checked += 1
             fragments += htmx
     # The live regions (SSE event data) of the pages with payloads: the same partials.
+    from starlette.requests import Request
+
     from mailqueue.dashboard.context import live_sidebar
     from mailqueue.dashboard.views.jobs import live_job
     from mailqueue.dashboard.views.queues import live_overview, live_queue
-    from starlette.requests import Request
 
     request = Request({"type": "http", "app": app, "method": "GET", "path": "/live",
                        "headers": [], "query_string": b"", "mailqueue.csrf": "t" * 40})
