@@ -195,15 +195,22 @@ class WorkerManager:
         self._host = socket.gethostname().replace(" ", "_") or "host"
 
     def start_worker(
-        self, queue: str, handlers: Mapping[str, Handler] | None, concurrency: int = 5,
-        **options: Any,
+        self, queue: str, handlers: Mapping[str, Handler] | None,
+        concurrency: int | None = None, **options: Any,
     ) -> ManagedWorker:
         """Start a worker on `queue` that sends each job to the handler named like the job.
 
         `handlers` None: the built-in e-mail handlers plus those added with
         `register_handler`. `options` are bullmq worker options (limiter, lockDuration,
-        stalledInterval, maxStalledCount, drainDelay, metrics, name...). Needs a running loop.
+        stalledInterval, maxStalledCount, drainDelay, metrics, name...), over those the
+        settings give (`worker_options_from_settings`); `limiter=None` lifts the settings'
+        rate limit. `concurrency` None: WORKER_CONCURRENCY. Needs a running loop.
         """
+        if concurrency is None:
+            concurrency = self.settings.worker_concurrency
+        options = {**worker_options_from_settings(self.settings, queue), **options}
+        if options.get("limiter", False) is None:
+            del options["limiter"]
         validate_queue_name(queue)
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             raise MailQueueError(f"concurrency must be an integer >= 1, not {concurrency!r}")
@@ -280,6 +287,23 @@ class WorkerManager:
                 "pass your own handlers to start_worker"
             ) from None
         return create_flow_handlers(settings)
+
+
+def worker_options_from_settings(settings: Settings, queue: str) -> dict[str, Any]:
+    """The bullmq worker options the settings give a worker of `queue`.
+
+    Lock duration and stalled-job interval for every queue; for the e-mail queue
+    (DEFAULT_QUEUE), MAIL_RATE_LIMIT as `{"max": N, "duration": 1000}`. BullMQ keeps the
+    limiter's count in Redis, so the limit holds across every worker process together.
+    Every worker this project starts gets these: the CLI's and the Python API's alike.
+    """
+    options: dict[str, Any] = {
+        "lockDuration": settings.worker_lock_duration_ms,
+        "stalledInterval": settings.worker_stalled_interval_ms,
+    }
+    if queue == settings.default_queue and settings.mail_rate_limit > 0:
+        options["limiter"] = {"max": settings.mail_rate_limit, "duration": 1000}
+    return options
 
 
 def _check_limiter(limiter: Any) -> None:

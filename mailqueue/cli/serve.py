@@ -20,7 +20,7 @@ from mailqueue.cli.common import (
     stop_on_signals,
     url_host,
 )
-from mailqueue.cli.worker import worker_handlers, worker_options
+from mailqueue.cli.worker import worker_handlers
 from mailqueue.errors import MailQueueError
 from mailqueue.manager import MailManager
 from mailqueue.settings import Settings
@@ -111,7 +111,6 @@ def run(
                 mail.start_worker(
                     settings.default_queue, worker_handlers(mail.settings),
                     concurrency=concurrency,
-                    **worker_options(mail.settings, settings.default_queue),
                 )
                 await server.start()
                 assert mail.redis is not None

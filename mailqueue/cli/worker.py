@@ -29,18 +29,6 @@ def worker_handlers(settings: Settings) -> dict[str, Any]:
     return WorkerManager.create_email_handlers(settings)
 
 
-def worker_options(settings: Settings, queue: str) -> dict[str, Any]:
-    """Lock and stall settings for every queue; the e-mail rate limit for the e-mail queue."""
-    options: dict[str, Any] = {
-        "lockDuration": settings.worker_lock_duration_ms,
-        "stalledInterval": settings.worker_stalled_interval_ms,
-    }
-    if queue == settings.default_queue and settings.mail_rate_limit > 0:
-        # BullMQ's limiter lives in Redis: the limit holds across every worker process.
-        options["limiter"] = {"max": settings.mail_rate_limit, "duration": 1000}
-    return options
-
-
 @app.command()
 def worker(
     queues: Annotated[
@@ -68,8 +56,8 @@ def worker(
             await mail.setup_audit_listeners()
             for name in names:
                 await mail.create_queue(name)
-                mail.start_worker(name, handlers, concurrency=concurrency,
-                                  **worker_options(settings, name))
+                # Lock, stall and rate-limit settings come with start_worker itself.
+                mail.start_worker(name, handlers, concurrency=concurrency)
             assert mail.redis is not None
             typer.echo(mail.redis.describe())
             if not settings.smtp_url and not await registered_sink_url(
