@@ -27,7 +27,7 @@ from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 
-from mailqueue.bullmq_fixes import find_workers
+from mailqueue.bullmq_fixes import find_workers, pool_options
 from mailqueue.errors import MailQueueError
 
 # Marks a connection-options dict as "a cluster": popped before it reaches redis-py.
@@ -94,7 +94,7 @@ def make_client(connection: Mapping[str, Any], **overrides: Any) -> aioredis.Red
             raise MailQueueError("Redis Cluster has only database 0: remove /<db> from REDIS_URL")
         kwargs = {**_cluster_kwargs(connection), **overrides}
         return cast(aioredis.Redis, MailRedisCluster(decode_responses=True, **kwargs))
-    options = {k: v for k, v in connection.items() if k != CLUSTER_OPTION}
+    options = pool_options({k: v for k, v in connection.items() if k != CLUSTER_OPTION})
     # A bounded pool that waits for a free connection: under a burst (a hundred page loads
     # at once) a plain pool past its limit fails the request at once instead.
     pool = aioredis.BlockingConnectionPool(

@@ -11,6 +11,17 @@ class RedisUnavailableError(MailQueueError):
     """Redis cannot be reached, or the configured URL is malformed."""
 
 
+class RedisNotAnsweringError(RedisUnavailableError):
+    """The Redis of REDIS_URL does not answer (yet): refused, unreachable, timed out or loading.
+
+    Worth waiting for (a container started before its Redis); `reason` is the cause on one line.
+    """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
 class RedisBinaryNotFoundError(RedisUnavailableError):
     """No Redis was configured or running, and no redis-server binary exists to start one."""
 

@@ -14,7 +14,7 @@ from bullmq import Job
 
 from mailqueue.bullmq_fixes import connection_options
 from mailqueue.cluster import check_cluster_prefix, make_client, node_infos, with_cluster_flag
-from mailqueue.errors import MailQueueError, RedisUnavailableError
+from mailqueue.errors import MailQueueError, RedisNotAnsweringError, RedisUnavailableError
 from mailqueue.events import EventManager, Subscription
 from mailqueue.flows import FlowManager
 from mailqueue.mail.sink import MailSink, Outbox, registered_sink_url
@@ -26,6 +26,10 @@ from mailqueue.types import ScheduleInfo
 from mailqueue.workers import Handler, ManagedWorker, WorkerManager
 
 log = logging.getLogger(__name__)
+
+# Back-off while waiting for Redis at start: 1, 2, 4, 5, 5... seconds.
+_FIRST_RETRY_S = 1.0
+_MAX_RETRY_S = 5.0
 
 
 class MailManager:
@@ -59,8 +63,7 @@ class MailManager:
                 raise MailQueueError(
                     "REDIS_CLUSTER=true needs REDIS_URL: the address of any node of the cluster"
                 )
-        # Starting a redis-server child blocks for a moment: keep the loop free meanwhile.
-        self.redis = await asyncio.to_thread(resolve_redis, s.redis_url, s.data_dir)
+        self.redis = await self._resolve_redis()
         connection = with_cluster_flag(connection_options(self.redis.url), s.redis_cluster)
         try:
             client = make_client(connection)
@@ -82,6 +85,38 @@ class MailManager:
         self._workers = WorkerManager(connection, client, s.queue_prefix, s)
         self._flows = FlowManager(connection, client, s.queue_prefix, self._queues)
         return self
+
+    async def _resolve_redis(self) -> RedisTarget:
+        """The Redis to use; a REDIS_URL one that does not answer yet is waited for.
+
+        Containers start in any order: a worker or dashboard started before its Redis tries
+        again with back-off, one log line per attempt, for up to REDIS_CONNECT_TIMEOUT_S.
+        A malformed URL, a refused password or a certificate that does not verify fail at
+        once: waiting would not change them.
+        """
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + s.redis_connect_timeout_s
+        delay = _FIRST_RETRY_S
+        while True:
+            try:
+                # Probing, or starting a redis-server child, blocks: keep the loop free.
+                return await asyncio.to_thread(resolve_redis, s.redis_url, s.data_dir)
+            except RedisNotAnsweringError as exc:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    if s.redis_connect_timeout_s > 0:
+                        raise RedisNotAnsweringError(
+                            f"{exc} (waited {s.redis_connect_timeout_s:g} s, "
+                            "REDIS_CONNECT_TIMEOUT_S)", exc.reason,
+                        ) from None
+                    raise
+                wait = min(delay, remaining)
+                log.warning("Redis at %s not answering (%s); retrying in %s s",
+                            redact_url(s.redis_url or ""), exc.reason,
+                            f"{max(round(wait, 1), 0.1):g}")
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, _MAX_RETRY_S)
 
     async def close(self) -> None:
         """Close workers (waiting for active jobs), event readers and queues; stop Redis if ours."""
@@ -225,11 +260,13 @@ class MailManager:
         self, queue: str, handlers: Mapping[str, Handler] | None = None,
         concurrency: int | None = None, **options: Any,
     ) -> ManagedWorker:
-        """Process `queue`: each job goes to the handler registered under its name."""
-        return self.workers.start_worker(
-            queue, handlers, concurrency=concurrency or self.settings.worker_concurrency,
-            **options,
-        )
+        """Process `queue`: each job goes to the handler registered under its name.
+
+        The settings' worker options apply (WORKER_LOCK_DURATION_MS,
+        WORKER_STALLED_INTERVAL_MS, and MAIL_RATE_LIMIT on the e-mail queue); `options`
+        given here win over them, `limiter=None` lifts the rate limit.
+        """
+        return self.workers.start_worker(queue, handlers, concurrency=concurrency, **options)
 
     async def stop_worker(self, queue: str, timeout: float | None = None) -> None:
         """Close the workers of `queue`, waiting for their active jobs up to `timeout` s."""
@@ -325,7 +362,7 @@ class MailManager:
             latency_ms = (time.perf_counter() - started) * 1000
             info = (await node_infos(self.client, "server"))[0][1]
             report["redis"] = {
-                "url": self.redis.url if self.redis else None,
+                "url": redact_url(self.redis.url) if self.redis else None,
                 "source": self.redis.source if self.redis else None,
                 "ping_ms": round(latency_ms, 2),
                 "version": info.get("redis_version"),
@@ -404,7 +441,7 @@ class MailManager:
             return sum(int(info.get(field, 0)) for info in infos)
 
         return {
-            "url": self.redis.url if self.redis else None,
+            "url": redact_url(self.redis.url) if self.redis else None,
             "source": self.redis.source if self.redis else None,
             "version": first.get("redis_version"),
             "mode": first.get("redis_mode"),

@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -27,8 +28,15 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import redis
+from redis.exceptions import AuthorizationError
 
-from mailqueue.errors import RedisBinaryNotFoundError, RedisUnavailableError
+from mailqueue.bullmq_fixes import connection_options
+from mailqueue.errors import (
+    RedisBinaryNotFoundError,
+    RedisNotAnsweringError,
+    RedisUnavailableError,
+)
+from mailqueue.redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -104,30 +112,33 @@ def validate_redis_url(url: str) -> str:
     if parsed.scheme == "unix":
         if not parsed.path:
             raise RedisUnavailableError(f"REDIS_URL {shown!r} is malformed: it names no socket")
-        return url
-    if not parsed.hostname:
-        raise RedisUnavailableError(f"REDIS_URL {shown!r} is malformed: it names no host")
-    try:
-        parsed.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise RedisUnavailableError(
-            f"REDIS_URL {shown!r} is malformed: the port must be a number within 0..65535"
-        ) from None
-    database = parsed.path.strip("/")
-    if database and not database.isdigit():
-        raise RedisUnavailableError(
-            f"REDIS_URL {shown!r} is malformed: the path must be a database number, "
-            f"like /0, not /{database}"
-        )
+    else:
+        if not parsed.hostname:
+            raise RedisUnavailableError(f"REDIS_URL {shown!r} is malformed: it names no host")
+        try:
+            parsed.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise RedisUnavailableError(
+                f"REDIS_URL {shown!r} is malformed: the port must be a number within 0..65535"
+            ) from None
+        database = parsed.path.strip("/")
+        if database and not database.isdigit():
+            raise RedisUnavailableError(
+                f"REDIS_URL {shown!r} is malformed: the path must be a database number, "
+                f"like /0, not /{database}"
+            )
+    # What redis-py itself makes of it (query options, TLS, sockets): an option it does not
+    # know is one line here rather than a TypeError at the first connection.
+    connection_options(url)
     return url
 
 
 def ping(url: str, timeout: float = 1.0) -> bool:
-    return _ping_problem(url, timeout) is None
+    return _ping_error(url, timeout) is None
 
 
-def _ping_problem(url: str, timeout: float) -> str | None:
-    """None when Redis at `url` answers PING, else why not, on one line."""
+def _ping_error(url: str, timeout: float) -> tuple[str, bool] | None:
+    """None when Redis at `url` answers PING, else (why not on one line, worth retrying)."""
     try:
         client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         try:
@@ -135,8 +146,36 @@ def _ping_problem(url: str, timeout: float) -> str | None:
         finally:
             client.close()
     except (redis.RedisError, OSError, ValueError) as exc:
-        return " ".join(str(exc).split()) or type(exc).__name__
+        return _reason(exc), _transient(exc)
     return None
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether waiting may help: nothing listening yet, unreachable, timed out, still loading.
+
+    A refused password, a certificate that does not verify or a bad option stays wrong.
+    """
+    if isinstance(exc, (redis.AuthenticationError, AuthorizationError)):
+        return False
+    if any(isinstance(e, ssl.SSLError) for e in _chain(exc)):
+        return False
+    return isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError))
+
+
+def _reason(exc: BaseException) -> str:
+    """The cause on one line: the OS's words (`Connection refused`) when there are some."""
+    for cause in _chain(exc):
+        if (isinstance(cause, OSError) and not isinstance(cause, ssl.SSLError)
+                and cause.strerror):
+            return str(cause.strerror)
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: BaseException | None = exc
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__ or seen.__context__
 
 
 @dataclass
@@ -220,7 +259,7 @@ class RedisTarget:
     _on_close: list[Callable[[], None]] = field(default_factory=list)
 
     def describe(self) -> str:
-        return f"Redis: {self.url} ({self.source})"
+        return f"Redis: {redact_url(self.url)} ({self.source})"
 
     def close(self) -> None:
         if self.embedded is not None:
@@ -231,11 +270,13 @@ def resolve_redis(redis_url: str | None, data_dir: Path, probe_local: bool = Tru
     """Pick the Redis to use and start one when needed; one log line says which."""
     if redis_url:
         url = validate_redis_url(redis_url)
-        problem = _ping_problem(url, timeout=2.0)
-        if problem is not None:
-            raise RedisUnavailableError(
-                f"Redis at {redact_url(url)} (REDIS_URL) does not answer: {problem}"
-            )
+        error = _ping_error(url, timeout=2.0)
+        if error is not None:
+            reason, transient = error
+            message = f"Redis at {redact_url(url)} (REDIS_URL) does not answer: {reason}"
+            if transient:
+                raise RedisNotAnsweringError(message, reason)
+            raise RedisUnavailableError(message)
         target = RedisTarget(url, "REDIS_URL")
     elif probe_local and ping(LOCAL_DEFAULT_URL, timeout=0.3):
         target = RedisTarget(LOCAL_DEFAULT_URL, "found running on localhost:6379")
@@ -293,13 +334,3 @@ def _running_owner(directory: Path) -> tuple[int, int] | None:
     except PermissionError:
         pass  # alive, someone else's
     return (pid, port) if ping(f"redis://127.0.0.1:{port}", timeout=0.5) else None
-
-
-def redact_url(url: str) -> str:
-    try:
-        password = urlparse(url).password
-    except ValueError:
-        return url
-    if password:
-        return url.replace(f":{password}@", ":***@")
-    return url

@@ -2,12 +2,49 @@
 
 from __future__ import annotations
 
+import difflib
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
 from platformdirs import user_data_dir
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from mailqueue.redact import MASK, redact_url
+
+log = logging.getLogger(__name__)
+
+# A `.env` key that starts like one of ours is surely meant for us: a misspelt one is
+# reported, not silently ignored. Other keys (`.env` files are often shared with other
+# tools) are reported only when they are a near miss of a setting's name.
+_OUR_PREFIXES = ("redis_", "smtp_", "mail_", "dashboard_", "worker_", "job_", "queue_",
+                 "alert_", "audit_", "mailqueue_")
+# The environment holds many unrelated variables: only these are ours to check there.
+_ENV_PREFIX = "mailqueue_"
+# Shown as *** in repr() and str(): the password of a URL, or the whole credential list.
+_URL_SECRETS = ("redis_url", "smtp_url")
+_CREDENTIALS = ("dashboard_auth", "dashboard_viewer_auth")
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def port_number(value: Any) -> int:
+    """A TCP port from text or a number (0: any free port); a ValueError says what is wrong.
+
+    One rule for DASHBOARD_PORT and `--port`.
+    """
+    text = str(value).strip()
+    if isinstance(value, bool) or not (text.isascii() and text.isdigit()) or int(text) > 65535:
+        raise ValueError(f"{text!r} is not a port number: use 1-65535 (0: any free port)")
+    return int(text)
 
 
 def default_data_dir() -> Path:
@@ -27,6 +64,11 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None,
         description="Redis to use. Unset: localhost:6379 when it answers, else an embedded one.",
+    )
+    redis_connect_timeout_s: float = Field(
+        default=60.0, ge=0,
+        description="How long start waits for a REDIS_URL Redis that does not answer yet; 0: "
+                    "fail at once",
     )
     redis_cluster: bool = Field(
         default=False,
@@ -99,6 +141,44 @@ class Settings(BaseSettings):
         description="How often workers look for jobs whose worker died (lock expired)",
     )
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The sources have read `.env` and the environment by now: the one place that sees
+        # which keys were there, so that a misspelt one is reported instead of ignored.
+        if isinstance(dotenv_settings, DotEnvSettingsSource):
+            warn_unknown_keys(dotenv_settings.env_vars, ".env", only_prefix=None)
+        if isinstance(env_settings, EnvSettingsSource):
+            warn_unknown_keys(env_settings.env_vars, "the environment",
+                              only_prefix=_ENV_PREFIX)
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
+
+    def __repr_args__(self) -> Any:
+        # repr(), str() and every log line or traceback that shows the settings: no secrets.
+        for name, value in super().__repr_args__():
+            if value is not None and name in _URL_SECRETS:
+                value = redact_url(str(value))
+            elif value and name in _CREDENTIALS:
+                value = MASK
+            yield name, value
+
+    def for_short_command(self) -> Settings:
+        """These settings for a one-shot command (`send`, `status`): it fails at once when
+        Redis does not answer, unless REDIS_CONNECT_TIMEOUT_S was set explicitly.
+
+        A long-running worker or dashboard waits for a Redis that starts after it; a command
+        a person or a script just typed should say at once that Redis is not there.
+        """
+        if "redis_connect_timeout_s" in self.model_fields_set:
+            return self
+        return self.model_copy(update={"redis_connect_timeout_s": 0.0})
+
     @field_validator("queue_prefix")
     @classmethod
     def _prefix_not_blank(cls, value: str) -> str:
@@ -116,6 +196,35 @@ class Settings(BaseSettings):
         except Exception as exc:
             raise ValueError(str(exc)) from None
 
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        level = "WARNING" if level == "WARN" else level
+        if level not in LOG_LEVELS:
+            raise ValueError(f"{value!r} is not a log level: use {', '.join(LOG_LEVELS)}")
+        return level
+
+    @field_validator("dashboard_port", mode="before")
+    @classmethod
+    def _dashboard_port(cls, value: Any) -> int:
+        return port_number(value)
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: str | None) -> str | None:
+        # Checked here, once, so a typo stops the program at start with its reason, instead
+        # of failing every e-mail job later.
+        if value is None or not value.strip():
+            return None
+        from mailqueue.mail.transport import SmtpConfig
+
+        try:
+            SmtpConfig.from_url(value)
+        except ValueError as exc:  # its message never quotes the password
+            raise ValueError(str(exc).removeprefix("SMTP_URL: ")) from None
+        return value
+
     def default_job_options(self) -> dict[str, Any]:
         """Job options applied under every job's own options."""
         options: dict[str, Any] = {
@@ -125,3 +234,32 @@ class Settings(BaseSettings):
         options["removeOnComplete"] = self.job_remove_on_complete or False
         options["removeOnFail"] = self.job_remove_on_fail or False
         return options
+
+
+def warn_unknown_keys(keys: Any, where: str, only_prefix: str | None) -> None:
+    """Log one warning per key that looks meant for mailqueue but names no setting.
+
+    `only_prefix`: check only keys with this prefix (the environment); None: keys that start
+    like ours or nearly match a setting (`.env`).
+    """
+    known = list(Settings.model_fields)
+    for raw in keys:
+        key = str(raw).lower()
+        if key in Settings.model_fields:
+            continue
+        bare = key.removeprefix(_ENV_PREFIX)
+        if only_prefix is not None:
+            if not key.startswith(only_prefix):
+                continue
+        elif not key.startswith(_OUR_PREFIXES) and not difflib.get_close_matches(
+            key, known, n=1, cutoff=0.85
+        ):
+            continue
+        close = difflib.get_close_matches(bare, known, n=1, cutoff=0.6)
+        if bare != key and bare in Settings.model_fields:
+            hint = f"settings take no MAILQUEUE_ prefix: use {bare.upper()}"
+        elif close:
+            hint = f"did you mean {close[0].upper()}?"
+        else:
+            hint = "no setting is named like it; see .env.example"
+        log.warning("Unknown setting %s in %s: ignored (%s)", key.upper(), where, hint)

@@ -50,7 +50,7 @@ def send(
     variables["to"] = to
 
     async def main() -> int:
-        async with MailManager(settings) as mail:
+        async with MailManager(settings.for_short_command()) as mail:
             name = queue or settings.default_queue
             job = await mail.add_job(name, f"send-{template}", variables)
             typer.echo(f"Queued job {job.id} (send-{template}) on queue {name!r} for {to}")
@@ -67,7 +67,7 @@ def status(
     settings = load_settings()
 
     async def main() -> int:
-        async with MailManager(settings) as mail:
+        async with MailManager(settings.for_short_command()) as mail:
             report = await mail.health_check()
         if as_json:
             typer.echo(json.dumps(report, indent=2))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,7 +23,7 @@ from mailqueue.errors import (
     UnknownQueueError,
 )
 from mailqueue.manager import MailManager
-from mailqueue.redis_server import LOCAL_DEFAULT_URL, free_port, ping
+from mailqueue.redis_server import LOCAL_DEFAULT_URL, EmbeddedRedis, free_port, ping
 from mailqueue.settings import Settings
 from mailqueue.types import JOB_STATES
 
@@ -71,10 +72,110 @@ async def test_overrides_replace_settings(settings: Settings) -> None:
 
 
 async def test_an_unreachable_redis_is_a_clear_error(settings: Settings) -> None:
-    bad = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}"})
-    with pytest.raises(RedisUnavailableError, match="does not answer"):
+    bad = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}",
+                                      "redis_connect_timeout_s": 0})
+    with pytest.raises(RedisUnavailableError, match="does not answer: Connection refused"):
         async with MailManager(bad):
             pass
+
+
+class PasswordRedis(EmbeddedRedis):
+    """An embedded Redis that wants a password (its URL, used to wait for it, carries it)."""
+
+    password = "hunter2-s3cret"
+
+    def __init__(self, data_dir: Path, port: int = 0) -> None:
+        super().__init__(data_dir=data_dir, port=port,
+                         extra_args=["--requirepass", self.password])
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+
+async def test_start_waits_for_a_redis_that_comes_up_later_and_logs_each_attempt(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = PasswordRedis(tmp_path / "late", port=free_port())
+    own = settings.model_copy(update={"redis_url": server.url, "redis_connect_timeout_s": 30})
+    mail = MailManager(own)
+    with caplog.at_level(logging.WARNING, logger="mailqueue.manager"):
+        starting = asyncio.ensure_future(mail.start())
+        try:
+            # Redis is not there yet: start keeps trying (one line per attempt)...
+            await eventually(lambda: _logged(caplog, "not answering"), timeout=10)
+            assert not starting.done()
+            # ...and gets through once it comes up (as a container started later would).
+            await asyncio.to_thread(server.start)
+            await asyncio.wait_for(starting, 15)
+            job = await mail.add_job("emails", "n", {})
+            assert job.id is not None
+        finally:
+            starting.cancel()
+            await mail.close()
+            server.stop()
+    lines = [r.getMessage() for r in caplog.records if "not answering" in r.getMessage()]
+    assert lines[0] == (f"Redis at redis://:***@127.0.0.1:{server.port}/0 not answering "
+                        "(Connection refused); retrying in 1 s")
+    assert all(PasswordRedis.password not in r.getMessage() for r in caplog.records)
+
+
+async def _logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
+    return any(text in r.getMessage() for r in caplog.records)
+
+
+async def test_start_gives_up_after_the_timeout_with_one_clear_error(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"redis://:hunter2-s3cret@127.0.0.1:{free_port()}/0"
+    own = settings.model_copy(update={"redis_url": url, "redis_connect_timeout_s": 1.5})
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="mailqueue.manager"), \
+            pytest.raises(RedisUnavailableError) as caught:
+        await MailManager(own).start()
+    assert 1.5 <= time.monotonic() - started < 10
+    message = str(caught.value)
+    assert "does not answer: Connection refused (waited 1.5 s, REDIS_CONNECT_TIMEOUT_S)" in \
+        message
+    assert "hunter2" not in message and "\n" not in message
+    retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    # Back-off from 1 s, the last wait cut to what the timeout leaves (about 0.5 s).
+    waits = [float(line.rsplit(" in ", 1)[1].removesuffix(" s")) for line in retries]
+    assert len(waits) == 2 and waits[0] == 1 and 0 < waits[1] <= 0.6, retries
+
+
+async def test_a_wrong_password_is_not_waited_for(settings: Settings, tmp_path: Path) -> None:
+    server = PasswordRedis(tmp_path / "pw").start()
+    try:
+        wrong = server.url.replace(PasswordRedis.password, "wrong")
+        own = settings.model_copy(update={"redis_url": wrong, "redis_connect_timeout_s": 60})
+        started = time.monotonic()
+        with pytest.raises(RedisUnavailableError, match="does not answer"):
+            await MailManager(own).start()
+        assert time.monotonic() - started < 5, "waiting cannot fix a password"
+    finally:
+        server.stop()
+
+
+async def test_no_password_in_what_start_logs_describes_or_reports(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = PasswordRedis(tmp_path / "secret").start()
+    try:
+        own = settings.model_copy(update={"redis_url": server.url,
+                                          "dashboard_auth": "admin:dash-s3cret"})
+        with caplog.at_level(logging.DEBUG, logger="mailqueue"):
+            async with MailManager(own) as mail:
+                assert mail.redis is not None
+                shown = [mail.redis.describe(), repr(mail.settings),
+                         json.dumps(await mail.health_check()),
+                         json.dumps(await mail.redis_info())]
+        shown += [r.getMessage() for r in caplog.records]
+        assert f"Redis: redis://:***@127.0.0.1:{server.port}/0 (REDIS_URL)" in shown
+        for text in shown:
+            assert "s3cret" not in text
+    finally:
+        server.stop()
 
 
 async def test_without_redis_url_an_embedded_redis_is_started_and_stopped(
@@ -166,6 +267,44 @@ async def test_add_jobs_and_process_them_with_a_worker(mail: MailManager) -> Non
     await mail.stop_worker("emails")
     # Redis drops a closed connection from CLIENT LIST a moment after the client leaves.
     await eventually(lambda: _no_workers(mail, "emails"), timeout=5)
+
+
+async def test_lock_settings_reach_a_python_api_worker_and_explicit_options_win(
+    settings: Settings, redis_client: aioredis.Redis, prefix: str
+) -> None:
+    release = asyncio.Event()
+
+    async def hold(data: Any, job: Job) -> None:
+        await release.wait()
+
+    own = settings.model_copy(update={"worker_lock_duration_ms": 1500,
+                                      "worker_stalled_interval_ms": 1000})
+    async with MailManager(own) as mail:
+        settings_worker = mail.start_worker("locks", {"hold": hold})
+        explicit_worker = mail.start_worker("locks-explicit", {"hold": hold},
+                                            lockDuration=5000)
+        first = await mail.add_job("locks", "hold", {})
+        second = await mail.add_job("locks-explicit", "hold", {})
+        try:
+            # The job's lock in Redis lives as long as the worker was told (renewed at half).
+            first_ttl = await _lock_ttl(redis_client, f"{prefix}:locks:{first.id}:lock")
+            second_ttl = await _lock_ttl(redis_client,
+                                         f"{prefix}:locks-explicit:{second.id}:lock")
+            assert 0 < first_ttl <= 1500
+            assert 1500 < second_ttl <= 5000
+            assert settings_worker.worker.opts["stalledInterval"] == 1000
+            assert explicit_worker.worker.opts["stalledInterval"] == 1000
+            assert "limiter" not in settings_worker.worker.opts  # not the e-mail queue
+        finally:
+            release.set()
+
+
+async def _lock_ttl(client: aioredis.Redis, key: str, timeout: float = 10) -> int:
+    deadline = time.monotonic() + timeout
+    while (ttl := await client.pttl(key)) < 0:
+        assert time.monotonic() < deadline, f"{key} never locked"
+        await asyncio.sleep(0.02)
+    return int(ttl)
 
 
 async def _no_workers(mail: MailManager, queue: str) -> bool:
