@@ -11,6 +11,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Annotated, Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 
 from mailqueue import __version__
 from mailqueue.errors import MailQueueError
@@ -46,11 +47,36 @@ def _main(
     """Asynchronous e-mail over BullMQ queues in Redis, with a live dashboard."""
 
 
+# A usage or configuration mistake (a setting, an option, a port in use): exit code 2, as
+# for a bad command line. 1 is for a failure at run time (Redis gone, a job refused).
+USAGE_ERROR = 2
+# Settings whose values are never shown in an error line.
+_SECRET_SETTINGS = ("redis_url", "smtp_url", "dashboard_auth", "dashboard_viewer_auth")
+
+
 def load_settings() -> Settings:
+    """The settings; each bad one becomes one line naming the variable, then exit code 2."""
     try:
         return Settings()
-    except Exception as exc:  # pydantic lists every bad variable in one message
-        fail(f"Bad settings: {exc}")
+    except ValidationError as exc:
+        problems = [_settings_problem(error) for error in exc.errors()]
+    except Exception as exc:  # e.g. a .env value pydantic-settings cannot decode
+        problems = [f"bad settings: {str(exc).splitlines()[0]}"]
+    for problem in problems[:-1]:
+        typer.echo(f"mailqueue: {problem}", err=True)
+    fail(problems[-1], USAGE_ERROR)
+
+
+def _settings_problem(error: Any) -> str:
+    """`DASHBOARD_PORT: 'abc' is not a port number...`: pydantic's dump, one line."""
+    name = ".".join(str(part) for part in error["loc"]) or "settings"
+    message = str(error["msg"])
+    if error["type"] == "value_error":  # our validators' messages quote the value themselves
+        return f"{name.upper()}: {message.removeprefix('Value error, ')}"
+    message = message[:1].lower() + message[1:]
+    if name.lower() in _SECRET_SETTINGS:
+        return f"{name.upper()}: {message}"
+    return f"{name.upper()}={error.get('input')!r}: {message}"
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -13,6 +13,7 @@ timeout or a failed login is a `TransientDeliveryError` (the job is retried).
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,13 @@ MAX_IDLE_S = 50.0
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+# What every SMTP_URL error ends with: the shape a person should type.
+EXPECTED_FORM = "expected smtp://user:pass@host:587?starttls=true or smtps://user:pass@host:465"
+OPTIONS = ("starttls", "timeout", "data_timeout", "pool", "verify", "helo")
+
+
+def _bad(problem: str) -> ValueError:
+    return ValueError(f"SMTP_URL: {problem} ({EXPECTED_FORM})")
 
 
 def _flag(query: dict[str, list[str]], name: str) -> bool | None:
@@ -49,7 +57,18 @@ def _flag(query: dict[str, list[str]], name: str) -> bool | None:
         return True
     if value in _FALSE:
         return False
-    raise ValueError(f"SMTP_URL: {name}={value!r} should be true or false")
+    raise _bad(f"{name}={value!r} should be true or false")
+
+
+def _number(query: dict[str, list[str]], name: str, default: float, what: str) -> float:
+    raw = query.get(name, [str(default)])[-1]
+    try:
+        value = float(raw)
+    except ValueError:
+        raise _bad(f"{name}={raw!r} should be {what}") from None
+    if not value > 0:  # also refuses nan
+        raise _bad(f"{name}={raw!r} should be {what}, more than 0")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,16 +96,25 @@ class SmtpConfig:
 
     @classmethod
     def from_url(cls, url: str) -> SmtpConfig:
-        parsed = urlparse(url)
+        """Parse `url`; a ValueError says which part is wrong, never quoting the password."""
+        parsed = urlparse(url.strip())
         if parsed.scheme not in ("smtp", "smtps"):
-            raise ValueError(f"SMTP_URL must start with smtp:// or smtps://, not {url!r}")
+            if "://" not in url:
+                raise _bad("no scheme: it must start with smtp:// or smtps://")
+            raise _bad(f"must start with smtp:// or smtps://, not {parsed.scheme}://")
         if not parsed.hostname:
-            raise ValueError("SMTP_URL has no host: smtp://user:pass@host:587?starttls=true")
-        query = parse_qs(parsed.query)
+            raise _bad("no host")
+        query = parse_qs(parsed.query, keep_blank_values=True)
+        unknown = sorted(set(query) - set(OPTIONS))
+        if unknown:
+            # A misspelt option (`startls`) silently ignored would change how mail is sent.
+            close = difflib.get_close_matches(unknown[0], OPTIONS, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"options: {', '.join(OPTIONS)}"
+            raise _bad(f"unknown option {unknown[0]!r}; {hint}")
         use_tls = parsed.scheme == "smtps"
         start_tls = _flag(query, "starttls")
         if use_tls and start_tls:
-            raise ValueError("SMTP_URL: smtps:// is implicit TLS; drop starttls=true")
+            raise _bad("smtps:// is implicit TLS; drop starttls=true")
         if use_tls:
             default_port = 465
         elif start_tls:
@@ -94,14 +122,18 @@ class SmtpConfig:
         else:
             default_port = 25
         try:
-            timeout = float(query.get("timeout", [DEFAULT_TIMEOUT_S])[-1])
-            data_timeout = float(query.get("data_timeout", [DEFAULT_DATA_TIMEOUT_S])[-1])
-            pool_size = int(query.get("pool", [DEFAULT_POOL_SIZE])[-1])
             port = parsed.port or default_port
-        except ValueError as exc:
-            raise ValueError(f"SMTP_URL: {exc}") from exc
-        if timeout <= 0 or data_timeout <= 0 or pool_size < 1:
-            raise ValueError("SMTP_URL: timeout and data_timeout must be > 0 and pool >= 1")
+        except ValueError:
+            # urllib's message quotes the port text; the netloc would show the password.
+            port_text = parsed.netloc.rpartition("@")[2].rpartition(":")[2]
+            raise _bad(f"port {port_text!r} is not a port number (1-65535)") from None
+        timeout = _number(query, "timeout", DEFAULT_TIMEOUT_S, "a number of seconds")
+        data_timeout = _number(query, "data_timeout", DEFAULT_DATA_TIMEOUT_S,
+                               "a number of seconds")
+        pool_raw = query.get("pool", [str(DEFAULT_POOL_SIZE)])[-1]
+        if not pool_raw.isdigit() or int(pool_raw) < 1:
+            raise _bad(f"pool={pool_raw!r} should be a number of connections, at least 1")
+        pool_size = int(pool_raw)
         verify = _flag(query, "verify")
         return cls(
             host=parsed.hostname,
@@ -114,7 +146,7 @@ class SmtpConfig:
             data_timeout=max(data_timeout, timeout),
             pool_size=pool_size,
             validate_certs=verify is not False,
-            local_hostname=query.get("helo", [None])[-1],
+            local_hostname=query.get("helo", [""])[-1] or None,
         )
 
     def redacted_url(self) -> str:
