@@ -1,6 +1,6 @@
 """Every workaround for a bug of bullmq 3.4.4 lives here, named after the bug it covers.
 
-See ../shared/BULLMQ-NOTES.md ("Broken or missing") for the measurements behind each one;
+See BULLMQ-NOTES ("Broken or missing") for the measurements behind each one;
 each has a regression test under tests/ that fails without it.
 """
 

@@ -57,7 +57,6 @@ def make_certificates(directory: Path) -> Certificates:
         from cryptography import x509
     except ImportError:
         _unavailable("the cryptography package is missing (the dev extras install it)")
-    from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
