@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import logging
 import time
@@ -41,23 +40,27 @@ from mailqueue.errors import MailQueueError
 from mailqueue.manager import MailManager
 
 from .actions import mail_of
+from .context import live_sidebar, no_live_regions
 from .security import csrf_token_of, identity_of
+from .views.events import live_events
+from .views.flows import live_flow
+from .views.jobs import live_job
+from .views.queues import live_overview, live_queue
 
 log = logging.getLogger(__name__)
 
 LiveView = Callable[[Request, Mapping[str, str]], Awaitable[dict[str, str]]]
 
-# view name -> "module:function"; resolved when first asked for, so that a page module
-# and this hub do not import each other.
-LIVE_VIEWS = {
-    "overview": "dashboard.views.queues:live_overview",
-    "queue": "dashboard.views.queues:live_queue",
-    "job": "dashboard.views.jobs:live_job",
-    "flow": "dashboard.views.flows:live_flow",
-    "events": "dashboard.views.system:live_events",
-    "sidebar": "dashboard.context:no_live_regions",  # pages whose only live part is the sidebar
+# The page each `/live?view=` name stands for. The views never import this hub, so the table
+# refers to them directly (a table of import strings broke when the package was renamed).
+LIVE_VIEWS: dict[str, LiveView] = {
+    "overview": live_overview,
+    "queue": live_queue,
+    "job": live_job,
+    "flow": live_flow,
+    "events": live_events,
+    "sidebar": no_live_regions,  # pages whose only live part is the sidebar
 }
-SIDEBAR_VIEW = "dashboard.context:live_sidebar"
 SIDEBAR_INTERVAL_S = 3.0  # the sidebar reads every queue: at most one render per 3 s per page
 MIN_INTERVAL_S = 0.5  # at most two renders a second per client, whatever the event rate
 HEARTBEAT_S = 15
@@ -179,30 +182,12 @@ def hub_of(request: Request) -> LiveHub:
     return hub
 
 
-def _resolve(view_name: str) -> LiveView | None:
-    target = LIVE_VIEWS.get(view_name)
-    if target is None:
-        return None
-    return _load(target)
-
-
-def _load(target: str) -> LiveView | None:
-    module_name, _, attr = target.partition(":")
-    try:
-        view: LiveView = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError):
-        return None
-    return view
-
-
 async def live(request: Request) -> Response:
     """The live regions of one page, pushed when its queues change."""
     params = {k: v for k, v in request.query_params.items() if k != "view"}
-    view = _resolve(request.query_params.get("view", ""))
+    view = LIVE_VIEWS.get(request.query_params.get("view", ""))
     if view is None:
         return PlainTextResponse("Unknown live view", status_code=404)
-    sidebar_view = _load(SIDEBAR_VIEW)
-    assert sidebar_view is not None, SIDEBAR_VIEW
     hub = hub_of(request)
     queue = params.get("queue") or None
     # The queue the page is about, highlighted in the sidebar (a flow names it `flow_queue`:
@@ -232,7 +217,7 @@ async def live(request: Request) -> Response:
                     else {}
                 if sidebar_due:
                     fragments = {**fragments, **await hub.render(
-                        sidebar_view, request, sidebar_params, total)}
+                        live_sidebar, request, sidebar_params, total)}
             except Exception as exc:  # Redis errors and the like: say so, keep going
                 if not _is_redis_trouble(exc):
                     raise

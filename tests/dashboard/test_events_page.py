@@ -11,7 +11,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 
-from mailqueue.dashboard.views.system import live_events
+from mailqueue.dashboard.views.events import live_events
 from mailqueue.manager import MailManager
 from tests.dashboard.conftest import csrf_token
 
