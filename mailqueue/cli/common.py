@@ -26,7 +26,10 @@ app = typer.Typer(
 log = logging.getLogger("mailqueue")
 
 HostOption = Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1)")]
-PortOption = Annotated[int | None, typer.Option(help="Port to listen on (default 3000)")]
+# Text, checked by settings.port_number: `--port 70000` or `--port abc` is then our one line.
+PortOption = Annotated[str | None, typer.Option(
+    metavar="PORT", help="Port to listen on (default 3000)",
+)]
 ConcurrencyOption = Annotated[
     int | None, typer.Option(min=1, help="Jobs processed at once per queue")
 ]

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import socket
 from collections.abc import Iterator
+from typing import Any
 
 import typer
 
 from mailqueue.cli.common import (
+    USAGE_ERROR,
     ConcurrencyOption,
     HostOption,
     PortOption,
@@ -20,16 +24,17 @@ from mailqueue.cli.common import (
     stop_on_signals,
     url_host,
 )
-from mailqueue.cli.worker import worker_handlers
+from mailqueue.cli.worker import close_handlers, worker_handlers
 from mailqueue.errors import MailQueueError
 from mailqueue.manager import MailManager
-from mailqueue.settings import Settings
+from mailqueue.settings import Settings, port_number
 
 
 class DashboardServer:
-    """uvicorn serving the dashboard inside our loop, with our own signal handling."""
+    """uvicorn serving the dashboard on an already bound socket, inside our loop, with our own
+    signal handling."""
 
-    def __init__(self, mail: MailManager, host: str, port: int) -> None:
+    def __init__(self, mail: MailManager, listener: socket.socket) -> None:
         import uvicorn
 
         from mailqueue.dashboard.app import create_app
@@ -41,33 +46,82 @@ class DashboardServer:
             def capture_signals(self) -> Iterator[None]:
                 yield
 
+        self.listener = listener
+        self.host, self.port = listener.getsockname()[:2]
         config = uvicorn.Config(
-            create_app(mail.settings, mail), host=host, port=port, log_level="warning",
-            lifespan="on", access_log=False,
+            create_app(mail.settings, mail), host=self.host, port=self.port,
+            log_level="warning", lifespan="on", access_log=False,
         )
         self.server = EmbeddedServer(config)
         self.task: asyncio.Task[None] | None = None
 
+    async def _serve(self) -> None:
+        try:
+            await self.server.serve(sockets=[self.listener])
+        except SystemExit:
+            # uvicorn calls sys.exit() when the app's startup fails (it logged why); in a task
+            # that would escape the loop as a traceback and skip our shutdown.
+            raise MailQueueError("the dashboard failed to start (see the log above)") from None
+
     async def start(self) -> None:
-        self.task = asyncio.create_task(self.server.serve())
+        self.task = asyncio.create_task(self._serve())
         while not self.server.started:
             if self.task.done():
-                self.task.result()  # re-raise a bind error
+                self.task.result()  # re-raise a start failure
                 raise MailQueueError("the dashboard stopped at start")
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
         self.server.should_exit = True
         if self.task is not None:
-            await self.task
+            await asyncio.gather(self.task, return_exceptions=True)
+        self.listener.close()  # uvicorn closes it too once started; twice is harmless
 
 
-def dashboard_address(settings: Settings, host: str | None, port: int | None
+def dashboard_address(settings: Settings, host: str | None, port: str | None
                        ) -> tuple[str, int]:
     """--host/--port over the settings; refuses a public address without credentials."""
     host = host or settings.dashboard_host
     _check_exposure(settings, host)
-    return host, settings.dashboard_port if port is None else port
+    if port is None:
+        return host, settings.dashboard_port
+    try:
+        return host, port_number(port)
+    except ValueError as exc:
+        fail(f"--port: {exc}", USAGE_ERROR)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """Bind the dashboard's address now, before Redis, the sink or a worker start: a port in
+    use is then one line, exit code 2, with nothing half-started or registered in Redis.
+
+    uvicorn then serves on this very socket, so no other program can take the port between
+    this check and the start.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    # As uvicorn does: a restart right after a stop may rebind despite TIME_WAIT connections.
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        fail(_bind_problem(host, port, exc), USAGE_ERROR)
+    return listener
+
+
+def _bind_problem(host: str, port: int, exc: OSError) -> str:
+    fix_port, fix_host = "pass --port or set DASHBOARD_PORT", "pass --host or set DASHBOARD_HOST"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot listen on {host}: no such host name: {fix_host}"
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is in use (by another program): {fix_port}"
+    if exc.errno == errno.EACCES:
+        return (f"port {port} on {host} needs root (ports below 1024 are privileged): "
+                f"{fix_port}")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {host}: not an address of this machine: {fix_host}"
+    return f"cannot listen on {url_host(host)}:{port}: {exc.strerror or exc}"
 
 
 def _check_exposure(settings: Settings, host: str) -> None:
@@ -97,43 +151,52 @@ def run(
     """Everything in one process: Redis if needed, the SMTP sink, a worker, the dashboard."""
     settings = load_settings()
     setup_logging(settings)
-    host, port = dashboard_address(settings, host, port)
+    listener = listen(*dashboard_address(settings, host, port))
 
     async def main() -> int:
         stop = asyncio.Event()
-        async with MailManager(settings) as mail:
-            sink = None if settings.smtp_url else await mail.start_dev_sink()
-            server = DashboardServer(mail, host, port)
-            try:
-                await mail.create_queue(settings.default_queue)
-                # Job lifecycle in the audit log, and failure alerts, for every queue.
-                await mail.setup_audit_listeners()
-                mail.start_worker(
-                    settings.default_queue, worker_handlers(mail.settings),
-                    concurrency=concurrency,
-                )
-                await server.start()
-                assert mail.redis is not None
-                typer.echo(f"{mail.redis.describe()}")
-                if sink is not None:
-                    typer.echo(f"SMTP: development sink on {sink.url} (outbox kept in Redis)")
-                else:
-                    typer.echo("SMTP: SMTP_URL")
-                typer.echo(f"Worker: queue {settings.default_queue!r}")
-                typer.echo(f"Dashboard: http://{url_host(host)}:{port}")
-                typer.echo("Ctrl-C to stop.")
-                with stop_on_signals(stop):
-                    await stop.wait()
-                typer.echo("Stopping: waiting for active jobs...")
-            finally:
-                await server.stop()
-                await mail.close()
+        handlers: Any = None
+        try:
+            async with MailManager(settings) as mail:
+                sink = None if settings.smtp_url else await mail.start_dev_sink()
+                server = DashboardServer(mail, listener)
+                try:
+                    await mail.create_queue(settings.default_queue)
+                    # Job lifecycle in the audit log, and failure alerts, for every queue.
+                    await mail.setup_audit_listeners()
+                    # This process's worker sends to this process's sink, not to whichever
+                    # sink is registered in Redis: another `run` stopping cannot take it away.
+                    handlers = worker_handlers(
+                        settings if sink is None
+                        else settings.model_copy(update={"smtp_url": sink.url})
+                    )
+                    mail.start_worker(settings.default_queue, handlers, concurrency=concurrency)
+                    await server.start()
+                    assert mail.redis is not None
+                    typer.echo(f"{mail.redis.describe()}")
+                    if sink is not None:
+                        typer.echo(f"SMTP: development sink on {sink.url} "
+                                   "(outbox kept in Redis)")
+                    else:
+                        typer.echo("SMTP: SMTP_URL")
+                    typer.echo(f"Worker: queue {settings.default_queue!r}")
+                    typer.echo(f"Dashboard: http://{url_host(server.host)}:{server.port}")
+                    typer.echo("Ctrl-C to stop.")
+                    with stop_on_signals(stop):
+                        await stop.wait()
+                    typer.echo("Stopping: waiting for active jobs...")
+                finally:
+                    await server.stop()
+                    # Workers first (their jobs finish), then the SMTP pool while the sink
+                    # still answers its QUIT, then the sink and the rest (mail.close()).
+                    await close_handlers(mail, handlers)
+                    await mail.close()
+        finally:
+            listener.close()
         typer.echo("Stopped.")
         return 0
 
     run_async(main)
-
-
 
 
 @app.command()
@@ -141,22 +204,25 @@ def dashboard(host: HostOption = None, port: PortOption = None) -> None:
     """Serve the dashboard (http://127.0.0.1:3000 by default)."""
     settings = load_settings()
     setup_logging(settings)
-    host, port = dashboard_address(settings, host, port)
+    listener = listen(*dashboard_address(settings, host, port))
 
     async def main() -> int:
         stop = asyncio.Event()
-        async with MailManager(settings) as mail:
-            server = DashboardServer(mail, host, port)
-            await server.start()
-            assert mail.redis is not None
-            typer.echo(mail.redis.describe())
-            typer.echo(f"Dashboard: http://{url_host(host)}:{port}. Ctrl-C to stop.")
-            try:
-                with stop_on_signals(stop):
-                    await stop.wait()
-            finally:
-                await server.stop()
+        try:
+            async with MailManager(settings) as mail:
+                server = DashboardServer(mail, listener)
+                try:
+                    await server.start()
+                    assert mail.redis is not None
+                    typer.echo(mail.redis.describe())
+                    typer.echo(f"Dashboard: http://{url_host(server.host)}:{server.port}. "
+                               "Ctrl-C to stop.")
+                    with stop_on_signals(stop):
+                        await stop.wait()
+                finally:
+                    await server.stop()
+        finally:
+            listener.close()
         return 0
 
     run_async(main)
-

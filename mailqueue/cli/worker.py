@@ -29,6 +29,15 @@ def worker_handlers(settings: Settings) -> dict[str, Any]:
     return WorkerManager.create_email_handlers(settings)
 
 
+async def close_handlers(mail: MailManager, handlers: Any) -> None:
+    """Close the workers (their active jobs finish), then the SMTP pool the handlers share:
+    its connections QUIT instead of being left open (ResourceWarning: unclosed transport)."""
+    await mail.workers.close()
+    close = getattr(handlers, "close", None)
+    if close is not None:
+        await close()
+
+
 @app.command()
 def worker(
     queues: Annotated[
@@ -53,22 +62,25 @@ def worker(
         stop = asyncio.Event()
         async with MailManager(settings) as mail:
             handlers = worker_handlers(settings)
-            await mail.setup_audit_listeners()
-            for name in names:
-                await mail.create_queue(name)
-                # Lock, stall and rate-limit settings come with start_worker itself.
-                mail.start_worker(name, handlers, concurrency=concurrency)
-            assert mail.redis is not None
-            typer.echo(mail.redis.describe())
-            if not settings.smtp_url and not await registered_sink_url(
-                mail.client, settings.queue_prefix
-            ):
-                typer.echo("Warning: no SMTP_URL and no development sink running: e-mail jobs "
-                           "will be retried until one of them is there.", err=True)
-            typer.echo(f"Worker: queues {', '.join(names)}. Ctrl-C to stop.")
-            with stop_on_signals(stop):
-                await stop.wait()
-            typer.echo("Stopping: waiting for active jobs...")
+            try:
+                await mail.setup_audit_listeners()
+                for name in names:
+                    await mail.create_queue(name)
+                    # Lock, stall and rate-limit settings come with start_worker itself.
+                    mail.start_worker(name, handlers, concurrency=concurrency)
+                assert mail.redis is not None
+                typer.echo(mail.redis.describe())
+                if not settings.smtp_url and not await registered_sink_url(
+                    mail.client, settings.queue_prefix
+                ):
+                    typer.echo("Warning: no SMTP_URL and no development sink running: e-mail "
+                               "jobs will be retried until one of them is there.", err=True)
+                typer.echo(f"Worker: queues {', '.join(names)}. Ctrl-C to stop.")
+                with stop_on_signals(stop):
+                    await stop.wait()
+                typer.echo("Stopping: waiting for active jobs...")
+            finally:
+                await close_handlers(mail, handlers)
         typer.echo("Stopped.")
         return 0
 

@@ -6,8 +6,14 @@ message received over a real SMTP conversation goes to a capped Redis stream,
 `<prefix>:__mailqueue__:outbox` (the newest 1,000 by default), so any process — the
 dashboard's outbox page, a test, another worker — reads it through `Outbox`.
 
-The sink also records where it listens under `<prefix>:__mailqueue__:sink`, so a worker
-process started without `SMTP_URL` finds it (see `registered_sink_url`).
+The sink also records where it listens in `<prefix>:__mailqueue__:sinks`, so a worker
+process started without `SMTP_URL` finds it (see `registered_sink_url`). Each running sink
+has its own entry there, which only it removes, and which lapses unless renewed: a second
+`mailqueue run` on the same Redis, or one killed without a chance to clean up, never takes
+away the registration of a sink that still runs.
+
+aiosmtpd logs every SMTP command at INFO (logger `mail.log`): a started sink turns that
+logger down to WARNING unless DEBUG logging is on or the logger's level was set already.
 
 For tests, `fail_recipient()` makes the sink answer a chosen SMTP reply (421, 451, 550...)
 for a recipient, for ever or a given number of times.
@@ -32,6 +38,9 @@ from aiosmtpd.smtp import Envelope, Session
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGES = 1000
+# A sink's registration lapses this long after its last renewal (it renews every third of
+# it): a sink killed with SIGKILL stops being found within this time.
+REGISTRATION_TTL_S = 30.0
 # Keys of the mail package live under `<prefix>:__mailqueue__:` — a name no BullMQ queue has,
 # and never ending in :meta, :id or :events, so queue discovery does not mistake them.
 NAMESPACE = "__mailqueue__"
@@ -42,7 +51,8 @@ def outbox_key(prefix: str) -> str:
 
 
 def sink_key(prefix: str) -> str:
-    return f"{prefix}:{NAMESPACE}:sink"
+    """The sorted set of running sinks: member the sink's URL, score when it lapses (ms)."""
+    return f"{prefix}:{NAMESPACE}:sinks"
 
 
 class OutboxSummary(TypedDict):
@@ -187,9 +197,10 @@ def _fields(raw: dict[Any, Any]) -> dict[str, str]:
 
 
 async def registered_sink_url(redis: aioredis.Redis, prefix: str) -> str | None:
-    """The SMTP URL of a running sink under this prefix, if one registered itself."""
-    value = await redis.get(sink_key(prefix))
-    return _text(value) if value else None
+    """The SMTP URL of a running sink under this prefix (the last renewed), if any."""
+    now_ms = int(time.time() * 1000)
+    found: Any = await redis.zrevrangebyscore(sink_key(prefix), "+inf", now_ms, start=0, num=1)
+    return _text(found[0]) if found else None
 
 
 @dataclass
@@ -229,6 +240,7 @@ class MailSink:
         self._server: asyncio.AbstractServer | None = None
         self._sessions: set[SMTPServer] = set()
         self._faults: dict[str, _Fault] = {}
+        self._renewing: asyncio.Task[None] | None = None
         self._storing = 0  # messages being written to the outbox, not yet answered
         self._stored = asyncio.Event()
         # A slow server, for tests: wait this long before answering each of these commands
@@ -258,18 +270,39 @@ class MailSink:
                                    loop=loop)
             return session
 
+        _quiet_smtp_log()
         self._server = await loop.create_server(factory, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         if self.register:
-            await self.redis.set(sink_key(self.prefix), self.url)
+            await self._register()
+            self._renewing = asyncio.ensure_future(self._renew())
         log.info("SMTP sink listening on %s:%s", self.host, self.port)
         return self
+
+    async def _register(self) -> None:
+        key, now_ms = sink_key(self.prefix), int(time.time() * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(key, "-inf", now_ms)  # sinks that died without unregistering
+            pipe.zadd(key, {self.url: now_ms + int(REGISTRATION_TTL_S * 1000)})
+            await pipe.execute()
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(REGISTRATION_TTL_S / 3)
+            try:
+                await self._register()
+            except Exception:  # Redis restarting: the next renewal registers again
+                log.debug("could not renew the sink's registration", exc_info=True)
 
     async def stop(self) -> None:
         """Stop listening and drop every open session (clients see a closed connection)."""
         server, self._server = self._server, None
         if server is None:
             return
+        renewing, self._renewing = self._renewing, None
+        if renewing is not None:
+            renewing.cancel()
+            await asyncio.gather(renewing, return_exceptions=True)
         server.close()
         # A message being stored gets its answer first: closing its session now would keep
         # a message the client never saw accepted, and the client's retry would be a copy.
@@ -287,10 +320,8 @@ class MailSink:
         self._sessions.clear()
         await server.wait_closed()
         if self.register:
-            try:
-                current = await self.redis.get(sink_key(self.prefix))
-                if current is not None and _text(current) == self.url:
-                    await self.redis.delete(sink_key(self.prefix))
+            try:  # only this sink's own entry: another sink's stays
+                await self.redis.zrem(sink_key(self.prefix), self.url)
             except Exception:  # Redis may be gone first at shutdown
                 log.debug("could not unregister the sink", exc_info=True)
 
@@ -367,6 +398,14 @@ class MailSink:
             self._stored.set()
         self.received += 1
         return "250 Message accepted for delivery"
+
+
+def _quiet_smtp_log() -> None:
+    """aiosmtpd's INFO lines (one per SMTP command) drown a developer's console: WARNING,
+    unless DEBUG is on or someone chose this logger's level."""
+    smtp_log = logging.getLogger("mail.log")
+    if smtp_log.level == logging.NOTSET and not smtp_log.isEnabledFor(logging.DEBUG):
+        smtp_log.setLevel(logging.WARNING)
 
 
 class _TrackedSMTP(SMTPServer):

@@ -7,12 +7,21 @@ Every test runs the real command, as a user would, and asserts the exact line.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
+
+from mailqueue.mail.sink import MailSink
+from mailqueue.manager import MailManager
+from tests.faults.system import MailqueueProcess
+from tests.mailqueue.mail.test_mail_faults import wait_for
 
 MAILQUEUE = [sys.executable, "-m", "mailqueue.cli"]
 EXPECTED_SMTP = "(expected smtp://user:pass@host:587?starttls=true or smtps://user:pass@host:465)"
@@ -95,3 +104,75 @@ def test_log_level_takes_any_case(tmp_path: Path, redis_url: str) -> None:
     result = cli(["status"], cli_env(tmp_path, LOG_LEVEL="warning", REDIS_URL=redis_url),
                  tmp_path)
     assert result.returncode == 0, result.stderr
+
+
+# --- the dashboard's address ----------------------------------------------------------------
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port another program listens on."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        yield other.getsockname()[1]
+
+
+@pytest.mark.parametrize("command", ["run", "dashboard"])
+def test_a_port_in_use_is_one_line_and_nothing_starts(command: str, taken_port: int,
+                                                      tmp_path: Path, redis_url: str,
+                                                      prefix: str) -> None:
+    env = cli_env(tmp_path, REDIS_URL=redis_url, QUEUE_PREFIX=prefix)
+    in_use = (f"mailqueue: port {taken_port} on 127.0.0.1 is in use (by another program): "
+              "pass --port or set DASHBOARD_PORT")
+    assert_one_line(cli([command, "--port", str(taken_port)], env, tmp_path), in_use)
+    env["DASHBOARD_PORT"] = str(taken_port)
+    assert_one_line(cli([command], env, tmp_path), in_use)
+    # Checked before anything started: no sink registered, no queue made, no key written.
+    with redis.Redis.from_url(redis_url) as client:
+        assert list(client.scan_iter(f"{prefix}:*")) == []
+
+
+@pytest.mark.parametrize(("port", "line"), [
+    ("70000", "mailqueue: --port: '70000' is not a port number: use 1-65535 (0: any free port)"),
+    ("abc", "mailqueue: --port: 'abc' is not a port number: use 1-65535 (0: any free port)"),
+    ("-1", "mailqueue: --port: '-1' is not a port number: use 1-65535 (0: any free port)"),
+])
+def test_an_invalid_port_option_is_one_line(port: str, line: str, tmp_path: Path) -> None:
+    assert_one_line(cli(["run", f"--port={port}"], cli_env(tmp_path), tmp_path), line)
+
+
+def test_an_address_not_of_this_machine_is_one_line(tmp_path: Path) -> None:
+    # 192.0.2.0/24 is TEST-NET-1 (RFC 5737): no machine has it. Credentials: off loopback
+    # the dashboard refuses to start without them, which is checked first.
+    env = cli_env(tmp_path, DASHBOARD_AUTH="admin:s3cret")
+    assert_one_line(cli(["dashboard", "--host", "192.0.2.1"], env, tmp_path),
+                    "mailqueue: cannot listen on 192.0.2.1: not an address of this machine: "
+                    "pass --host or set DASHBOARD_HOST")
+
+
+# --- a clean shutdown -----------------------------------------------------------------------
+
+async def test_the_worker_closes_its_smtp_pool_at_shutdown(mail: MailManager, tmp_path: Path,
+                                                           redis_url: str, prefix: str) -> None:
+    """The pool's connections QUIT at shutdown: Python's development mode reports nothing
+    (before, each open connection was a `ResourceWarning: unclosed transport`)."""
+    async with MailSink(mail.client, prefix, register=False) as sink:
+        worker = MailqueueProcess(tmp_path, ["worker", "--concurrency", "5"],
+                                  redis_url=redis_url, prefix=prefix, SMTP_URL=sink.url,
+                                  PYTHONDEVMODE="1")
+        try:
+            await asyncio.to_thread(worker.wait_for_output, "Ctrl-C to stop")
+            for i in range(5):
+                await mail.send("welcome", to=f"u{i}@example.com", name=f"U{i}")
+
+            async def all_sent() -> bool:
+                return await sink.outbox.count() == 5
+
+            await wait_for(all_sent, 30)
+        finally:
+            # In a thread: the sink, on this loop, must answer the pool's QUIT meanwhile.
+            code = await asyncio.to_thread(worker.stop)
+    output = worker.output()
+    assert code == 0, output
+    assert "Stopped." in output
+    assert "ResourceWarning" not in output and "unclosed" not in output, output
