@@ -157,7 +157,7 @@ async def test_redis_at_maxmemory(full_system: tuple[EmbeddedRedis, MailManager]
             body = health.json()
             memory = body["redis"]["memory"]
             assert health.status_code == 503 and body["healthy"] is False, body
-            assert memory["state"] == "full" and memory["maxmemory"] == FULL_MB * 1024 * 1024, memory
+            assert memory["state"] == "full" and memory["maxmemory"] == FULL_MB * 2**20, memory
             assert any("Redis memory is full" in w for w in body["warnings"]), body
 
             # --- do what the message says: remove old jobs; adding works again -------------
