@@ -58,7 +58,11 @@ def safe_redirect(request: Request, fallback: str) -> str:
     """The page the form came from, when it is on this site; else `fallback`."""
     referer = request.headers.get("referer", "")
     parts = urlsplit(referer)
-    if referer and parts.netloc == request.url.netloc and parts.path.startswith("/"):
+    # `//evil.example/x` (or `/\evil.example`) is a path to a server but, as a Location,
+    # another site: browsers read a leading `//` or `/\` as "same scheme, other host".
+    same_site_path = (parts.path.startswith("/") and not parts.path.startswith(("//", "/\\"))
+                      and "\\" not in parts.path)
+    if referer and parts.netloc == request.url.netloc and same_site_path:
         return parts.path + (f"?{parts.query}" if parts.query else "")
     return fallback
 

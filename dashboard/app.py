@@ -23,6 +23,8 @@ from mailqueue.redis_server import redact_url
 from mailqueue.settings import Settings
 
 from .live import event_stream, live
+from .login_limit import LoginLimiter
+from .origins import AllowedHosts
 from .redis_full import redis_full_handler
 from .render import STATIC_DIR, is_htmx, render, render_fragment
 from .security import SecurityMiddleware, parse_credentials
@@ -195,7 +197,10 @@ def create_app(settings: Settings | None = None, mail: MailManager | None = None
 
     middleware = [
         Middleware(SecurityMiddleware, credentials=credentials,
-                   read_only=settings.dashboard_read_only),
+                   read_only=settings.dashboard_read_only,
+                   allowed_hosts=AllowedHosts.from_setting(settings.dashboard_allowed_hosts,
+                                                           bound=settings.dashboard_host),
+                   login_limiter=LoginLimiter()),
         # htmx alone is 51 KB; compressed, a first page load is ~30 KB. (GZipMiddleware
         # leaves text/event-stream alone, so live updates are not buffered.)
         Middleware(GZipMiddleware, minimum_size=1024),

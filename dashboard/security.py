@@ -1,12 +1,17 @@
-"""Who may see and change what: authentication, roles, CSRF, read-only mode, headers.
+"""Who may see and change what: host names, authentication, roles, CSRF, read-only mode,
+headers.
 
 One pure-ASGI middleware guards every route, so no handler can forget a check:
+- The Host must be one the dashboard is served under (`origins.AllowedHosts`: a defence
+  against DNS rebinding), else 400.
 - Authentication when DASHBOARD_AUTH is set: HTTP Basic (`user:password`) or a bearer token
   (a browser may also send the token as the Basic password). DASHBOARD_VIEWER_AUTH adds
-  credentials with the read-only role.
+  credentials with the read-only role. Failed attempts are limited per client
+  (`login_limit.LoginLimiter`: 429 with Retry-After).
 - Every state change (any method but GET/HEAD/OPTIONS) needs the CSRF token (header
   `X-CSRF-Token`, or form field `csrf_token`) matching the `mq_csrf` cookie; and is refused
-  with 403 for the read-only role or in read-only mode (DASHBOARD_READ_ONLY).
+  with 403 for the read-only role or in read-only mode (DASHBOARD_READ_ONLY); a browser's
+  Origin (or Referer) must be the dashboard's own.
 - Security headers on every response: a CSP without inline script, no framing, no sniffing.
 """
 
@@ -14,7 +19,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
+import math
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -23,6 +30,9 @@ from urllib.parse import parse_qs
 
 from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
+
+from .login_limit import LoginLimiter
+from .origins import AllowedHosts, same_origin
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -79,11 +89,14 @@ def parse_credentials(value: str | None, can_write: bool) -> list[Credential]:
 class SecurityMiddleware:
     def __init__(
         self, app: ASGIApp, *, credentials: list[Credential], read_only: bool,
+        allowed_hosts: AllowedHosts | None = None, login_limiter: LoginLimiter | None = None,
         realm: str = "mailqueue",
     ) -> None:
         self.app = app
         self.credentials = credentials
         self.read_only = read_only
+        self.allowed_hosts = allowed_hosts or AllowedHosts()
+        self.login_limiter = login_limiter or LoginLimiter()
         self.realm = realm
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -99,11 +112,25 @@ class SecurityMiddleware:
                                     "(percent-encode it)")
             return
         conn = HTTPConnection(scope)
+        if not self.allowed_hosts.allows(conn.headers.get("host")):
+            await _plain(send, 400, "Bad request: this dashboard does not answer to that host "
+                                    "name (an operator can add it to DASHBOARD_ALLOWED_HOSTS)")
+            return
+        client = conn.client.host if conn.client else ""
+        wait = self.login_limiter.retry_after(client) if self.credentials else 0.0
+        if wait > 0:
+            await _plain(send, 429, "Too many failed logins: wait and try again",
+                         {"retry-after": str(math.ceil(wait))})
+            return
         identity = self._authenticate(conn)
         if identity is None:
+            if conn.headers.get("authorization"):  # a wrong guess, not a first visit
+                self.login_limiter.failed(client)
             await _plain(send, 401, "Authentication required",
                          {"www-authenticate": f'Basic realm="{self.realm}", charset="UTF-8"'})
             return
+        if self.credentials:
+            self.login_limiter.succeeded(client)
         if self.read_only:
             identity = Identity(identity.user, can_write=False)
         scope["mailqueue.identity"] = identity
@@ -116,6 +143,10 @@ class SecurityMiddleware:
         if method not in SAFE_METHODS:
             if not identity.can_write:
                 await _plain(send, 403, "Read-only: this dashboard does not allow changes")
+                return
+            if not same_origin(conn.headers.get("origin"), conn.headers.get("referer"),
+                               conn.headers.get("host")):
+                await _plain(send, 403, "Refused: the request comes from another site's page")
                 return
             body, receive = await _buffer_body(receive)
             if body is None:
@@ -166,17 +197,23 @@ class SecurityMiddleware:
 
     def _match(self, user: str | None, secret: str, token_only: bool) -> Identity | None:
         found: Identity | None = None
+        offered = _digest(secret)
         for cred in self.credentials:
-            # Compare every credential, so timing does not tell which user exists.
-            secret_ok = hmac.compare_digest(cred.secret.encode(), secret.encode())
+            # Compare every credential, and digests of equal length, so timing tells neither
+            # which user exists nor how long a secret is.
+            secret_ok = hmac.compare_digest(_digest(cred.secret), offered)
             if cred.is_token:
                 if secret_ok and found is None:
                     found = Identity(user or "token", cred.can_write)
             elif not token_only:
-                user_ok = hmac.compare_digest(cred.user.encode(), (user or "").encode())
+                user_ok = hmac.compare_digest(_digest(cred.user), _digest(user or ""))
                 if user_ok and secret_ok and found is None:
                     found = Identity(cred.user, cred.can_write)
         return found
+
+
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
 
 
 def identity_of(conn: HTTPConnection) -> Identity:

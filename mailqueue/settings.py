@@ -125,6 +125,11 @@ class Settings(BaseSettings):
         default=None, description="Credentials (same forms) with the read-only role"
     )
     dashboard_read_only: bool = False
+    dashboard_allowed_hosts: str | None = Field(
+        default=None,
+        description="Host names the dashboard answers to besides loopback ones and the "
+        "address it binds (those a proxy serves), comma-separated; * for any",
+    )
 
     log_level: str = "INFO"
 

@@ -49,7 +49,9 @@ class DashboardServer:
         self.listener = listener
         self.host, self.port = listener.getsockname()[:2]
         config = uvicorn.Config(
-            create_app(mail.settings, mail), host=self.host, port=self.port,
+            # The address actually bound is one of the host names the app answers to.
+            create_app(mail.settings.model_copy(update={"dashboard_host": self.host}), mail),
+            host=self.host, port=self.port,
             log_level="warning", lifespan="on", access_log=False,
         )
         self.server = EmbeddedServer(config)
@@ -140,6 +142,12 @@ def _check_exposure(settings: Settings, host: str) -> None:
             f"refusing to serve the dashboard on {host} without DASHBOARD_AUTH: set "
             "DASHBOARD_AUTH=user:password (or a token), or bind 127.0.0.1"
         )
+    if not loopback:
+        # Basic credentials are only base64: on plain http anyone on the path can read them.
+        typer.echo(
+            f"Warning: the dashboard on {host} is plain http: passwords and tokens cross the "
+            "network in clear. Put a TLS proxy in front of it (and list the names it serves "
+            "in DASHBOARD_ALLOWED_HOSTS).", err=True)
 
 
 @app.command()
