@@ -124,6 +124,9 @@ class QueueManager(JobReads):
         self._queues: dict[str, Queue] = {}
         self._counts_sha: str | None = None  # bullmq's getCounts script, loaded once
         self._discovered: tuple[float, list[str]] | None = None
+        # Names found in Redis that no queue handle accepts (a producer wrote a 10,000
+        # character name, or spaces around it): listed apart, so they cannot fail the rest.
+        self._unusable: list[str] = []
         self._discovery: asyncio.Task[list[str]] | None = None
         self._discovery_ttl = _DISCOVERY_CACHE_S
         # Queues this process made or obliterated while a scan ran, applied to its result.
@@ -216,6 +219,7 @@ class QueueManager(JobReads):
         # One pass over the keyspace for the three marker keys (`meta`, `id`, `events`): the
         # pattern lets through a few other keys, which the suffix test below leaves out.
         names: set[str] = set()
+        unusable: set[str] = set()
         head = f"{self.prefix}:"
         async for key in self._client.scan_iter(match=f"{_glob_escape(head)}*:[mie][edv]*",
                                                 count=1000):
@@ -225,15 +229,22 @@ class QueueManager(JobReads):
                     # A job key like bull:q:123 never ends in :meta; a name with ':' is not a
                     # queue.
                     if name and ":" not in name:
-                        names.add(name)
+                        (names if _usable_queue_name(name) else unusable).add(name)
         for name, exists in self._noted.items():
             (names.add if exists else names.discard)(name)
         result = sorted(names)
         finished = time.monotonic()
         self._discovered = (finished, result)
+        self._unusable = sorted(unusable)
         self._discovery_ttl = max(_DISCOVERY_CACHE_S,
                                   _DISCOVERY_COST_FACTOR * (finished - started))
         return result
+
+    def unusable_queue_names(self) -> list[str]:
+        """Queue-like names the last discovery found but left out of `list_queues`, because
+        no queue can have them (see `validate_queue_name`): over 200 characters, or with
+        spaces around. Shown to operators as a notice, never used as a queue."""
+        return list(self._unusable)
 
     def _note_queue(self, name: str, exists: bool) -> None:
         """A queue this process just made (or obliterated): the cached list follows at once,
@@ -686,6 +697,14 @@ def _check_json(data: Any) -> None:
         json.dumps(data, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidJobOptionsError(f"Job data must be JSON-serialisable: {exc}") from None
+
+
+def _usable_queue_name(name: str) -> bool:
+    try:
+        validate_queue_name(name)
+    except MailQueueError:
+        return False
+    return True
 
 
 def _validate_cron(pattern: str) -> None:

@@ -114,6 +114,13 @@ async def overview_rows(mail: MailManager, name_filter: str = "") -> list[dict[s
     ]
 
 
+def unusable_queues(mail: MailManager) -> list[dict[str, Any]]:
+    """Names in Redis that no queue can have (a producer's 10,000-character name): a notice
+    with a short, escaped preview instead of a page that fails for every queue."""
+    return [{"preview": name[:60] + ("…" if len(name) > 60 else ""), "length": len(name)}
+            for name in mail.queues.unusable_queue_names()]
+
+
 def group_rows(rows: list[dict[str, Any]], delimiter: str) -> list[dict[str, Any]]:
     """Queues grouped by the part of their name before `delimiter`, with summed counts."""
     groups: dict[str, dict[str, Any]] = {}
@@ -137,6 +144,7 @@ async def _overview_context(request: Request, params: Mapping[str, str]) -> dict
     for row in rows:
         row["spark"] = sparkline(row["completed_per_minute"], row["failed_per_minute"])
     return {"queues": rows, "groups": group_rows(rows, p["group"]) if p["group"] else None,
+            "unusable": unusable_queues(mail_of(request)),
             "states": OVERVIEW_STATES, "filter": p["q"], "group": p["group"],
             "live_url": live_url(request, {"view": "overview",
                                            **{k: v for k, v in p.items() if v}})}
@@ -153,7 +161,9 @@ async def overview(request: Request) -> Response:
 
 async def api_queues(request: Request) -> Response:
     p = _overview_params(request.query_params)
-    return JSONResponse({"queues": await overview_rows(mail_of(request), p["q"])})
+    mail = mail_of(request)
+    return JSONResponse({"queues": await overview_rows(mail, p["q"]),
+                         "unusable_queues": unusable_queues(mail)})
 
 
 async def live_overview(request: Request, params: Mapping[str, str]) -> dict[str, str]:
