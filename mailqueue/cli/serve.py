@@ -126,10 +126,25 @@ def _bind_problem(host: str, port: int, exc: OSError) -> str:
     return f"cannot listen on {url_host(host)}:{port}: {exc.strerror or exc}"
 
 
+def _is_loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
+def warn_if_plain_http(listener: socket.socket) -> None:
+    """Once listening off loopback: Basic credentials are only base64, and on plain http
+    anyone on the path can read them."""
+    host = listener.getsockname()[0]
+    if not _is_loopback(host):
+        typer.echo(
+            f"Warning: the dashboard on {host} is plain http: passwords and tokens cross the "
+            "network in clear. Put a TLS proxy in front of it (and list the names it serves "
+            "in DASHBOARD_ALLOWED_HOSTS).", err=True)
+
+
 def _check_exposure(settings: Settings, host: str) -> None:
     from mailqueue.dashboard.security import parse_credentials
 
-    loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+    loopback = _is_loopback(host)
     try:
         credentials = parse_credentials(settings.dashboard_auth, can_write=True)
         parse_credentials(settings.dashboard_viewer_auth, can_write=False)
@@ -142,12 +157,6 @@ def _check_exposure(settings: Settings, host: str) -> None:
             f"refusing to serve the dashboard on {host} without DASHBOARD_AUTH: set "
             "DASHBOARD_AUTH=user:password (or a token), or bind 127.0.0.1"
         )
-    if not loopback:
-        # Basic credentials are only base64: on plain http anyone on the path can read them.
-        typer.echo(
-            f"Warning: the dashboard on {host} is plain http: passwords and tokens cross the "
-            "network in clear. Put a TLS proxy in front of it (and list the names it serves "
-            "in DASHBOARD_ALLOWED_HOSTS).", err=True)
 
 
 @app.command()
@@ -160,6 +169,7 @@ def run(
     settings = load_settings()
     setup_logging(settings)
     listener = listen(*dashboard_address(settings, host, port))
+    warn_if_plain_http(listener)
 
     async def main() -> int:
         stop = asyncio.Event()
@@ -213,6 +223,7 @@ def dashboard(host: HostOption = None, port: PortOption = None) -> None:
     settings = load_settings()
     setup_logging(settings)
     listener = listen(*dashboard_address(settings, host, port))
+    warn_if_plain_http(listener)
 
     async def main() -> int:
         stop = asyncio.Event()
