@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import getpass
+import inspect
 import logging
+import os
 import signal
 import sys
+import typing
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Annotated, Any, NoReturn
 
@@ -17,10 +22,36 @@ from mailqueue import __version__
 from mailqueue.errors import MailQueueError
 from mailqueue.settings import Settings
 
-app = typer.Typer(
+_Command = typing.TypeVar("_Command", bound=Callable[..., Any])
+
+
+class _App(typer.Typer):
+    """The Typer app, whose every command also takes the shared options (`--redis-url`,
+    `-v`, `-q`): a command added later cannot forget them, and `mailqueue send -q` works as
+    `mailqueue queues -q` does."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[_Command], _Command]:
+        kwargs.setdefault("epilog", EXIT_CODES)  # each command's --help says them too
+        register = super().command(*args, **kwargs)
+
+        def decorator(func: _Command) -> _Command:
+            register(with_shared_options(func))
+            return func
+
+        return decorator
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # The name the user types, also under `python -m mailqueue.cli`: usage lines say it,
+        # and `--install-completion` writes the script for it (not for "python -m ...").
+        kwargs.setdefault("prog_name", "mailqueue")
+        return super().__call__(*args, **kwargs)
+
+
+app = _App(
     help="Asynchronous e-mail over BullMQ queues in Redis, with a live dashboard.",
     no_args_is_help=True,
-    add_completion=False,
+    # `mailqueue --install-completion` writes the completion script for the user's shell.
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 log = logging.getLogger("mailqueue")
@@ -41,7 +72,16 @@ def _print_version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
+# At the foot of every `--help`: scripts branch on these.
+EXIT_CODES = (
+    "Exit codes: 0 done; 1 failed at run time (Redis does not answer, no such queue or job, "
+    "unhealthy); 2 usage or configuration error (a bad option, setting, state or duration)."
+)
+
+
+@app.callback(epilog=f"{EXIT_CODES} Every command takes --redis-url (over REDIS_URL), -v "
+                     "(debug log) and -q (errors only), after its name: `mailqueue queues "
+                     "-q`. Shell completion: `mailqueue --install-completion`.")
 def _main(
     version: Annotated[bool, typer.Option(
         "--version", callback=_print_version, is_eager=True, help="Print the version and exit",
@@ -88,9 +128,12 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def setup_logging(settings: Settings) -> None:
+    _configure_logging(settings.log_level.upper())
+
+
+def _configure_logging(level: str) -> None:
     logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
 
@@ -122,3 +165,95 @@ def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
 
 def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+# --- options every command takes ------------------------------------------------------------
+# Added to each command by `_App.command`. They work through the environment (REDIS_URL,
+# LOG_LEVEL) rather than through each command's code: Settings() then sees them wherever it
+# is read, and so do the child processes of `worker --processes N`.
+
+_SHARED_PANEL = "Common options"
+RedisUrlOption = Annotated[str | None, typer.Option(
+    "--redis-url", metavar="URL", rich_help_panel=_SHARED_PANEL,
+    help="Redis to use, over REDIS_URL (redis://, rediss://, unix://)",
+)]
+VerboseOption = Annotated[bool, typer.Option(
+    "--verbose", "-v", rich_help_panel=_SHARED_PANEL, help="Log everything (LOG_LEVEL=DEBUG)",
+)]
+QuietOption = Annotated[bool, typer.Option(
+    "--quiet", "-q", rich_help_panel=_SHARED_PANEL,
+    help="Log only errors (LOG_LEVEL=ERROR); no confirmation line after a change",
+)]
+_SHARED = {"redis_url": RedisUrlOption, "verbose": VerboseOption, "quiet": QuietOption}
+_quiet = False
+
+
+def is_quiet() -> bool:
+    """Whether this command was given `-q`."""
+    return _quiet
+
+
+def with_shared_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`func` as a Typer command with `--redis-url`, `-v` and `-q` added to its own options."""
+    signature = inspect.signature(func, eval_str=True)
+    hints = typing.get_type_hints(func, include_extras=True)
+    own = [p.replace(annotation=hints.get(p.name, p.annotation))
+           for p in signature.parameters.values()]
+    clash = set(_SHARED) & {p.name for p in own}
+    assert not clash, f"{func.__name__} defines shared option(s) {clash} itself"
+    shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                default=None if name == "redis_url" else False)
+              for name, annotation in _SHARED.items()]
+
+    @functools.wraps(func)
+    def command(*args: Any, redis_url: str | None = None, verbose: bool = False,
+                quiet: bool = False, **kwargs: Any) -> Any:
+        with _shared_options(redis_url, verbose, quiet):
+            return func(*args, **kwargs)
+
+    # Typer reads the parameters from the signature and the annotations.
+    command.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*own, *shared])
+    command.__annotations__ = {p.name: p.annotation for p in [*own, *shared]}
+    return command
+
+
+@contextlib.contextmanager
+def _shared_options(redis_url: str | None, verbose: bool, quiet: bool) -> Iterator[None]:
+    global _quiet
+    if verbose and quiet:
+        fail("-v and -q cannot be used together", USAGE_ERROR)
+    overrides: dict[str, str] = {}
+    if redis_url is not None:
+        if not redis_url.strip():
+            fail("--redis-url is empty: give a URL like redis://localhost:6379",
+                 USAGE_ERROR)
+        overrides["REDIS_URL"] = redis_url
+    if verbose or quiet:
+        overrides["LOG_LEVEL"] = "DEBUG" if verbose else "ERROR"
+    # Any spelling of the variable in the environment would compete with ours.
+    saved = {k: v for k, v in os.environ.items() if k.upper() in overrides}
+    for key in saved:
+        del os.environ[key]
+    os.environ.update(overrides)
+    if verbose or quiet:
+        # Now, for the commands that do not call setup_logging (send, status, ...); for the
+        # others, their own call then finds logging configured at the same level.
+        _configure_logging(overrides["LOG_LEVEL"])
+    _quiet = quiet
+    try:
+        yield
+    finally:  # in-process callers (tests with CliRunner) get their environment back
+        _quiet = False
+        for key in overrides:
+            os.environ.pop(key, None)
+        os.environ.update(saved)
+
+
+def actor() -> str:
+    """Who an operator command runs as, for the audit log: `cli:<os user>`."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a container's uid with no passwd entry and no $USER
+        user = f"uid{os.getuid()}"
+    return f"cli:{user}"
