@@ -10,6 +10,8 @@ C(parent) <- B <- A(leaf), and each step reads what the step below returned with
     newsletter:  newsletter-summary <- newsletter-gate, newsletter-batch x N (100 each)
     conditional: conditional-send <- check-condition
     retry:       retry-summary <- fallback-send <- retry-send
+    the seed's:  email-workflow <- validate-email, prepare-template <- send-welcome
+                 (mailqueue/mail/workflow.py)
 
 `create_flow_handlers(settings)` gives the built-in e-mail handlers *and* these, sharing one
 SMTP pool, so one worker on the e-mail queue serves every job of every flow.
@@ -42,13 +44,13 @@ from mailqueue.mail.handlers import (
     EmailHandlers,
     Handler,
     MailService,
-    _check_variables,
-    _variables,
     create_email_handlers,
 )
+from mailqueue.mail.jobdata import normalize_mail_data, snake_case
 from mailqueue.mail.message import parse_address, parse_address_list
 from mailqueue.mail.templates import RenderedMail
 from mailqueue.mail.transport import SmtpTransport
+from mailqueue.mail.workflow import workflow_steps
 from mailqueue.settings import Settings
 
 if TYPE_CHECKING:
@@ -65,6 +67,10 @@ GATE_HOLD_MS = 24 * 3600 * 1000
 MAX_LISTED_FAILURES = 20
 BATCH_CONCURRENCY = 5  # sends in flight per batch job, like the SMTP pool's default size
 _ADDRESS_FIELDS = ("to", "cc", "bcc", "reply_to")
+# Options validate-email passes on to send-rendered as they are (checked when it builds).
+_PER_RECIPIENT = frozenset({"template", "unsubscribe_url", "to", "cc", "bcc"})
+_PASSED_OPTIONS = ("from", "headers", "attachments", "unsubscribe_url", "subject", "in_reply_to",
+                   "references")
 _CONTROL_FIELDS = frozenset({"fallback_smtp_url", "admin", "conditions", "context", "not_after"})
 
 
@@ -352,32 +358,46 @@ class MailHandlers(EmailHandlers):
 
         @_mail_step
         async def validate_email(data: dict[str, Any], job: Any) -> dict[str, Any]:
-            template = data.get("template")
-            if not isinstance(template, str) or not service.renderer.exists(template):
+            fields = normalize_mail_data(data)
+            template = fields.options.get("template")
+            # The seed's workflow validates `{to}` alone: no template, addresses only.
+            if template is not None and (not isinstance(template, str)
+                                         or not service.renderer.exists(template)):
                 known = ", ".join(service.renderer.list_templates())
                 raise TemplateNotFoundError(f"no e-mail template {template!r}; templates: {known}")
             envelope: dict[str, Any] = {}
             for field in _ADDRESS_FIELDS:
-                addresses = parse_address_list(data.get(field), field)
+                addresses = parse_address_list(fields.options.get(field), fields.name_of(field))
                 if addresses:
                     envelope[field] = [{"email": a.email, "name": a.name} for a in addresses]
             if "to" not in envelope:
-                raise InvalidMailDataError("'to' is required: an address, or a list of them")
-            for field in ("from", "headers", "attachments", "unsubscribe_url"):
-                if data.get(field) is not None:
-                    envelope[field] = data[field]
-            variables = _variables({k: v for k, v in data.items() if k != "unsubscribe_url"})
-            _check_variables(template, variables)
-            await job.log(f"valid: template {template!r} to {len(envelope['to'])} recipient(s)")
-            return {"step": "validate", "template": template, "envelope": envelope,
-                    "variables": variables}
+                raise InvalidMailDataError(
+                    f"{fields.quoted('to')} is required: an address, or a list of them"
+                )
+            for field in _PASSED_OPTIONS:
+                if fields.options.get(field) is not None:
+                    envelope[field] = fields.options[field]
+            to = [a["email"] for a in envelope["to"]]
+            if template is None:
+                await job.log(f"valid: {len(to)} recipient(s)")
+                return {"step": "validate", "valid": True, "template": None, "to": to,
+                        "envelope": envelope}
+            variables = fields.template_variables(template)
+            await job.log(f"valid: template {template!r} to {len(to)} recipient(s)")
+            return {"step": "validate", "valid": True, "template": template, "to": to,
+                    "envelope": envelope, "variables": variables}
 
         @_mail_step
         async def render_email(data: dict[str, Any], job: Any) -> dict[str, Any]:
             checked = await _child_value(job, "validate")
-            if checked is None:
-                raise InvalidMailDataError("render-email found no validate-email result")
+            if checked is None or not checked.get("template"):
+                raise InvalidMailDataError(
+                    "render-email found no validate-email result with a template"
+                )
             mail = service.renderer.render(checked["template"], checked["variables"])
+            subject = checked["envelope"].get("subject")
+            if isinstance(subject, str) and subject.strip():
+                mail = RenderedMail(" ".join(subject.split()), mail.html, mail.text)
             await job.log(f"rendered {checked['template']!r}: {mail.subject!r}")
             return {"step": "render", "template": checked["template"],
                     "envelope": checked["envelope"], "subject": mail.subject,
@@ -403,11 +423,13 @@ class MailHandlers(EmailHandlers):
             recipients = data.get("recipients")
             if not isinstance(recipients, list):
                 raise InvalidMailDataError("newsletter-batch needs 'recipients': a list")
-            campaign = await _campaign_of(job)
-            template = str(campaign.get("template") or "newsletter")
-            unsubscribe = campaign.get("unsubscribe_url")
-            variables = {k: v for k, v in campaign.items()
-                         if k not in ("template", "unsubscribe_url")}
+            raw = await _campaign_of(job)
+            campaign = normalize_mail_data(raw)
+            template = str(campaign.options.get("template") or "newsletter")
+            unsubscribe = campaign.options.get("unsubscribe_url")
+            # The campaign's keys as written (each message's data is read like a job's), but
+            # the recipients: one per message. The unsubscribe URL is per recipient too.
+            variables = {k: v for k, v in raw.items() if snake_case(k) not in _PER_RECIPIENT}
             attempts = int((job.opts or {}).get("attempts") or 1)
             final = int(job.attemptsMade or 0) + 1 >= attempts
 
@@ -419,16 +441,13 @@ class MailHandlers(EmailHandlers):
                     return "skipped", str(label), str(exc)
                 url = (unsubscribe.replace("{email}", quote(address.email, safe=""))
                        if isinstance(unsubscribe, str) else None)
-                per_recipient = {**variables, "recipient": {"email": address.email,
-                                                            "name": address.name}}
+                reader = {"email": address.email, "name": address.name}
+                per_recipient = {**variables, "to": reader, "recipient": reader}
                 if url is not None:
                     per_recipient["unsubscribe_url"] = url
                 try:
-                    _check_variables(template, per_recipient)
-                    mail = service.renderer.render(template, per_recipient)
-                    message = service.build(
-                        {"to": {"email": address.email, "name": address.name}},
-                        _MessageKey(job.queue, f"{job.id}.{index}"), mail, url,
+                    _, _, message = service.prepare(
+                        per_recipient, template, _MessageKey(job.queue, f"{job.id}.{index}"),
                     )
                     await service.deliver(job, message)
                 except PermanentMailError as exc:
@@ -577,6 +596,7 @@ class MailHandlers(EmailHandlers):
             "retry-send": retry_send,
             "fallback-send": fallback_send,
             "retry-summary": retry_summary,
+            **{name: _mail_step(step) for name, step in workflow_steps(service).items()},
         }
 
 

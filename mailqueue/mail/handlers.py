@@ -8,6 +8,8 @@
 A permanent problem (bad data, unknown template, missing variable, 5xx reply) is raised as
 bullmq's `UnrecoverableError`, so the job fails at once with the reason; a transient one
 (4xx, refused connection, timeout) as a normal exception, so the queue's backoff retries it.
+
+Job data is read through `jobdata.normalize_mail_data`: snake_case and camelCase keys alike.
 """
 
 from __future__ import annotations
@@ -27,12 +29,15 @@ from mailqueue.mail.delivery import DeliveryLog, DeliveryRecord
 from mailqueue.mail.errors import (
     InvalidMailDataError,
     PermanentMailError,
+    TemplateNotFoundError,
     TransientDeliveryError,
 )
+from mailqueue.mail.jobdata import MailJobData, normalize_mail_data
 from mailqueue.mail.message import (
     MAX_ATTACHMENT_BYTES,
     OutgoingMessage,
     build_message,
+    check_unsubscribe_url,
     decode_attachments,
     make_message_id,
     parse_address_list,
@@ -46,20 +51,6 @@ from mailqueue.settings import Settings
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any, Any], Awaitable[Any]]
-
-# Job data keys about the envelope; every other key is a template variable.
-ENVELOPE_FIELDS = frozenset(
-    {"to", "cc", "bcc", "reply_to", "from", "headers", "attachments", "variables", "template",
-     "subject", "html", "text"}
-)
-
-# What each built-in template needs; checked before rendering for a clearer error.
-REQUIRED_VARIABLES: dict[str, tuple[str, ...]] = {
-    "welcome": ("name",),
-    "newsletter": ("campaign", "articles"),
-    "reset-password": ("reset_url",),
-    "notification": ("title", "message"),
-}
 
 
 class MailService:
@@ -101,34 +92,69 @@ class MailService:
             await self._transport.close()
             self._transport = None
 
-    def build(self, data: dict[str, Any], job: Any, mail: RenderedMail,
+    def render(self, data: Any, template: str | None = None) -> tuple[str | None, RenderedMail]:
+        """The template's name (None: a direct message) and the mail, every check done."""
+        fields = normalize_mail_data(data)
+        name = template or fields.options.get("template")
+        if name is None:
+            return None, _direct_mail(fields)
+        if not isinstance(name, str):
+            raise InvalidMailDataError(f"{fields.quoted('template')} must be a template name")
+        if not self.renderer.exists(name):
+            known = ", ".join(self.renderer.list_templates())
+            raise TemplateNotFoundError(f"no e-mail template {name!r}; templates: {known}")
+        mail = self.renderer.render(name, fields.template_variables(name))
+        subject = fields.options.get("subject")
+        if subject is not None:  # the producer's subject wins over the template's
+            mail = RenderedMail(_subject(subject, fields), mail.html, mail.text)
+        return name, mail
+
+    def prepare(self, data: Any, template: str | None, job: Any
+                ) -> tuple[str | None, RenderedMail, OutgoingMessage]:
+        """Everything but sending: what a worker would refuse raises a PermanentMailError.
+
+        `job` needs only `queue.name` and `id` (for the Message-ID); `mailqueue send` checks
+        a job with this before enqueueing it.
+        """
+        fields = normalize_mail_data(data)
+        name, mail = self.render(fields, template)
+        return name, mail, self.build(fields, job, mail)
+
+    def build(self, data: Any, job: Any, mail: RenderedMail,
               unsubscribe_url: str | None = None) -> OutgoingMessage:
-        to = parse_address_list(data.get("to"), "to")
+        """The message for `data`'s options (either spelling); `unsubscribe_url` overrides."""
+        fields = normalize_mail_data(data)
+        options, name, quoted = fields.options, fields.name_of, fields.quoted
+        to = parse_address_list(options.get("to"), name("to"))
         if not to:
-            raise InvalidMailDataError("'to' is required: an address, or a list of them")
+            raise InvalidMailDataError(f"{quoted('to')} is required: an address, or a list of them")
         sender = self.sender
-        if data.get("from") is not None:
-            senders = parse_address_list(data["from"], "from")
+        if options.get("from") is not None:
+            senders = parse_address_list(options["from"], name("from"))
             if len(senders) != 1:
-                raise InvalidMailDataError("'from' must be one address")
+                raise InvalidMailDataError(f"{quoted('from')} must be one address")
             sender = senders[0]
-        headers = data.get("headers")
+        headers = options.get("headers")
         if headers is not None and not isinstance(headers, dict):
-            raise InvalidMailDataError("'headers' must be an object of name -> value")
+            raise InvalidMailDataError(f"{quoted('headers')} must be an object of name -> value")
+        headers = {**(headers or {}), **_threading_headers(fields)}
+        url = unsubscribe_url if unsubscribe_url is not None else options.get("unsubscribe_url")
+        if url is not None:
+            url = check_unsubscribe_url(url, name("unsubscribe_url"))
         domain = self.sender.email.rpartition("@")[2]
         return build_message(
             sender=sender,
             to=to,
-            cc=parse_address_list(data.get("cc"), "cc"),
-            bcc=parse_address_list(data.get("bcc"), "bcc"),
-            reply_to=parse_address_list(data.get("reply_to"), "reply_to"),
+            cc=parse_address_list(options.get("cc"), name("cc")),
+            bcc=parse_address_list(options.get("bcc"), name("bcc")),
+            reply_to=parse_address_list(options.get("reply_to"), name("reply_to")),
             subject=mail.subject,
             text=mail.text or None,
             html=mail.html or None,
             headers=headers,
-            attachments=decode_attachments(data.get("attachments"), self.max_attachment_bytes),
+            attachments=decode_attachments(options.get("attachments"), self.max_attachment_bytes),
             message_id=make_message_id(job.queue.name, str(job.id), domain),
-            unsubscribe_url=unsubscribe_url,
+            unsubscribe_url=url,
         )
 
     async def deliver(self, job: Any, message: OutgoingMessage) -> dict[str, Any]:
@@ -175,24 +201,26 @@ def _result(record: DeliveryRecord, already_sent: bool) -> dict[str, Any]:
     }
 
 
-def _variables(data: dict[str, Any]) -> dict[str, Any]:
-    extra = data.get("variables") or {}
-    if not isinstance(extra, dict):
-        raise InvalidMailDataError("'variables' must be an object of name -> value")
-    variables = {k: v for k, v in data.items() if k not in ENVELOPE_FIELDS}
-    variables.update(extra)
-    return variables
+def _subject(value: Any, fields: MailJobData) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidMailDataError(f"{fields.quoted('subject')} must be a non-empty string")
+    return " ".join(value.split())
 
 
-def _check_variables(template: str, variables: dict[str, Any]) -> None:
-    missing = [name for name in REQUIRED_VARIABLES.get(template, ()) if name not in variables]
-    if missing:
-        raise InvalidMailDataError(
-            f"template {template!r} needs {', '.join(repr(m) for m in missing)} in the job "
-            "data (see docs/mail.md)"
-        )
-    if template == "newsletter" and not isinstance(variables["articles"], list):
-        raise InvalidMailDataError("newsletter: 'articles' must be a list of {title, summary}")
+def _threading_headers(fields: MailJobData) -> dict[str, str]:
+    """nodemailer's `inReplyTo` and `references` (a string or a list of Message-IDs)."""
+    headers: dict[str, str] = {}
+    for option, header in (("in_reply_to", "In-Reply-To"), ("references", "References")):
+        value = fields.options.get(option)
+        if value is None:
+            continue
+        ids = value if isinstance(value, list) else [value]
+        if not ids or not all(isinstance(i, str) and i.strip() for i in ids):
+            raise InvalidMailDataError(
+                f"{fields.quoted(option)} must be a Message-ID or a list of them"
+            )
+        headers[header] = " ".join(i.strip() for i in ids)
+    return headers
 
 
 _BLOCKS = re.compile(r"<(style|script|head)\b.*?</\1\s*>", re.S | re.I)
@@ -218,21 +246,7 @@ def _make_handler(
 ) -> Handler:
     async def handler(data: Any, job: Any) -> dict[str, Any]:
         try:
-            if not isinstance(data, dict):
-                raise InvalidMailDataError("job data must be an object with at least 'to'")
-            unsubscribe_url = data.get("unsubscribe_url")
-            if unsubscribe_url is not None and not isinstance(unsubscribe_url, str):
-                raise InvalidMailDataError("'unsubscribe_url' must be a string")
-            name = template or data.get("template")
-            if name is not None:
-                if not isinstance(name, str):
-                    raise InvalidMailDataError("'template' must be a template name")
-                variables = _variables(data)
-                _check_variables(name, variables)
-                mail = service.renderer.render(name, variables)
-            else:
-                mail = _direct_mail(data)
-            message = service.build(data, job, mail, unsubscribe_url)
+            name, mail, message = service.prepare(data, template, job)
             # Few Redis round trips per message: one log line and one progress step here.
             await job.log(
                 f"{'template ' + repr(name) if name else 'direct message'}: {mail.subject!r} "
@@ -255,11 +269,13 @@ def _make_handler(
     return handler
 
 
-def _direct_mail(data: dict[str, Any]) -> RenderedMail:
-    subject, html, text = data.get("subject"), data.get("html"), data.get("text")
+def _direct_mail(fields: MailJobData) -> RenderedMail:
+    options = fields.options
+    subject, html, text = options.get("subject"), options.get("html"), options.get("text")
     if not isinstance(subject, str) or not subject.strip():
         raise InvalidMailDataError(
-            "send-email needs 'subject' with 'html' and/or 'text', or a 'template' name"
+            f"send-email needs {fields.quoted('subject')} with 'html' and/or 'text', or a "
+            f"'template' name"
         )
     if html is not None and not isinstance(html, str):
         raise InvalidMailDataError("'html' must be a string")

@@ -145,7 +145,12 @@ def make_message_id(queue: str, job_id: str, domain: str) -> str:
 
 
 def decode_attachments(items: Any, limit: int = MAX_ATTACHMENT_BYTES) -> list[Attachment]:
-    """`[{"filename", "content" (base64), "content_type"?}]` -> attachments, size-checked."""
+    """nodemailer's shape, `[{"filename", "content", "content_type"?, "encoding"?}]`, checked.
+
+    As in nodemailer, `content` is text (sent as UTF-8) unless `encoding` says otherwise:
+    `"base64"` for binary files, or `"hex"`, `"utf-8"`, `"ascii"`, `"latin1"`. `path` and
+    `href` are refused: job data must not make a worker read its files or fetch URLs.
+    """
     if items is None:
         return []
     if not isinstance(items, list):
@@ -156,19 +161,22 @@ def decode_attachments(items: Any, limit: int = MAX_ATTACHMENT_BYTES) -> list[At
         where = f"attachments[{i}]"
         if not isinstance(item, Mapping):
             raise InvalidMailDataError(f"{where}: expected {{filename, content}}")
+        for unsafe in ("path", "href"):
+            if item.get(unsafe) is not None:
+                raise InvalidMailDataError(
+                    f"{where}: '{unsafe}' is not supported (a job cannot make the worker read "
+                    "a file or fetch a URL): put the file in 'content'"
+                )
         filename, content = item.get("filename"), item.get("content")
         if not isinstance(filename, str) or not filename.strip():
             raise InvalidMailDataError(f"{where}: 'filename' is required")
         _no_line_breaks(f"{where}.filename", filename)
         if not isinstance(content, str):
-            raise InvalidMailDataError(f"{where}: 'content' must be a base64 string")
+            raise InvalidMailDataError(f"{where}: 'content' must be a string")
         # Check the size before decoding, so a huge payload fails fast and cheaply.
         if total + len(content) * 3 // 4 > limit + 2:
             raise _too_large(filename, total + len(content) * 3 // 4, limit)
-        try:
-            raw = base64.b64decode(content, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise InvalidMailDataError(f"{where}: 'content' is not valid base64: {exc}") from exc
+        raw = _decode_content(content, item.get("encoding"), where)
         total += len(raw)
         if total > limit:
             raise _too_large(filename, total, limit)
@@ -176,9 +184,32 @@ def decode_attachments(items: Any, limit: int = MAX_ATTACHMENT_BYTES) -> list[At
             mimetypes.guess_type(filename)[0] or "application/octet-stream"
         )
         if not isinstance(content_type, str) or content_type.count("/") != 1:
-            raise InvalidMailDataError(f"{where}: 'content_type' must look like 'type/subtype'")
+            raise InvalidMailDataError(f"{where}: 'contentType' must look like 'type/subtype'")
         attachments.append(Attachment(filename.strip(), raw, content_type))
     return attachments
+
+
+_TEXT_ENCODINGS = {"utf-8": "utf-8", "utf8": "utf-8", "ascii": "ascii", "latin1": "latin-1",
+                   "binary": "latin-1"}
+
+
+def _decode_content(content: str, encoding: Any, where: str) -> bytes:
+    name = encoding.lower() if isinstance(encoding, str) else encoding
+    try:
+        if name is None or name in _TEXT_ENCODINGS:
+            return content.encode(_TEXT_ENCODINGS.get(name or "utf-8", "utf-8"))
+        if name == "base64":
+            return base64.b64decode(content, validate=True)
+        if name == "hex":
+            return bytes.fromhex(content)
+    except (binascii.Error, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+        raise InvalidMailDataError(
+            f"{where}: 'content' is not valid {name or 'text'}: {exc}"
+        ) from exc
+    raise InvalidMailDataError(
+        f"{where}: unknown 'encoding' {encoding!r}: use base64, hex, utf-8, ascii or latin1 "
+        "(none: the content is text)"
+    )
 
 
 def _too_large(filename: str, size: int, limit: int) -> AttachmentTooLargeError:
@@ -188,13 +219,15 @@ def _too_large(filename: str, size: int, limit: int) -> AttachmentTooLargeError:
     )
 
 
-def check_unsubscribe_url(url: str) -> str:
-    parsed = urlparse(url)
-    if parsed.scheme not in ("https", "http", "mailto") or not (parsed.netloc or parsed.path):
+def check_unsubscribe_url(url: Any, where: str = "unsubscribe_url") -> str:
+    """`where`: the field as the producer spelt it (`unsubscribeUrl` for a Node producer)."""
+    parsed = urlparse(url) if isinstance(url, str) else None
+    if parsed is None or parsed.scheme not in ("https", "http", "mailto") \
+            or not (parsed.netloc or parsed.path):
         raise InvalidMailDataError(
-            f"unsubscribe_url {url!r}: expected an https:// (RFC 8058) or mailto: URL"
+            f"{where} {url!r}: expected an https:// (RFC 8058) or mailto: URL"
         )
-    return _no_line_breaks("unsubscribe_url", url)
+    return _no_line_breaks(where, url)
 
 
 def _header_text(value: str) -> Any:

@@ -79,12 +79,13 @@ async def test_email_flow_validates_renders_then_sends(
 async def test_email_flow_with_bad_data_fails_at_validation_and_sends_nothing(
     mail: MailManager, handlers: MailHandlers, sink: MailSink
 ) -> None:
-    flow = await mail.flows.create_email_flow("welcome", "ada@example.com")  # no `name`
+    # no `reset_url`
+    flow = await mail.flows.create_email_flow("reset-password", "ada@example.com")
     root = await settled(mail, flow["job_id"])
     assert root["state"] == "failed"
     tree = await mail.flows.get_flow("emails", flow["job_id"])
     validate = tree["children"][0]["children"][0]
-    assert validate["state"] == "failed" and "'name'" in validate["failed_reason"]
+    assert validate["state"] == "failed" and "'reset_url'" in validate["failed_reason"]
     assert await sink.outbox.count() == 0
 
 

@@ -85,7 +85,8 @@ async def test_cc_bcc_reply_to_headers_and_attachments(
         "cc": ["Cé <c@example.com>"], "bcc": "hidden@example.com",
         "reply_to": {"email": "help@example.com", "name": "Help"},
         "headers": {"X-Ticket": "42"},
-        "attachments": [{"filename": "log.txt", "content": base64.b64encode(b"ok").decode()}],
+        "attachments": [{"filename": "log.txt", "content": base64.b64encode(b"ok").decode(),
+                         "encoding": "base64"}],
     }
     result, _ = await run(handlers, queue, "send-notification", data)
     assert result["accepted"] == ["ops@example.com", "c@example.com", "hidden@example.com"]
@@ -100,7 +101,7 @@ async def test_cc_bcc_reply_to_headers_and_attachments(
 @pytest.mark.parametrize(
     ("name", "data", "reason"),
     [
-        ("send-welcome", {"to": "a@example.com"}, "'name'"),
+        ("send-reset-password", {"to": "a@example.com"}, "'reset_url'"),
         ("send-welcome", {"name": "x"}, "'to' is required"),
         ("send-welcome", {"to": "not-an-address", "name": "x"}, "not a valid e-mail"),
         ("send-email", {"to": "a@example.com", "template": "nope"}, "no e-mail template"),

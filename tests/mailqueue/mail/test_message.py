@@ -80,9 +80,8 @@ def test_message_id_is_stable_and_valid_for_any_job_id() -> None:
 
 
 def test_attachments_are_attached_and_limited() -> None:
-    files = decode_attachments(
-        [{"filename": "résumé.pdf", "content": base64.b64encode(b"%PDF-1").decode()}]
-    )
+    files = decode_attachments([{"filename": "résumé.pdf", "encoding": "base64",
+                                 "content": base64.b64encode(b"%PDF-1").decode()}])
     assert files[0].content_type == "application/pdf"
     out = build_message(sender=SENDER, to=[parse_address("a@example.com")], subject="s",
                         text="t", html=None, attachments=files)
@@ -94,9 +93,10 @@ def test_attachments_are_attached_and_limited() -> None:
 
     big = base64.b64encode(b"x" * 2000).decode()
     with pytest.raises(AttachmentTooLargeError, match="limit is 1,000 bytes"):
-        decode_attachments([{"filename": "a.bin", "content": big}], limit=1000)
+        decode_attachments([{"filename": "a.bin", "content": big, "encoding": "base64"}],
+                           limit=1000)
     with pytest.raises(InvalidMailDataError, match="base64"):
-        decode_attachments([{"filename": "a.bin", "content": "***"}])
+        decode_attachments([{"filename": "a.bin", "content": "***", "encoding": "base64"}])
     with pytest.raises(InvalidMailDataError, match="filename"):
         decode_attachments([{"content": "aGk="}])
 

@@ -26,10 +26,22 @@ def test_every_builtin_template_renders_subject_html_and_text(name: str) -> None
     assert "<" not in mail.text
 
 
-@pytest.mark.parametrize("name", BUILTIN_TEMPLATES)
+@pytest.mark.parametrize("name", ["reset-password", "notification"])
 def test_a_missing_variable_is_an_error_naming_it(name: str) -> None:
     with pytest.raises(TemplateRenderError, match="is undefined"):
         TemplateRenderer().render(name, {})
+
+
+@pytest.mark.parametrize(("name", "subject", "text"), [
+    ("welcome", "Welcome to mailqueue!", "Welcome!"),
+    ("newsletter", "mailqueue newsletter", "The latest news from mailqueue."),
+])
+def test_welcome_and_newsletter_need_no_variables(name: str, subject: str, text: str) -> None:
+    """The Node version's examples send them with `{to}` alone (issue 10)."""
+    for variables in ({}, {"name": ""}):
+        mail = TemplateRenderer().render(name, variables)
+        assert mail.subject == subject
+        assert text in mail.text and "None" not in mail.text and "Welcome, !" not in mail.text
 
 
 def test_html_is_escaped_and_text_is_not() -> None:
