@@ -5,9 +5,11 @@ No engine runs here, so the image is never built or started. What can be checked
   built in the build stage and nothing else, a non-root user, EXPOSE, HEALTHCHECK);
 - the build context (.dockerignore + the build stage's COPY lines) holds every source file
   the wheel is built from, and the build stage's command builds a wheel from exactly it;
-- the image's health check program (a heredoc in the Dockerfile), run as the HEALTHCHECK and
-  compose's per-service `test:` lines run it, against a real `mailqueue dashboard` and
-  `mailqueue worker`: it passes when they are healthy and fails when they are not;
+- the image's health check program, `mailqueue-healthcheck` (mailqueue/healthcheck.py, a
+  console script of the wheel: no code hidden in the Dockerfile), installed as the image
+  installs it and run as the HEALTHCHECK and compose's per-service `test:` lines run it,
+  against a real `mailqueue dashboard` and `mailqueue worker`: it passes when they are
+  healthy and fails when they are not;
 - docker-compose.yml's properties (restart policies, depends_on service_healthy, pinned
   tags, a Redis as BullMQ needs it, health checks), and `docker compose config` where the
   compose plugin (or docker-compose) is installed.
@@ -23,6 +25,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import sysconfig
 import time
 import tomllib
 import zipfile
@@ -37,10 +40,15 @@ import yaml
 from mailqueue.redis_server import free_port
 from mailqueue.settings import Settings
 from tests.faults.system import MailqueueProcess, own_redis, start_worker
+from tests.packaging.test_wheel import dists, installed  # noqa: F401 (test_wheel's fixtures)
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 DOCKERFILE = CHECKOUT / "Dockerfile"
 COMPOSE = CHECKOUT / "docker-compose.yml"
+PYPROJECT = CHECKOUT / "pyproject.toml"
+HEALTHCHECK_ENTRY_POINT = "mailqueue.healthcheck:main"
+# Where this venv's console scripts are (after `pip install --editable .`).
+DEV_BIN = Path(sysconfig.get_path("scripts"))
 DOCKERIGNORE = CHECKOUT / ".dockerignore"
 
 # name:1.2.3-anything or name@sha256:...; `redis:7`, `python:3.11-slim` or `latest` are not pins.
@@ -157,15 +165,10 @@ def healthcheck_command(stages: list[Stage]) -> tuple[dict[str, str], list[str]]
     return opts, Instruction("CMD", rest[4:]).exec_form()
 
 
-def copied_heredocs(stage: Stage) -> dict[str, tuple[str, dict[str, str]]]:
-    """Files a stage writes from heredocs: destination -> (content, COPY options)."""
-    files = {}
-    for copy in stage.all("COPY"):
-        opts, rest = options(copy.args)
-        if copy.heredocs:
-            destination = rest.split()[-1]
-            files[destination] = (copy.heredocs[0][1], opts)
-    return files
+def console_scripts() -> dict[str, str]:
+    """pyproject.toml's [project.scripts]: the commands the wheel installs."""
+    scripts: dict[str, str] = tomllib.loads(PYPROJECT.read_text())["project"]["scripts"]
+    return scripts
 
 
 # --- the Dockerfile -------------------------------------------------------------------------
@@ -203,9 +206,13 @@ def test_build_stage_builds_the_wheel_and_the_final_stage_installs_only_it(
         run.args for run in final.all("RUN"))), "the final stage keeps setuptools"
     for run in final.all("RUN"):
         assert "apt-get install" not in run.args and "pip install build" not in run.args
-    # No source tree: the final stage copies nothing from the build context (only heredocs).
+    # No source tree: the final stage copies nothing from the build context, and no program
+    # hides in a heredoc (out of reach of ruff, mypy and the wheel): every command is the
+    # wheel's.
     for copy in final.all("COPY") + final.all("ADD"):
-        assert copy.heredocs or "--from=" in copy.args, f"final stage copies {copy.args!r}"
+        assert "--from=" in copy.args and not copy.heredocs, f"final stage copies {copy.args!r}"
+    for stage in stages:
+        assert not [i.args for i in stage.instructions if i.heredocs], "a heredoc"
 
 
 def test_runs_as_a_non_root_user(stages: list[Stage]) -> None:
@@ -235,11 +242,10 @@ def test_expose_healthcheck_and_entrypoint(stages: list[Stage], compose: dict[st
     for option in ("interval", "timeout", "start-period", "retries"):
         assert option in opts, f"HEALTHCHECK without --{option}"
     assert seconds(opts["timeout"]) < seconds(opts["interval"])
-    program, (content, copy_opts) = command[0], copied_heredocs(final)[
-        f"/usr/local/bin/{command[0]}"]
-    assert content.startswith("#!/usr/local/bin/python\n"), program
-    assert copy_opts.get("chmod") == "0755", copy_opts
+    # The health check is a console script the wheel installs (on the image's PATH).
+    assert console_scripts().get(command[0]) == HEALTHCHECK_ENTRY_POINT, command
     assert final.last("ENTRYPOINT").exec_form() == ["mailqueue"]
+    assert console_scripts().get("mailqueue") == "mailqueue.cli:app"
 
 
 # --- the build context ----------------------------------------------------------------------
@@ -351,8 +357,14 @@ def test_build_stage_command_builds_the_wheel_from_the_context(
     for expected in ("mailqueue/cli/__init__.py", "mailqueue/dashboard/app.py",
                      "mailqueue/dashboard/templates/base.html",
                      "mailqueue/dashboard/static/app.css",
-                     "mailqueue/mail/templates/welcome/body.html"):
+                     "mailqueue/mail/templates/welcome/body.html",
+                     "mailqueue/healthcheck.py"):
         assert expected in names, f"{expected} missing from the image's wheel"
+    # The image's HEALTHCHECK command is a console script of that wheel.
+    entry_points = zipfile.ZipFile(wheels[0]).read(next(
+        n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
+    program = healthcheck_command(stages)[1][0]
+    assert f"{program} = {HEALTHCHECK_ENTRY_POINT}" in entry_points, entry_points
 
 
 # --- the health check, run ------------------------------------------------------------------
@@ -360,21 +372,25 @@ def test_build_stage_command_builds_the_wheel_from_the_context(
 
 class HealthCheck:
     """The image's health check program, run as Docker would run a `test:` or HEALTHCHECK
-    command line, with a container's environment; each run must end within --timeout."""
+    command line, with a container's environment; each run must end within --timeout.
 
-    def __init__(self, stages: list[Stage], tmp_path: Path) -> None:
+    The program is the console script installed with the package (the dev venv's
+    bin/mailqueue-healthcheck here, /usr/local/bin/mailqueue-healthcheck in the image)."""
+
+    def __init__(self, stages: list[Stage], tmp_path: Path,
+                 bin_dir: Path = DEV_BIN) -> None:
         opts, self.image_command = healthcheck_command(stages)
         self.timeout = seconds(opts["timeout"])
         self.program = self.image_command[0]
-        content, _ = copied_heredocs(stages[-1])[f"/usr/local/bin/{self.program}"]
-        self.script = tmp_path / self.program
-        self.script.write_text(content)
+        self.script = bin_dir / self.program
+        assert self.script.is_file() and os.access(self.script, os.X_OK), (
+            f"{self.script} is not installed: pip install --editable . (pyproject's scripts)")
         self.cwd = tmp_path  # the image's WORKDIR: an empty folder (no .env)
 
     def run(self, command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         assert command[0] == self.program, f"{command} does not run the image's check"
         started = time.monotonic()
-        result = subprocess.run([sys.executable, str(self.script), *command[1:]], env=env,
+        result = subprocess.run([str(self.script), *command[1:]], env=env,
                                 cwd=self.cwd, capture_output=True, text=True,
                                 timeout=self.timeout + 30)
         elapsed = time.monotonic() - started
@@ -529,6 +545,37 @@ def test_healthcheck_refuses_an_unknown_role(healthcheck: HealthCheck, compose: 
     check that passes without checking anything."""
     env = container_env(compose, "worker", tmp_path, DASHBOARD_PORT=str(free_port()))
     assert "usage" in _fails(healthcheck.run([healthcheck.program, "workr"], env))
+
+
+def test_the_wheel_installs_the_healthcheck_command_and_it_stays_light(
+        request: pytest.FixtureRequest, stages: list[Stage], compose: dict[str, Any],
+        tmp_path: Path) -> None:
+    """The wheel (as test_wheel.py installs it in a fresh venv, as the image's pip does)
+    puts the HEALTHCHECK's program on the bin path, usable outside Docker too (systemd, a
+    Kubernetes exec probe); it runs every 30 s, so it never loads the web layer."""
+    bin_dir: Path = request.getfixturevalue("installed")  # the wheel's venv's bin/
+    env = container_env(compose, "worker", tmp_path, DASHBOARD_PORT=str(free_port()),
+                        REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    check = HealthCheck(stages, tmp_path, bin_dir=bin_dir)
+    assert str(CHECKOUT) not in check.script.read_text()  # the wheel's, not the checkout's
+    assert "usage" in _fails(check.run([check.program, "workr"], env))
+    assert "nothing listens" in _fails(check.run([check.program, "dashboard"], env))
+    out = _fails(check.run(check.image_command, env))
+    assert "nothing listens" in out and "cannot list workers" in out, out
+
+    code = (
+        "import sys\n"
+        "from mailqueue.healthcheck import main\n"
+        "codes = [main(['dashboard']), main(['worker']), main([])]\n"
+        "assert codes == [1, 1, 1], codes\n"
+        "heavy = ('starlette', 'sse_starlette', 'uvicorn', 'mailqueue.dashboard', 'dashboard')\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in heavy\n"
+        "                or m.startswith('mailqueue.dashboard'))\n"
+        "assert not loaded, loaded\n"
+    )
+    result = subprocess.run([str(bin_dir / "python"), "-c", code], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # --- docker-compose.yml ---------------------------------------------------------------------
