@@ -17,6 +17,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from mailqueue.cluster import redis_error_reason
 from mailqueue.errors import RedisUnavailableError
 from mailqueue.manager import MailManager
 from mailqueue.redis_server import redact_url
@@ -49,11 +50,10 @@ from .views.outbox import (
     outbox_message_page,
     outbox_page,
 )
+from .views.overview import api_queues, overview
 from .views.queues import (
     api_queue,
     api_queue_jobs,
-    api_queues,
-    overview,
     queue_add_job,
     queue_clean,
     queue_drain,
@@ -152,6 +152,10 @@ async def redis_unavailable(request: Request, exc: Exception) -> Response:
     itself), the banner alone for an htmx request, JSON for /api/ and /health. The next
     request after Redis is back reconnects: nothing to restart."""
     reason = redact_url(" ".join(str(exc).split())) or type(exc).__name__
+    mail = getattr(request.app.state, "mail", None)
+    if isinstance(exc, RedisTimeoutError) and mail is not None:
+        # A stalled Redis (REDIS_COMMAND_TIMEOUT_S ran out): say that, not "Timeout reading".
+        reason = redis_error_reason(exc, mail.settings.redis_command_timeout_s)
     headers = {"Retry-After": str(REDIS_RETRY_AFTER_S), "Cache-Control": "no-store"}
     path = request.url.path
     if path.startswith("/api/") or path in ("/health", "/metrics"):
@@ -166,7 +170,6 @@ async def redis_unavailable(request: Request, exc: Exception) -> Response:
         # Into the page's banner, whatever the request was going to swap.
         headers.update({"HX-Retarget": "#banner", "HX-Reswap": "outerHTML"})
         return HTMLResponse(html, status_code=503, headers=headers)
-    mail = getattr(request.app.state, "mail", None)
     target = getattr(mail, "redis", None)
     context["redis_url"] = redact_url(target.url) if target is not None else "(unknown)"
     response = render(request, "pages/redis_unavailable.html", context, status_code=503)

@@ -20,15 +20,30 @@ from .render import render_fragment
 SIDEBAR_TEMPLATE = "partials/_sidebar.html"
 
 
-async def sidebar_queues(mail: MailManager) -> list[dict[str, Any]]:
-    """Every queue with its waiting and failed counts, as the sidebar lists them."""
+SIDEBAR_MAX = 40  # queues listed in the sidebar; past that, the overview pages through all
+
+
+async def sidebar_queues(mail: MailManager, current_queue: str | None = None
+                         ) -> tuple[list[dict[str, Any]], int]:
+    """The queues the sidebar lists, with their waiting and failed counts, and how many it
+    leaves out. With more than `SIDEBAR_MAX` (a Redis of one queue per tenant), it lists the
+    ones that need a look — most failed, then most waiting — and the page's own queue, in
+    name order; the overview lists them all."""
     names = await mail.queues.list_queues()
     counts = await mail.queues.get_many_job_counts(names)  # one round trip for all
-    return [
-        {"name": name, "waiting": counts[name]["counts"].get("waiting", 0),
+    rows = [
+        # A paused queue's waiting jobs are counted as `paused` by BullMQ: still waiting.
+        {"name": name, "waiting": counts[name]["counts"].get("waiting", 0)
+         + counts[name]["counts"].get("paused", 0),
          "failed": counts[name]["counts"].get("failed", 0)}
         for name in names
     ]
+    if len(rows) <= SIDEBAR_MAX:
+        return rows, 0
+    ranked = sorted(rows, key=lambda r: (-r["failed"], -r["waiting"], r["name"]))
+    shown = [r for r in ranked if r["name"] == current_queue]
+    shown += [r for r in ranked if r["name"] != current_queue][:SIDEBAR_MAX - len(shown)]
+    return sorted(shown, key=lambda r: r["name"]), len(rows) - len(shown)
 
 
 def live_url(request: Request, query: Mapping[str, Any]) -> str:
@@ -52,16 +67,21 @@ async def page_context(request: Request, section: str, current_queue: str | None
     return {
         "section": section,
         "current_queue": current_queue,
-        "sidebar_queues": await sidebar_queues(mail_of(request)),
+        **_sidebar(*await sidebar_queues(mail_of(request), current_queue)),
         "sidebar_live_url": sidebar_live_url(request, current_queue),
     }
 
 
 async def live_sidebar(request: Request, params: Mapping[str, str]) -> dict[str, str]:
     """The sidebar, as the `sidebar` SSE event (`params["queue"]`: the page's queue)."""
-    context = {"sidebar_queues": await sidebar_queues(mail_of(request)),
-               "current_queue": params.get("queue") or None}
+    current_queue = params.get("queue") or None
+    context = {**_sidebar(*await sidebar_queues(mail_of(request), current_queue)),
+               "current_queue": current_queue}
     return {"sidebar": render_fragment(request, SIDEBAR_TEMPLATE, context)}
+
+
+def _sidebar(queues: list[dict[str, Any]], more: int) -> dict[str, Any]:
+    return {"sidebar_queues": queues, "sidebar_more": more}
 
 
 async def no_live_regions(request: Request, params: Mapping[str, str]) -> dict[str, str]:

@@ -36,6 +36,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from mailqueue.cluster import redis_error_reason
 from mailqueue.errors import MailQueueError
 from mailqueue.manager import MailManager
 
@@ -45,7 +46,8 @@ from .security import csrf_token_of, identity_of
 from .views.events import live_events
 from .views.flows import live_flow
 from .views.jobs import live_job
-from .views.queues import live_overview, live_queue
+from .views.overview import live_overview
+from .views.queues import live_queue
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,8 @@ SIDEBAR_INTERVAL_S = 3.0  # the sidebar reads every queue: at most one render pe
 MIN_INTERVAL_S = 0.5  # at most two renders a second per client, whatever the event rate
 HEARTBEAT_S = 15
 RETRY_S = 1.0
+# How often the hub asks Redis whether it answers (one PING per process, not per client).
+PROBE_INTERVAL_S = 1.0
 CSRF_PLACEHOLDER = "__mailqueue_csrf_placeholder__"
 BANNER_EVENT = "banner"
 
@@ -78,21 +82,50 @@ class LiveHub:
         self.total = 0
         self.cursor: str | None = None
         self.connected = False
+        # Why Redis does not answer (the banner's text), None while it does.
+        self.trouble: str | None = None
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[None] | None = None
         self._renders: dict[tuple[Any, ...], tuple[int, dict[str, str]]] = {}
         self._rendering: dict[tuple[Any, ...], tuple[int, asyncio.Future[dict[str, str]]]] = {}
 
     def start(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._follow(), name="mailqueue-live-hub")
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._watch_redis(), name="mailqueue-live-probe")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        for task in (self._task, self._probe):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._task = self._probe = None
+
+    async def _watch_redis(self) -> None:
+        """Keep `trouble` up to date, waking every client when it changes.
+
+        A stalled Redis (DEBUG SLEEP, a huge Lua script, a stuck fork) fails nothing by
+        itself: the event reader's XREAD simply waits, no event comes, so no render runs to
+        fail and show the banner. A PING on the manager's client, which gives up after
+        REDIS_COMMAND_TIMEOUT_S, notices it, and notices when Redis answers again.
+        """
+        while True:
+            try:
+                await self.mail.client.ping()
+                trouble = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                trouble = _reason(self.mail, exc)
+            if trouble != self.trouble:
+                if trouble is not None:
+                    log.warning("live pages: %s", trouble)
+                self.trouble = trouble
+                self._wake()
+            await asyncio.sleep(PROBE_INTERVAL_S)
 
     async def _follow(self) -> None:
         while True:
@@ -199,8 +232,17 @@ async def live(request: Request) -> Response:
         sent_version: int | None = None
         sidebar_version: int | None = None
         sidebar_at = -SIDEBAR_INTERVAL_S
-        banner_shown = False
+        banner_shown: str | None = None
         while True:
+            if hub.trouble is not None:
+                # Redis does not answer: say so once, render nothing (it would only wait
+                # or fail), and render everything again once it answers.
+                if banner_shown != hub.trouble:
+                    banner_shown = hub.trouble
+                    yield {"event": BANNER_EVENT, "data": _banner(hub.trouble)}
+                sent_version = sidebar_version = None
+                await hub.wait_for_change(HEARTBEAT_S)
+                continue
             version = hub.version(queue)
             total = hub.version(None)
             sidebar_next = sidebar_at + SIDEBAR_INTERVAL_S
@@ -221,12 +263,12 @@ async def live(request: Request) -> Response:
             except Exception as exc:  # Redis errors and the like: say so, keep going
                 if not _is_redis_trouble(exc):
                     raise
-                banner_shown = True
-                yield {"event": BANNER_EVENT, "data": _banner(exc)}
+                banner_shown = _reason(hub.mail, exc)
+                yield {"event": BANNER_EVENT, "data": _banner(banner_shown)}
                 await asyncio.sleep(RETRY_S)
                 continue
-            if banner_shown:
-                banner_shown = False
+            if banner_shown is not None:
+                banner_shown = None
                 yield {"event": BANNER_EVENT, "data": ""}
             if view_due:
                 sent_version = version
@@ -255,10 +297,14 @@ def _is_redis_trouble(exc: BaseException) -> bool:
     return type(exc).__module__.startswith("redis")
 
 
-def _banner(exc: BaseException) -> str:
+def _reason(mail: MailManager, exc: BaseException) -> str:
+    return redis_error_reason(exc, mail.settings.redis_command_timeout_s)
+
+
+def _banner(reason: str) -> str:
     from markupsafe import escape
 
-    return str(escape(f"Live updates paused: {exc}. Retrying…"))
+    return str(escape(f"Live updates paused: {reason}. Retrying…"))
 
 
 async def event_stream(request: Request) -> Response:

@@ -24,8 +24,12 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from mailqueue.bullmq_fixes import find_workers, pool_options
 from mailqueue.errors import MailQueueError
@@ -104,16 +108,38 @@ def make_client(connection: Mapping[str, Any], **overrides: Any) -> aioredis.Red
     return aioredis.Redis.from_pool(pool)
 
 
+def redis_error_reason(exc: BaseException, command_timeout_s: float) -> str:
+    """Why a Redis command failed, in words; a timeout names the setting behind it."""
+    if isinstance(exc, RedisTimeoutError) and command_timeout_s:
+        return (f"Redis did not answer within {command_timeout_s:g} s "
+                "(REDIS_COMMAND_TIMEOUT_S): it is stalled or overloaded")
+    return f"{type(exc).__name__}: {exc}"
+
+
 def bullmq_connection(connection: Mapping[str, Any]) -> Any:
     """What to pass as a bullmq Queue/Worker/FlowProducer's `connection`.
 
-    A plain dict for one Redis (bullmq builds its own clients from it). On a cluster, a new
-    cluster client for each bullmq object: bullmq closes the client it was given when the
-    object closes, so one shared client would be closed under everybody else.
+    A plain dict for one Redis without a socket timeout (a Worker's: bullmq builds its own
+    clients from it). With a socket timeout (REDIS_COMMAND_TIMEOUT_S, a Queue's or a
+    FlowProducer's), a client built here: bullmq's own retries a command 20 times on
+    TimeoutError, which would both hide a stalled Redis (the page waits out the stall again)
+    and send a write (an addJob) again that Redis may still run when it wakes. This one
+    retries what bullmq retries on a Redis that is away or loading, never a timeout.
+    On a cluster, a new cluster client for each bullmq object: bullmq closes the client it
+    was given when the object closes, so one shared client would be closed under everybody
+    else.
     """
     if is_cluster(connection):
         return make_client(connection)
-    return {k: v for k, v in connection.items() if k != CLUSTER_OPTION}
+    options = {k: v for k, v in connection.items() if k != CLUSTER_OPTION}
+    if options.get("socket_timeout") is None:
+        return options
+    # As bullmq's RedisConnection builds it (one connection, decoded replies, backing off
+    # up to 20 s), minus the retry on timeouts. BusyLoadingError is a ConnectionError.
+    retry = Retry(ExponentialBackoff(cap=20, base=1), 20,
+                  supported_errors=(RedisConnectionError,))
+    return aioredis.Redis(decode_responses=True, single_connection_client=True, retry=retry,
+                          **options)
 
 
 def as_cluster(client: Any) -> RedisCluster | None:

@@ -13,7 +13,13 @@ import redis.asyncio as aioredis
 from bullmq import Job
 
 from mailqueue.bullmq_fixes import connection_options
-from mailqueue.cluster import check_cluster_prefix, make_client, node_infos, with_cluster_flag
+from mailqueue.cluster import (
+    check_cluster_prefix,
+    make_client,
+    node_infos,
+    redis_error_reason,
+    with_cluster_flag,
+)
 from mailqueue.errors import MailQueueError, RedisNotAnsweringError, RedisUnavailableError
 from mailqueue.events import EventManager, Subscription
 from mailqueue.flows import FlowManager
@@ -64,9 +70,16 @@ class MailManager:
                     "REDIS_CLUSTER=true needs REDIS_URL: the address of any node of the cluster"
                 )
         self.redis = await self._resolve_redis()
+        # Two kinds of connection. Blocking reads (a Worker's BZPOPMIN/BRPOPLPUSH, the event
+        # reader's XREAD BLOCK) wait on purpose and must never time out (BULLMQ-NOTES item
+        # 1): `connection`, no socket timeout. Every other command (pages, /health, adding
+        # jobs) is answered in microseconds by a Redis that works: `commands` gives up after
+        # REDIS_COMMAND_TIMEOUT_S, so a stalled Redis is reported (a 503 with a banner)
+        # instead of hanging every page until it wakes.
         connection = with_cluster_flag(connection_options(self.redis.url), s.redis_cluster)
+        commands = {**connection, "socket_timeout": s.redis_command_timeout_s or None}
         try:
-            client = make_client(connection)
+            client = make_client(commands)
         except MailQueueError:
             self.redis.close()
             raise
@@ -80,10 +93,10 @@ class MailManager:
                 f"{what} at {redact_url(self.redis.url)} does not answer: {exc}"
             ) from None
         self._client = client
-        self._queues = QueueManager(connection, client, s.queue_prefix, s.default_job_options())
+        self._queues = QueueManager(commands, client, s.queue_prefix, s.default_job_options())
         self._events = EventManager(connection, client, s.queue_prefix, s)
         self._workers = WorkerManager(connection, client, s.queue_prefix, s)
-        self._flows = FlowManager(connection, client, s.queue_prefix, self._queues)
+        self._flows = FlowManager(commands, client, s.queue_prefix, self._queues)
         return self
 
     async def _resolve_redis(self) -> RedisTarget:
@@ -383,7 +396,7 @@ class MailManager:
                 report["healthy"] = False
         except Exception as exc:  # health is reported, never raised
             report["healthy"] = False
-            report["error"] = f"{type(exc).__name__}: {exc}"
+            report["error"] = redis_error_reason(exc, self.settings.redis_command_timeout_s)
         return report
 
     async def _memory_health(self) -> dict[str, Any]:

@@ -70,6 +70,12 @@ class Settings(BaseSettings):
         description="How long start waits for a REDIS_URL Redis that does not answer yet; 0: "
                     "fail at once",
     )
+    redis_command_timeout_s: float = Field(
+        default=1.5, ge=0,
+        description="How long one Redis command (pages, /health, adding jobs) may go "
+                    "unanswered before Redis counts as unavailable; 0: wait forever. "
+                    "Blocking reads (workers, events) never time out",
+    )
     redis_cluster: bool = Field(
         default=False,
         description="REDIS_URL is a node of a Redis Cluster (QUEUE_PREFIX must be a {hash tag})",

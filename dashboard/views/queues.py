@@ -1,4 +1,4 @@
-"""Queues: the overview of every queue, one queue's jobs, and the queue-wide actions.
+"""Queues: one queue's jobs and the queue-wide actions (the overview is views/overview.py).
 
 Each page has a JSON twin under /api/ and a `live_<page>` function that renders the page's
 live regions (the same partials the page includes) for the SSE hub.
@@ -7,11 +7,9 @@ live regions (the same partials the page includes) for the SSE hub.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import math
 import re
-from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -29,16 +27,12 @@ from ..actions import ActionResult, form_data, mail_of, operator_action
 from ..context import live_url, page_context
 from ..render import render, render_fragment
 
-# Every state column of the overview, in reading order.
-OVERVIEW_STATES = ("waiting", "active", "delayed", "prioritized", "waiting-children",
-                   "completed", "failed")
 CLEANABLE_STATES = ("completed", "failed", "delayed", "waiting", "active", "paused",
                     "prioritized")
 PER_PAGE_CHOICES = (25, 50, 100, 200)
 DEFAULT_PER_PAGE = 50
 SEARCH_FIELDS = ("id", "name", "data")
 MAX_SELECTED = 1000  # job ids in one multi-select action
-SPARK_W, SPARK_H, SPARK_POINTS = 120, 22, 60
 
 
 class QueueNameConvertor(Convertor[str]):
@@ -62,115 +56,6 @@ register_url_convertor("queue", QueueNameConvertor())
 
 class BadParameterError(ValueError):
     """A query parameter the page cannot use; answered with 422 and the reason."""
-
-
-# --- overview ---------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=16)
-def _spark_xs(n: int) -> tuple[str, ...]:
-    """The x coordinates of an n-point sparkline, formatted once."""
-    step = SPARK_W / max(n - 1, 1)
-    return tuple(f"{i * step:.1f}" for i in range(n))
-
-
-def sparkline(completed: list[int], failed: list[int]) -> dict[str, Any]:
-    """Polyline points (oldest minute on the left) for completed and failed per minute."""
-    ok = list(reversed(completed[:SPARK_POINTS]))
-    bad = list(reversed(failed[:SPARK_POINTS]))
-    top = max([1, *ok, *bad])
-
-    def points(values: list[int]) -> str:
-        if not values:
-            return ""
-        # Each distinct value's y formatted once (most minutes repeat a few counts).
-        ys = {v: f"{SPARK_H - 1 - v / top * (SPARK_H - 2):.1f}" for v in set(values)}
-        return " ".join([f"{x},{ys[v]}" for x, v in zip(_spark_xs(len(values)), values,
-                                                         strict=True)])
-
-    return {"ok": points(ok), "bad": points(bad), "width": SPARK_W, "height": SPARK_H,
-            "completed_last": ok[-1] if ok else 0, "failed_last": bad[-1] if bad else 0,
-            "minutes": max(len(ok), len(bad))}
-
-
-async def overview_rows(mail: MailManager, name_filter: str = "") -> list[dict[str, Any]]:
-    """Every queue under the prefix (Node-made ones too) with counts, workers, throughput."""
-    names = await mail.queues.list_queues()
-    if name_filter:
-        names = [n for n in names if name_filter.casefold() in n.casefold()]
-    # Two round trips in all, side by side: one pipeline for every queue's counts, paused
-    # flag and both metric lists, and one CLIENT LIST for the workers.
-    data, workers = await asyncio.gather(mail.queues.get_overview(names, SPARK_POINTS),
-                                         mail.workers.list_workers())
-    per_queue = Counter(w["queue"] for w in workers)
-    return [
-        {
-            "name": name, "counts": data[name]["counts"], "paused": data[name]["paused"],
-            "workers": per_queue.get(name, 0),
-            "completed_per_minute": data[name]["completed_per_minute"],
-            "failed_per_minute": data[name]["failed_per_minute"],
-        }
-        for name in names
-    ]
-
-
-def unusable_queues(mail: MailManager) -> list[dict[str, Any]]:
-    """Names in Redis that no queue can have (a producer's 10,000-character name): a notice
-    with a short, escaped preview instead of a page that fails for every queue."""
-    return [{"preview": name[:60] + ("…" if len(name) > 60 else ""), "length": len(name)}
-            for name in mail.queues.unusable_queue_names()]
-
-
-def group_rows(rows: list[dict[str, Any]], delimiter: str) -> list[dict[str, Any]]:
-    """Queues grouped by the part of their name before `delimiter`, with summed counts."""
-    groups: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        key = row["name"].split(delimiter, 1)[0] if delimiter else ""
-        group = groups.setdefault(key, {"name": key, "queues": [], "counts": Counter(),
-                                        "workers": 0})
-        group["queues"].append(row)
-        group["counts"].update(row["counts"])
-        group["workers"] += row["workers"]
-    return list(groups.values())
-
-
-def _overview_params(params: Mapping[str, str]) -> dict[str, str]:
-    return {"q": params.get("q", "").strip()[:200], "group": params.get("group", "")[:5]}
-
-
-async def _overview_context(request: Request, params: Mapping[str, str]) -> dict[str, Any]:
-    p = _overview_params(params)
-    rows = await overview_rows(mail_of(request), p["q"])
-    for row in rows:
-        row["spark"] = sparkline(row["completed_per_minute"], row["failed_per_minute"])
-    return {"queues": rows, "groups": group_rows(rows, p["group"]) if p["group"] else None,
-            "unusable": unusable_queues(mail_of(request)),
-            "states": OVERVIEW_STATES, "filter": p["q"], "group": p["group"],
-            "live_url": live_url(request, {"view": "overview",
-                                           **{k: v for k, v in p.items() if v}})}
-
-
-async def overview(request: Request) -> Response:
-    # The sidebar's counts and the overview's are read side by side, not one after the other.
-    context, overview_context = await asyncio.gather(
-        page_context(request, "overview"), _overview_context(request, request.query_params))
-    context.update(overview_context)
-    return render(request, "pages/overview.html", context,
-                  fragment="partials/_overview_table.html")
-
-
-async def api_queues(request: Request) -> Response:
-    p = _overview_params(request.query_params)
-    mail = mail_of(request)
-    return JSONResponse({"queues": await overview_rows(mail, p["q"]),
-                         "unusable_queues": unusable_queues(mail)})
-
-
-async def live_overview(request: Request, params: Mapping[str, str]) -> dict[str, str]:
-    """The overview's live region: the table of queues and their counts."""
-    context = await _overview_context(request, params)
-    return {"overview-table": render_fragment(request, "partials/_overview_table.html",
-                                              context)}
 
 
 # --- one queue --------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from bullmq import Job
 
-from mailqueue.dashboard.views.queues import group_rows, sparkline
+from mailqueue.dashboard.views.overview import group_rows, sparkline
 from mailqueue.manager import MailManager
 from tests.dashboard.conftest import csrf_token
 
@@ -95,7 +95,7 @@ async def test_overview_escapes_queue_names(mail: MailManager, client: httpx.Asy
 async def test_live_overview_renders_the_table(mail: MailManager, app: Any) -> None:
     from starlette.requests import Request
 
-    from mailqueue.dashboard.views.queues import live_overview
+    from mailqueue.dashboard.views.overview import live_overview
 
     await mail.add_job("live-q", "job", {})
     request = Request({"type": "http", "app": app, "router": app.router, "headers": [],

@@ -473,7 +473,8 @@ async def test_no_page_renders_a_payload(mail: MailManager, client: httpx.AsyncC
 
     from mailqueue.dashboard.context import live_sidebar
     from mailqueue.dashboard.views.jobs import live_job
-    from mailqueue.dashboard.views.queues import live_overview, live_queue
+    from mailqueue.dashboard.views.overview import live_overview
+    from mailqueue.dashboard.views.queues import live_queue
 
     request = Request({"type": "http", "app": app, "method": "GET", "path": "/live",
                        "headers": [], "query_string": b"", "mailqueue.csrf": "t" * 40})
