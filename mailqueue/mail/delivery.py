@@ -5,7 +5,9 @@ same one. Before sending, a handler `claim()`s it: if a delivery is recorded, it
 record back and does not send again; if another attempt holds the claim (a stalled job
 running twice), it gets `DeliveryInProgressError` and is retried later. Right after the
 server accepts the message, `record()` stores the result — before the job completes, so
-a crash between "accepted" and "job completed" does not send the mail again.
+a crash between "accepted" and "job completed" does not send the mail again. When the
+server refused some recipients and accepted the others, the record says which: a later
+run sends to the ones that do not have the message yet, never again to the others.
 
 The window that remains: a crash (or a lost connection) after the server accepted the
 message and before the record is written. docs/mail.md describes it.
@@ -31,10 +33,12 @@ DEFAULT_CLAIM_TTL_MS = 30_000
 
 class DeliveryRecord(TypedDict):
     message_id: str
-    accepted: list[str]
-    rejected: list[str]
+    accepted: list[str]  # every recipient that has the message, over all attempts
+    rejected: list[str]  # refused (5xx) at the last attempt: they do not have it
     response: str
     delivered_at: int  # ms since the epoch
+    rejected_replies: dict[str, str]  # refused address -> the server's reply
+    recipient_replies: dict[str, str]  # address -> the server's reply to its RCPT TO
 
 
 class DeliveryLog:
@@ -65,7 +69,10 @@ class DeliveryLog:
     async def claim(self, message_id: str) -> tuple[str | None, DeliveryRecord | None]:
         """Take the right to send `message_id`: (token, None), or (None, the recorded delivery).
 
-        One round trip: the claim and the lookup run in one pipeline.
+        A record with refused recipients (the others have the message) is partial: the
+        claim is kept and (token, record) returned, so that this run sends to the refused
+        ones only, and no other run at the same time. One round trip: the claim and the
+        lookup run in one pipeline.
         """
         token = uuid.uuid4().hex
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -73,15 +80,15 @@ class DeliveryLog:
             pipe.set(self._claim_key(message_id), token, nx=True, px=self.claim_ttl_ms)
             recorded, claimed = await pipe.execute()
         record = _load(recorded)
-        if record is not None:
+        if record is not None and not record["rejected"]:
             if claimed:
                 await self.redis.delete(self._claim_key(message_id))
             return None, record
-        if not claimed:
+        if not claimed:  # a partial record too: the other run sends to the refused ones
             raise DeliveryInProgressError(
                 f"another attempt is sending {message_id} right now; retrying later"
             )
-        return token, None
+        return token, record  # record: None, or partial (some recipients refused)
 
     async def record(self, message_id: str, token: str, record: DeliveryRecord) -> None:
         """Store the delivery (kept `record_ttl_s`) and release the claim, in one round trip."""
@@ -112,4 +119,7 @@ def _load(value: Any) -> DeliveryRecord | None:
         rejected=list(data.get("rejected", [])),
         response=data.get("response", ""),
         delivered_at=int(data.get("delivered_at", 0)),
+        # Records written before these fields existed have neither.
+        rejected_replies=dict(data.get("rejected_replies", {})),
+        recipient_replies=dict(data.get("recipient_replies", {})),
     )

@@ -3,7 +3,8 @@
 `create_email_handlers(settings)` returns the handlers for `send-welcome`,
 `send-newsletter`, `send-reset-password`, `send-notification` and the generic
 `send-email`. Each is `async def handler(data, job)` and returns
-`{message_id, accepted, rejected, rejected_replies, response, already_sent}`.
+`{message_id, accepted, rejected, rejected_replies, recipient_replies, response,
+already_sent}`; a job where the server refused some recipients fails, naming them.
 
 A permanent problem (bad data, unknown template, missing variable, 5xx reply) is raised as
 bullmq's `UnrecoverableError`, so the job fails at once with the reason; a transient one
@@ -19,6 +20,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from bullmq.custom_errors import UnrecoverableError
 from mailqueue.mail.delivery import DeliveryLog, DeliveryRecord
 from mailqueue.mail.errors import (
     InvalidMailDataError,
+    PermanentDeliveryError,
     PermanentMailError,
     TemplateNotFoundError,
     TransientDeliveryError,
@@ -158,18 +161,33 @@ class MailService:
         )
 
     async def deliver(self, job: Any, message: OutgoingMessage) -> dict[str, Any]:
-        """Send unless already delivered; record the delivery before returning."""
+        """Send unless already delivered; record the delivery before returning.
+
+        Some recipients refused (5xx) while others accepted: the others have the message, so
+        the delivery is recorded, then the job fails naming the refused ones. A retry sends
+        to the recipients without the message only (the record says who has it).
+        """
         redis: aioredis.Redis = self.redis or job.queue.client
         prefix: str = job.queue.prefix
         deliveries = DeliveryLog(redis, prefix)
         token, recorded = await deliveries.claim(message.message_id)
-        if recorded is not None:
+        before: list[str] = recorded["accepted"] if recorded is not None else []
+        missing = [r for r in message.recipients if r not in before]
+        if recorded is not None and (token is None or not missing):
+            if token is not None:
+                await deliveries.release(message.message_id, token)
             await job.log(
                 f"already delivered {message.message_id} (accepted: "
                 f"{', '.join(recorded['accepted'])}); not sending it again"
             )
             return _result(recorded, already_sent=True)
         assert token is not None
+        if before:
+            await job.log(
+                f"{message.message_id} was delivered to {', '.join(before)} already; sending "
+                f"it to {', '.join(missing)} only"
+            )
+            message = replace(message, recipients=missing)
         try:
             transport = await self.transport(redis, prefix)
             result = await transport.send(message)
@@ -178,16 +196,27 @@ class MailService:
             raise
         record = DeliveryRecord(
             message_id=message.message_id,
-            accepted=result.accepted,
+            accepted=before + result.accepted,
             rejected=list(result.rejected),
             response=result.response,
             delivered_at=int(time.time() * 1000),
+            rejected_replies=result.rejected,
+            recipient_replies={**(recorded["recipient_replies"] if recorded else {}),
+                               **result.replies},
         )
         await deliveries.record(message.message_id, token, record)
         for address, reply in result.rejected.items():
             await job.log(f"refused by the server: {address}: {reply}")
         await job.log(f"sent {message.message_id}: {result.response}")
-        return {**_result(record, already_sent=False), "rejected_replies": result.rejected}
+        if result.rejected:
+            refused = "; ".join(f"{a}: {reply}" for a, reply in result.rejected.items())
+            code = int(next(iter(result.rejected.values()))[:3])
+            raise PermanentDeliveryError(
+                f"the server refused {len(result.rejected)} recipient(s) ({refused}); "
+                f"delivered to {', '.join(record['accepted'])}. A retry sends to the "
+                "refused recipient(s) only", code,
+            )
+        return _result(record, already_sent=False)
 
 
 def _result(record: DeliveryRecord, already_sent: bool) -> dict[str, Any]:
@@ -195,7 +224,8 @@ def _result(record: DeliveryRecord, already_sent: bool) -> dict[str, Any]:
         "message_id": record["message_id"],
         "accepted": record["accepted"],
         "rejected": record["rejected"],
-        "rejected_replies": {},
+        "rejected_replies": record["rejected_replies"],
+        "recipient_replies": record["recipient_replies"],
         "response": record["response"],
         "already_sent": already_sent,
     }

@@ -16,9 +16,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from email.utils import parseaddr
 from typing import Any, Literal
 
+from mailqueue.mail.addresses import parse_address_list
 from mailqueue.mail.errors import InvalidMailDataError
 
 # The message options, by their canonical (snake_case) name. Every other key of the job
@@ -219,12 +219,11 @@ def _default_name(variables: dict[str, Any], to: Any) -> None:
     if isinstance(first, str) and first.strip():
         variables["name"] = first.strip()
         return
-    if isinstance(to, list) and len(to) == 1:
-        to = to[0]
-    display = ""
-    if isinstance(to, str):
-        display = parseaddr(to)[0]
-    elif isinstance(to, Mapping) and isinstance(to.get("name"), str):
-        display = to["name"]
-    if display.strip():
-        variables["name"] = display.strip()
+    try:
+        # The strict parser, as for sending: `"Ada <a@x>, Bob <b@x>"` is two recipients, so
+        # nobody is greeted by name, and a refused address greets nobody (the job fails).
+        recipients = parse_address_list(to, "to")
+    except InvalidMailDataError:
+        return
+    if len(recipients) == 1 and recipients[0].name:
+        variables["name"] = recipients[0].name

@@ -163,6 +163,8 @@ class SendResult:
     accepted: list[str]
     rejected: dict[str, str]
     response: str
+    # The server's reply to RCPT TO for every recipient, accepted or not.
+    replies: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -288,24 +290,26 @@ class SmtpTransport:
 
         accepted: list[str] = []
         rejected: dict[str, str] = {}
+        replies: dict[str, str] = {}
         for recipient in message.recipients:
             try:
-                await client.rcpt(recipient)
+                reply = await client.rcpt(recipient)
             except aiosmtplib.SMTPRecipientRefused as exc:
                 if 400 <= exc.code < 500:
                     # Sending to the others now would send them a duplicate on the retry.
                     raise TransientDeliveryError(
                         f"{where} deferred {recipient}: {_reply(exc)}", exc.code
                     ) from exc
-                rejected[recipient] = _reply(exc)
+                rejected[recipient] = replies[recipient] = _reply(exc)
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                 raise TransientDeliveryError(f"SMTP error at RCPT TO on {where}: {exc}") from exc
             else:
                 accepted.append(recipient)
+                replies[recipient] = f"{reply.code} {reply.message}".strip()
         if not accepted:
-            replies = "; ".join(f"{r}: {reply}" for r, reply in rejected.items())
+            refused = "; ".join(f"{r}: {text}" for r, text in rejected.items())
             code = int(next(iter(rejected.values()))[:3]) if rejected else None
-            raise PermanentDeliveryError(f"{where} refused every recipient ({replies})", code)
+            raise PermanentDeliveryError(f"{where} refused every recipient ({refused})", code)
 
         try:
             response = await client.data(message.data, timeout=self.config.data_timeout)
@@ -318,7 +322,8 @@ class SmtpTransport:
                 f"connection to {where} lost during DATA (the message may have been "
                 f"delivered): {exc}"
             ) from exc
-        return SendResult(accepted, rejected, f"{response.code} {response.message}".strip())
+        return SendResult(accepted, rejected, f"{response.code} {response.message}".strip(),
+                          replies)
 
     async def close(self) -> None:
         """Close every idle connection; connections in use close when their send ends."""

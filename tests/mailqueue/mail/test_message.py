@@ -126,3 +126,50 @@ def test_subject_with_a_line_break_is_refused() -> None:
     with pytest.raises(InvalidMailDataError):
         build_message(sender=SENDER, to=[parse_address("a@example.com")],
                       subject="a\nBcc: x@example.com", text="t", html=None)
+
+
+def test_address_lists_in_one_string_give_every_address() -> None:
+    emails = [a.email for a in parse_address_list(
+        '"Lovelace, Ada" <ada@example.com>; b@example.com, Team: c@example.com, '
+        'd@example.com;, Ada L. Lovelace <e@example.com>,', "to")]
+    assert emails == ["ada@example.com", "b@example.com", "c@example.com", "d@example.com",
+                      "e@example.com"]
+    assert parse_address_list("=?utf-8?q?Zo=C3=AB?= <z@example.com>", "to")[0].name == "Zoë"
+    with pytest.raises(InvalidAddressError, match="expected one address, found 2"):
+        parse_address("a@example.com, b@example.com", "from")
+
+
+@pytest.mark.parametrize("bad", [
+    '"Ada\r\nBcc: evil@example.com" <e2@example.com>', "a@example.com\tb@example.com",
+    '"Ada\u2028" <a@example.com>', "=?utf-8?q?A=0D=0AB?= <a@example.com>",
+    '"Ada <a@example.com>', "Ada <a@example.com", "a@example.com b@example.com",
+    "a@example.com (comment", "a@", "Team: a@example.com", "<>",
+])
+def test_what_a_strict_parser_refuses_is_refused(bad: str) -> None:
+    with pytest.raises(InvalidAddressError) as info:
+        parse_address_list(f"ok@example.com, {bad}", "to")
+    assert "\r" not in str(info.value) and "\n" not in str(info.value)
+
+
+def test_long_lines_are_encoded_short_ascii_ones_are_not() -> None:
+    long_html = "<p>" + "x=1 " * 2000 + "</p>"
+    for text, html, encodings in [
+        ("short\n", "<p>short</p>", ["7bit", "7bit"]),
+        ("y" * 999, long_html, ["quoted-printable", "quoted-printable"]),
+        ("ü" + "y" * 2000, "<p>" + "ü" * 2000 + "</p>", ["base64", "base64"]),
+    ]:
+        out = build_message(sender=SENDER, to=[parse_address("a@example.com")], subject="s",
+                            text=text, html=html)
+        assert max(len(line) for line in out.data.split(b"\n")) <= 998
+        message = parsed(out.data)
+        parts = [message.get_body((kind,)) for kind in ("plain", "html")]
+        assert [p["Content-Transfer-Encoding"] if p else None for p in parts] == encodings
+        assert [p.get_content() if p else None for p in parts] == [text, html]
+
+
+def test_a_subject_with_a_word_longer_than_a_line_is_folded() -> None:
+    subject = "s" * 1200
+    out = build_message(sender=SENDER, to=[parse_address("a@example.com")], subject=subject,
+                        text="t", html=None)
+    assert max(len(line) for line in out.data.split(b"\n")) <= 998
+    assert str(parsed(out.data)["Subject"]) == subject
