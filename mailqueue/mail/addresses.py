@@ -106,6 +106,10 @@ def _parse_string(value: str, where: str) -> tuple[Address, ...]:
     if _BARE.fullmatch(value):
         return (Address(_checked_email(where, value)),)
     _check_text(where, "an address", value)
+    if "@" not in value and not any(c in value for c in "<>,;:\""):
+        # One word with no @ (`help`, `ada.example.com`): email-validator says what is
+        # missing more plainly than the RFC 5322 parser's "local part with no domain".
+        return (Address(_checked_email(where, value.strip())),)
     addresses: list[Address] = []
     rest = value
     while True:
