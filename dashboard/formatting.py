@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,13 +22,61 @@ def timestamp(ms: int | float | None) -> str:
 
 
 def ago(ms: int | float | None, now_ms: float | None = None) -> str:
-    """Epoch milliseconds as `5 s ago`, `3 min ago`, `in 2 h`."""
+    """Epoch milliseconds as `5 s ago`, `3 min 10 s ago`, `2 h 5 min ago`, `in 4 min 2 s`.
+
+    Whole units that tick at a known pace (every second under an hour, then every minute,
+    then every hour past two days): a live page renders a region holding one again when its
+    text changes (`relative_times`). The exact time is in the cell's title.
+    """
     if not ms:
         return "–"
-    delta = ((now_ms if now_ms is not None else time.time() * 1000) - ms) / 1000
-    future = delta < 0
-    text = duration(abs(delta) * 1000)
-    return f"in {text}" if future else f"{text} ago"
+    now = now_ms if now_ms is not None else time.time() * 1000
+    delta = (now - ms) / 1000
+    age = abs(delta)
+    text, unit = _relative(age)
+    holder = _changes_at.get()
+    if holder is not None:
+        # When this text stops being true: the next whole unit for a past time, the
+        # previous one for a future time counting down.
+        wait = unit - age % unit if delta >= 0 else (age % unit or unit)
+        holder[0] = min(holder[0], now / 1000 + wait)
+    return f"in {text}" if delta < 0 else f"{text} ago"
+
+
+def _relative(age_s: float) -> tuple[str, int]:
+    """An age as text, and the unit (s) its text moves by."""
+    whole = int(age_s)
+    if whole < 60:
+        return f"{whole} s", 1
+    minutes, whole = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min {whole} s", 1
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min", 60
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h", 3600
+
+
+# While a live region renders: [the wall-clock second at which the first relative time in it
+# changes its text] (a list, so `ago` can lower it from inside the template).
+_changes_at: ContextVar[list[float] | None] = ContextVar("mailqueue_changes_at", default=None)
+
+
+@contextlib.contextmanager
+def relative_times() -> Iterator[list[float]]:
+    """Collect, while rendering in this block, when its relative times stop being true.
+
+    Yields a one-item list: the wall-clock time (s) at which the first `ago` text rendered
+    inside changes, `math.inf` if none was rendered. The live hub renders a region again then,
+    without waiting for a queue event: a quiet page's "5 s ago" would freeze otherwise.
+    """
+    holder = [math.inf]
+    token = _changes_at.set(holder)
+    try:
+        yield holder
+    finally:
+        _changes_at.reset(token)
 
 
 def duration(ms: int | float | None) -> str:
