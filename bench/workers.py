@@ -1,5 +1,11 @@
 """No-op jobs per second: WorkerManager vs a raw bullmq Worker vs a Node BullMQ Worker.
 
+Variants: `native` (WorkerManager, WORKER_RUNTIME=native), `manager` (WorkerManager on
+bullmq-python's Worker, WORKER_RUNTIME=bullmq), `raw` (a bullmq Worker), `node`, ...
+Besides jobs/s each run notes the Redis commands per job (INFO commandstats: EVALSHA and
+BZPOPMIN, what workers send; the commands scripts run inside Redis are left out) and, for
+`native`, the round trips per job (its pipelined batches count one each).
+
     .venv/bin/python bench/workers.py [--jobs 10000] [--runs 3] [--concurrency 50]
 
 Same Redis (an EmbeddedRedis of its own), same run, the variants taking turns: for each, Node
@@ -20,7 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 from bullmq import Worker
@@ -67,9 +73,22 @@ async def until_empty(client: redis.Redis, queue: str, timeout: float = 600) -> 
 METRICS = {"maxDataPoints": 10_080}
 
 
+# Commands a worker sends itself. INFO commandstats also counts the commands that scripts
+# run inside Redis (HGET...), which are no round trips: only these can come from a client
+# and never from a script (bullmq's work is all EVALSHA, plus the blocking wait).
+_CLIENT_COMMANDS = ("evalsha", "eval", "evalsha_ro", "eval_ro", "bzpopmin")
+PIPED: dict[str, tuple[int, int]] = {}  # queue -> (calls sent in batches, batches)
+
+
+def command_calls(client: redis.Redis) -> int:
+    stats = client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
+               for name in _CLIENT_COMMANDS)
+
+
 async def python_worker(redis_url: str, queue: str, concurrency: int, managed: bool,
                         seconds: float = 600, metrics: bool = True,
-                        sync_handler: bool = False) -> None:
+                        sync_handler: bool = False, runtime: str | None = None) -> None:
     """A worker until the queue is empty (or `seconds`)."""
     client = redis.Redis.from_url(redis_url)
     if managed:
@@ -77,7 +96,9 @@ async def python_worker(redis_url: str, queue: str, concurrency: int, managed: b
         from mailqueue.settings import Settings
 
         settings = Settings(_env_file=None, redis_url=redis_url, queue_prefix="bull",  # type: ignore[call-arg]
-                            data_dir=Path(tempfile.gettempdir()) / "mailqueue-bench-workers")
+                            data_dir=Path(tempfile.gettempdir()) / "mailqueue-bench-workers",
+                            # None: WORKER_RUNTIME or its default (the N-process children)
+                            **cast(dict[str, Any], {"worker_runtime": runtime} if runtime else {}))
         async with MailManager(settings) as mail:
             async def noop_handler(data: Any, job: Any) -> None:
                 return None
@@ -85,8 +106,12 @@ async def python_worker(redis_url: str, queue: str, concurrency: int, managed: b
             # An async no-op like the raw worker's; `manager-sync` runs a plain function,
             # which the manager calls in a thread (asyncio.to_thread) so it never blocks.
             handler = (lambda data, job: None) if sync_handler else noop_handler
-            mail.start_worker(queue, {"noop": handler}, concurrency=concurrency)
+            managed_worker = mail.start_worker(queue, {"noop": handler},
+                                               concurrency=concurrency)
             await until_empty(client, queue, seconds)
+            pipe = getattr(managed_worker.worker, "script_pipe", None)
+            if pipe is not None:
+                PIPED[queue] = (pipe.calls, pipe.batches)
     else:
         async def noop(job: Any, token: str) -> None:
             return None
@@ -124,18 +149,24 @@ def stop(procs: list[subprocess.Popen[str]]) -> None:
 
 
 RUN = iter(range(1_000_000))
+# variant -> per run: (Redis commands per job, round trips per job or None)
+TRAFFIC: dict[str, list[tuple[float, float | None]]] = {}
 
 
 async def one_run(redis_url: str, variant: str, n: int, concurrency: int, processes: int = 1
                   ) -> float:
     queue = f"noop-{variant}-{processes}-{next(RUN)}"
     add_jobs(redis_url, queue, n)
-    client = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
     CLOCK.pop(queue, None)
-    if variant == "manager" and processes == 1:
-        await python_worker(redis_url, queue, concurrency, managed=True)
+    before = command_calls(client)
+    if variant == "native":
+        await python_worker(redis_url, queue, concurrency, managed=True, runtime="native")
+    elif variant == "manager" and processes == 1:
+        await python_worker(redis_url, queue, concurrency, managed=True, runtime="bullmq")
     elif variant == "manager-sync":
-        await python_worker(redis_url, queue, concurrency, managed=True, sync_handler=True)
+        await python_worker(redis_url, queue, concurrency, managed=True, sync_handler=True,
+                            runtime="bullmq")
     elif variant in ("raw", "raw-no-metrics"):
         await python_worker(redis_url, queue, concurrency, managed=False,
                             metrics=variant == "raw")
@@ -148,6 +179,11 @@ async def one_run(redis_url: str, variant: str, n: int, concurrency: int, proces
         await until_empty(client, queue)
         stop(procs)
     elapsed = time.perf_counter() - CLOCK[queue]
+    commands = command_calls(client) - before
+    # Each command is a round trip of its own, except those written in one batch.
+    piped_calls, batches = PIPED.pop(queue, (0, 0))
+    trips = (commands - piped_calls + batches) / n if variant == "native" else None
+    TRAFFIC.setdefault(variant, []).append((commands / n, trips))
     client.close()
     return n / elapsed
 
@@ -156,6 +192,7 @@ async def bench(redis_url: str, args: argparse.Namespace) -> dict[str, Any]:
     variants = [v for v in args.worker_variants.split(",") if v]
     rates: dict[str, list[float]] = {v: [] for v in variants}
     await one_run(redis_url, "raw", 500, args.worker_concurrency)  # warm up
+    TRAFFIC.clear()
     for _ in range(args.worker_runs):
         for variant in rates:
             rates[variant].append(await one_run(redis_url, variant, args.worker_jobs,
@@ -163,6 +200,15 @@ async def bench(redis_url: str, args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {k.replace("-", "_"): statistics.median(v)
                                for k, v in rates.items()}
     results["all_runs"] = rates
+    results["commands_per_job"] = {v: statistics.median(c for c, _ in runs)
+                                   for v, runs in TRAFFIC.items() if v in rates}
+    results["round_trips_per_job"] = {
+        v: statistics.median(t for _, t in runs if t is not None)
+        for v, runs in TRAFFIC.items() if v in rates and any(t is not None for _, t in runs)}
+    if "native" in results:
+        for other in ("raw", "node", "manager"):
+            if other in results:
+                results[f"native_vs_{other}"] = results["native"] / results[other]
     if "manager" in results and "raw" in results:
         # Both with metrics on and an async no-op handler: only the manager layer differs.
         results["manager_cost"] = 1 - results["manager"] / results["raw"]
@@ -170,6 +216,13 @@ async def bench(redis_url: str, args: argparse.Namespace) -> dict[str, Any]:
         f"{k} {v:,.0f}" for k, v in results.items() if k.replace("_", "-") in rates)
         + (f"; the manager costs {results['manager_cost']:.1%}"
            if "manager_cost" in results else ""), flush=True)
+    print("  Redis commands per job: " + ", ".join(
+        f"{k} {v:.2f}" for k, v in results["commands_per_job"].items())
+        + "".join(f"; round trips per job, {k}: {v:.3f}"
+                  for k, v in results["round_trips_per_job"].items())
+        + "".join(f"; native / {o} {results[f'native_vs_{o}']:.2f}x"
+                  for o in ("raw", "node", "manager") if f"native_vs_{o}" in results),
+        flush=True)
     if args.skip_processes:
         return results
     p = args.processes
@@ -192,8 +245,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worker-concurrency", dest="worker_concurrency", type=int, default=50)
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--worker-variants", dest="worker_variants",
-                        default="manager,raw,node,manager-sync,raw-no-metrics",
-                        help="comma-separated: manager, manager-sync, raw, raw-no-metrics, node")
+                        default="native,manager,raw,node,manager-sync,raw-no-metrics",
+                        help="comma-separated: native, manager, manager-sync, raw, "
+                        "raw-no-metrics, node")
     parser.add_argument("--skip-processes", dest="skip_processes", action="store_true",
                         help="only the 1-process figures")
 

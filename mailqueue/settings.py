@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     worker_close_timeout_s: float = Field(
         default=30.0, gt=0, description="How long a graceful close waits for active jobs"
     )
+    worker_runtime: Literal["native", "bullmq"] = Field(
+        default="native",
+        description="Worker loop: native (Node BullMQ's loop over bullmq's scripts: fetch-next, "
+        "pipelined completions) or bullmq (bullmq-python's Worker)",
+    )
 
     # Events, audit, alerts
     audit_log_max: int = Field(default=10_000, ge=1, description="Audit entries kept (capped)")

@@ -33,6 +33,7 @@ from mailqueue.cluster import (
 )
 from mailqueue.errors import MailQueueError, UnknownJobNameError
 from mailqueue.job_options import validate_queue_name
+from mailqueue.runtime import NativeWorker
 from mailqueue.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -118,15 +119,21 @@ def register_handler(name: str) -> Callable[[Handler], Handler]:
 
 
 class ManagedWorker:
-    """One bullmq Worker (with the workarounds applied) and the task that runs it."""
+    """One worker and the task that runs it: a bullmq Worker with the workarounds applied
+    (runtime "bullmq") or the native loop over bullmq's scripts (runtime "native")."""
 
     def __init__(
-        self, queue: str, handlers: HandlerRegistry, concurrency: int, options: dict[str, Any]
+        self, queue: str, handlers: HandlerRegistry, concurrency: int, options: dict[str, Any],
+        runtime: str = "bullmq",
     ) -> None:
         self.queue = queue
         self.handlers = handlers
         self.concurrency = concurrency
-        self.worker = RateLimitAwareWorker(queue, self._process, {**options, "autorun": False})
+        self.runtime = runtime
+        worker_class = NativeWorker if runtime == "native" else RateLimitAwareWorker
+        self.worker: RateLimitAwareWorker | NativeWorker = worker_class(
+            queue, self._process, {**options, "autorun": False}
+        )
         self.name: str | None = self.worker.workerName
         add_listener(self.worker, "error", self._on_error)
         self._close_task: asyncio.Task[None] | None = None
@@ -204,7 +211,8 @@ class WorkerManager:
         `register_handler`. `options` are bullmq worker options (limiter, lockDuration,
         stalledInterval, maxStalledCount, drainDelay, metrics, name...), over those the
         settings give (`worker_options_from_settings`); `limiter=None` lifts the settings'
-        rate limit. `concurrency` None: WORKER_CONCURRENCY. Needs a running loop.
+        rate limit. `concurrency` None: WORKER_CONCURRENCY. WORKER_RUNTIME picks the loop
+        (native or bullmq); both honour the same options. Needs a running loop.
         """
         if concurrency is None:
             concurrency = self.settings.worker_concurrency
@@ -238,7 +246,8 @@ class WorkerManager:
             "prefix": self.prefix,
             "concurrency": concurrency,
         }
-        managed = ManagedWorker(queue, registry, concurrency, worker_options)
+        managed = ManagedWorker(queue, registry, concurrency, worker_options,
+                                runtime=self.settings.worker_runtime)
         self._workers.setdefault(queue, []).append(managed)
         return managed
 

@@ -17,6 +17,7 @@ import pytest
 from bullmq import Job
 
 from mailqueue.errors import MailQueueError
+from mailqueue.runtime import NativeWorker
 from mailqueue.workers import (
     HandlerRegistry,
     ManagedWorker,
@@ -137,9 +138,10 @@ async def test_close_gives_up_after_its_timeout_without_failing_the_job(stack: S
 
 def _close_when_busy(stack: Stack, managed: ManagedWorker, after: int, done: list[int],
                      timeout: float, moment: str = "before") -> asyncio.Future[asyncio.Task[None]]:
-    """Start the manager's close of `managed`'s queue from inside a moveToActive call, once
-    `after` jobs are done: the call is in flight while the close begins (the race). `moment`:
-    before the script runs, or after it has made a job active."""
+    """Start the manager's close of `managed`'s queue from inside a moveToActive call (or, in
+    the native runtime, a moveToFinished with fetch-next), once `after` jobs are done: the
+    call is in flight while the close begins (the race). `moment`: before the script runs,
+    or after it has made a job active."""
     backend = managed.worker.backend
     original = backend.moveToActive
     started: asyncio.Future[asyncio.Task[None]] = asyncio.get_running_loop().create_future()
@@ -161,6 +163,24 @@ def _close_when_busy(stack: Stack, managed: ManagedWorker, after: int, done: lis
         return result
 
     backend.moveToActive = move_to_active
+    if isinstance(managed.worker, NativeWorker):
+        # The native loop fetches most jobs with the completion of the previous one
+        # (moveToFinished with fetch-next, through its ScriptPipe): the same race there.
+        pipe = managed.worker.script_pipe
+        original_call = pipe.call
+
+        async def call(script: Any, keys: Any, args: Any) -> Any:
+            due = len(done) >= after and not started.done()
+            if due and moment == "before":
+                start_close()
+                await asyncio.sleep(0)
+            result = await original_call(script, keys, args)
+            if due and moment == "after" and not started.done():
+                start_close()
+                await asyncio.sleep(0)
+            return result
+
+        pipe.call = call  # type: ignore[method-assign,assignment]
     return started
 
 
