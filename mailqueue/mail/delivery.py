@@ -2,33 +2,97 @@
 
 The Message-ID is derived from the queue and job id, so every attempt of a job has the
 same one. Before sending, a handler `claim()`s it: if a delivery is recorded, it gets that
-record back and does not send again; if another attempt holds the claim (a stalled job
-running twice), it gets `DeliveryInProgressError` and is retried later. Right after the
-server accepts the message, `record()` stores the result — before the job completes, so
-a crash between "accepted" and "job completed" does not send the mail again. When the
-server refused some recipients and accepted the others, the record says which: a later
-run sends to the ones that do not have the message yet, never again to the others.
+record back and does not send again. Right after the server accepts the message,
+`record()` stores the result — before the job completes, so a crash between "accepted"
+and "job completed" does not send the mail again. When the server refused some recipients
+and accepted the others, the record says which: a later run sends to the ones that do not
+have the message yet, never again to the others.
 
-The window that remains: a crash (or a lost connection) after the server accepted the
-message and before the record is written. docs/mail.md describes it.
+The claim is tied to the sending attempt's lock (issue 11, point 7). In a worker it holds
+the job's lock token (`lock:<token>`); another attempt finding it asks Redis whether that
+token still holds the job's lock (`<prefix>:<queue>:<job id>:lock`). It does: that attempt
+is alive and sending (DeliveryInProgressError: the job is put back, no attempt spent). It
+does not: that attempt died or lost its lock mid-send, and the claim is taken over at once
+— so a claim never outlives the lock it was taken under, whatever WORKER_LOCK_DURATION_MS
+is, and there is nothing to renew. Outside a worker (a handler called without a lock) the
+claim is `ttl:<random>`, held for `claim_ttl_ms`.
+
+A claim taken over from a dead attempt is the unknown case: the dead attempt may have sent
+the message before it died. At-least-once sends it again (the documented window);
+at-most-once does not: it marks the message unconfirmed (`unconfirmed:<message-id>`,
+holding the job's attemptsMade) and fails the job for an operator to decide. An operator's
+retry runs with a higher attemptsMade (the failure counted one; stalled re-runs count
+none), which is how the claim tells the operator's decision from an automatic re-run.
+
+docs/mail.md describes the windows that remain.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from typing import Any, TypedDict
 
 import redis.asyncio as aioredis
 
-from mailqueue.mail.errors import DeliveryInProgressError
+from mailqueue.mail.errors import DeliveryInProgressError, UnconfirmedSendError
 from mailqueue.mail.sink import NAMESPACE
 
 DEFAULT_RECORD_TTL_S = 7 * 24 * 3600  # longer than any sane retry schedule
-# How long a run that died mid-send (SIGKILL) blocks the next run of its job. A stalled job
-# is re-run after ~30 s at the soonest (bullmq's stalledInterval), so a claim of the same
-# length has usually expired by then; a run that finds it held is retried with backoff.
+# How long a claim taken without a job lock (a handler called outside a worker) blocks other
+# runs. Claims taken under a lock need no TTL of their own: they end with the lock (above);
+# they expire with the record TTL only so that a removed job's claim does not stay for ever.
 DEFAULT_CLAIM_TTL_MS = 30_000
+
+# One round trip: the record, the claim, the lock of the claim's holder and the
+# unconfirmed mark, read and written atomically.
+# KEYS: record, claim, the job's lock, unconfirmed mark.
+# ARGV: our claim value, claim TTL (ms), "1" for at-most-once, the job's attemptsMade,
+#       the mark's TTL (s).
+_CLAIM_SCRIPT = """
+local record = redis.call("GET", KEYS[1])
+if record then
+  local ok, data = pcall(cjson.decode, record)
+  if ok and (type(data.rejected) ~= "table" or next(data.rejected) == nil) then
+    return {"recorded", record}
+  end
+end
+local held = redis.call("GET", KEYS[2])
+local status = "claimed"
+if held and held ~= ARGV[1] then
+  if string.sub(held, 1, 4) == "ttl:" then
+    return {"busy", record or false, redis.call("PTTL", KEYS[2])}
+  end
+  if redis.call("GET", KEYS[3]) == string.sub(held, 6) then
+    return {"busy", record or false, redis.call("PTTL", KEYS[3])}
+  end
+  status = "taken"
+  if ARGV[3] == "1" then
+    local marked = redis.call("GET", KEYS[4])
+    if not marked or marked == ARGV[4] then
+      redis.call("SET", KEYS[4], ARGV[4], "EX", ARGV[5])
+      return {"unconfirmed", record or false}
+    end
+    status = "released"
+  end
+end
+redis.call("SET", KEYS[2], ARGV[1], "PX", ARGV[2])
+redis.call("DEL", KEYS[4])
+return {status, record or false}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The right to send a message: `token` for record()/release(); `record` a partial
+    delivery to complete (some recipients refused earlier), or None; `status` "claimed",
+    "taken" (from an attempt that lost its lock) or "released" (an operator's retry of an
+    unconfirmed at-most-once send)."""
+
+    token: str
+    record: DeliveryRecord | None
+    status: str
 
 
 class DeliveryRecord(TypedDict):
@@ -62,39 +126,68 @@ class DeliveryLog:
     def _claim_key(self, message_id: str) -> str:
         return f"{self.prefix}:{NAMESPACE}:sending:{message_id}"
 
+    def _mark_key(self, message_id: str) -> str:
+        return f"{self.prefix}:{NAMESPACE}:unconfirmed:{message_id}"
+
     async def get(self, message_id: str) -> DeliveryRecord | None:
+        """The recorded delivery of `message_id`, if any."""
         value = await self.redis.get(self._record_key(message_id))
         return _load(value)
 
-    async def claim(self, message_id: str) -> tuple[str | None, DeliveryRecord | None]:
-        """Take the right to send `message_id`: (token, None), or (None, the recorded delivery).
+    async def claim(
+        self, message_id: str, job: Any = None, *, at_most_once: bool = False,
+    ) -> Claim | DeliveryRecord:
+        """Take the right to send `message_id` for `job`'s attempt: a Claim, or the recorded
+        (complete) delivery when there is one — then nothing is to be sent.
 
-        A record with refused recipients (the others have the message) is partial: the
-        claim is kept and (token, record) returned, so that this run sends to the refused
-        ones only, and no other run at the same time. One round trip: the claim and the
-        lookup run in one pipeline.
+        Raises DeliveryInProgressError when a live attempt holds the claim, and, at most
+        once, UnconfirmedSendError when a dead one did (it may have sent). One round trip.
         """
-        token = uuid.uuid4().hex
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.get(self._record_key(message_id))
-            pipe.set(self._claim_key(message_id), token, nx=True, px=self.claim_ttl_ms)
-            recorded, claimed = await pipe.execute()
-        record = _load(recorded)
-        if record is not None and not record["rejected"]:
-            if claimed:
-                await self.redis.delete(self._claim_key(message_id))
-            return None, record
-        if not claimed:  # a partial record too: the other run sends to the refused ones
+        lock_token = getattr(job, "token", None)
+        queue_name = getattr(getattr(job, "queue", None), "qualifiedName", None)
+        # The job's lock, as bullmq names it: whoever holds the claim is alive while its
+        # token is there. (No job: the claim key, which never holds a bare token.)
+        lock_key = (f"{queue_name}:{job.id}:lock" if queue_name
+                    else self._claim_key(message_id))
+        if lock_token:
+            token, ttl_ms = f"lock:{lock_token}", self.record_ttl_s * 1000
+        else:
+            token, ttl_ms = f"ttl:{uuid.uuid4().hex}", self.claim_ttl_ms
+        attempts = int(getattr(job, "attemptsMade", 0) or 0)
+        reply = await self.redis.eval(
+            _CLAIM_SCRIPT, 4, self._record_key(message_id), self._claim_key(message_id),
+            lock_key, self._mark_key(message_id),
+            token, ttl_ms, "1" if at_most_once else "0", attempts, self.record_ttl_s,
+        )
+        status, recorded = _text(reply[0]), _load(reply[1] or None)
+        if status == "recorded":
+            assert recorded is not None
+            return recorded
+        if status == "busy":
             raise DeliveryInProgressError(
-                f"another attempt is sending {message_id} right now; retrying later"
+                f"another attempt is sending {message_id} right now; this job runs again "
+                f"when it is done (no attempt spent)", retry_in_ms=max(int(reply[2]), 100),
             )
-        return token, record  # record: None, or partial (some recipients refused)
+        if status == "unconfirmed":
+            raise UnconfirmedSendError(
+                f"unconfirmed send: {message_id} may have been delivered (an earlier attempt "
+                "stopped after sending it and before the server's answer was recorded); "
+                "check the recipient's mailbox / the outbox before retrying: a retry sends "
+                "it again"
+            )
+        return Claim(token, recorded, status)
+
+    async def mark_unconfirmed(self, message_id: str, job: Any) -> None:
+        """At most once, after a send whose outcome is unknown: the claim stays, and the
+        mark makes the next run fail the same way unless it is an operator's retry."""
+        attempts = int(getattr(job, "attemptsMade", 0) or 0)
+        await self.redis.set(self._mark_key(message_id), attempts, ex=self.record_ttl_s)
 
     async def record(self, message_id: str, token: str, record: DeliveryRecord) -> None:
         """Store the delivery (kept `record_ttl_s`) and release the claim, in one round trip."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(self._record_key(message_id), json.dumps(record), ex=self.record_ttl_s)
-            pipe.delete(self._claim_key(message_id))
+            pipe.delete(self._claim_key(message_id), self._mark_key(message_id))
             await pipe.execute()
 
     async def release(self, message_id: str, token: str) -> None:

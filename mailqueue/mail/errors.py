@@ -58,5 +58,23 @@ class TransientDeliveryError(TransientMailError):
         self.code = code
 
 
+class DeliveryOutcomeUnknownError(TransientDeliveryError):
+    """The connection broke (or timed out) after the message was sent and before the server's
+    reply to it was read: the server may have accepted it. At-least-once retries (a possible
+    second copy); at-most-once leaves the decision to an operator (UnconfirmedSendError)."""
+
+
 class DeliveryInProgressError(TransientMailError):
-    """Another run of the same job is sending this message right now (a stalled job re-run)."""
+    """Another run of the same job holds the send claim and is alive (it holds the job's lock,
+    or, outside a worker, its claim has not expired): the job is put back, not failed, and
+    runs again in `retry_in_ms`."""
+
+    def __init__(self, message: str, retry_in_ms: int = 1000) -> None:
+        super().__init__(message)
+        self.retry_in_ms = retry_in_ms
+
+
+class UnconfirmedSendError(PermanentMailError):
+    """At-most-once delivery: an earlier attempt may have sent this message (it stopped
+    between sending and recording the server's answer). Not resent automatically: the job
+    fails with this reason, and an operator's retry (dashboard or CLI) sends it."""

@@ -33,6 +33,7 @@ from bullmq.custom_errors import UnrecoverableError
 
 from mailqueue.errors import MailQueueError
 from mailqueue.mail.errors import (
+    DeliveryInProgressError,
     InvalidAddressError,
     InvalidMailDataError,
     PermanentMailError,
@@ -48,6 +49,7 @@ from mailqueue.mail.handlers import (
 )
 from mailqueue.mail.jobdata import normalize_mail_data, snake_case
 from mailqueue.mail.message import parse_address, parse_address_list
+from mailqueue.mail.sending import put_back
 from mailqueue.mail.templates import RenderedMail
 from mailqueue.mail.transport import SmtpTransport
 from mailqueue.mail.workflow import workflow_steps
@@ -272,6 +274,8 @@ def _mail_step(fn: Callable[[Any, Any], Awaitable[dict[str, Any]]]) -> Handler:
             if not isinstance(data, dict):
                 raise InvalidMailDataError("job data must be an object")
             return await fn(data, job)
+        except DeliveryInProgressError as exc:
+            await put_back(job, exc)  # a live attempt is sending: no attempt spent
         except PermanentMailError as exc:
             await job.log(f"permanent failure, not retried: {exc}")
             raise UnrecoverableError(str(exc)) from exc
@@ -412,7 +416,9 @@ class MailHandlers(EmailHandlers):
             mail = RenderedMail(subject=rendered["subject"], html=rendered["html"],
                                 text=rendered["text"])
             message = service.build(envelope, job, mail, envelope.get("unsubscribe_url"))
-            result = await service.deliver(job, message)
+            # The template's delivery mode (settings.json) holds in a flow too.
+            mode = service.delivery_mode({}, rendered.get("template"))
+            result = await service.deliver(job, message, mode)
             return {"step": "send", "subject": mail.subject, **result}
 
         async def newsletter_gate(data: Any, job: Any) -> dict[str, Any]:

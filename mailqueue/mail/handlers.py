@@ -18,19 +18,16 @@ from __future__ import annotations
 import html as html_lib
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 from bullmq.custom_errors import UnrecoverableError
 
-from mailqueue.mail.delivery import DeliveryLog, DeliveryRecord
 from mailqueue.mail.errors import (
+    DeliveryInProgressError,
     InvalidMailDataError,
-    PermanentDeliveryError,
     PermanentMailError,
     TemplateNotFoundError,
     TransientDeliveryError,
@@ -45,6 +42,13 @@ from mailqueue.mail.message import (
     make_message_id,
     parse_address_list,
     parse_sender,
+)
+from mailqueue.mail.sending import (
+    AT_LEAST_ONCE,
+    DeliveryMode,
+    check_delivery_mode,
+    put_back,
+    send_once,
 )
 from mailqueue.mail.sink import registered_sink_url
 from mailqueue.mail.templates import RenderedMail, TemplateRenderer
@@ -160,75 +164,21 @@ class MailService:
             unsubscribe_url=url,
         )
 
-    async def deliver(self, job: Any, message: OutgoingMessage) -> dict[str, Any]:
-        """Send unless already delivered; record the delivery before returning.
+    async def deliver(self, job: Any, message: OutgoingMessage,
+                      mode: DeliveryMode = AT_LEAST_ONCE) -> dict[str, Any]:
+        """Send unless already delivered, once (mailqueue.mail.sending.send_once)."""
+        return await send_once(self, job, message, mode)
 
-        Some recipients refused (5xx) while others accepted: the others have the message, so
-        the delivery is recorded, then the job fails naming the refused ones. A retry sends
-        to the recipients without the message only (the record says who has it).
-        """
-        redis: aioredis.Redis = self.redis or job.queue.client
-        prefix: str = job.queue.prefix
-        deliveries = DeliveryLog(redis, prefix)
-        token, recorded = await deliveries.claim(message.message_id)
-        before: list[str] = recorded["accepted"] if recorded is not None else []
-        missing = [r for r in message.recipients if r not in before]
-        if recorded is not None and (token is None or not missing):
-            if token is not None:
-                await deliveries.release(message.message_id, token)
-            await job.log(
-                f"already delivered {message.message_id} (accepted: "
-                f"{', '.join(recorded['accepted'])}); not sending it again"
-            )
-            return _result(recorded, already_sent=True)
-        assert token is not None
-        if before:
-            await job.log(
-                f"{message.message_id} was delivered to {', '.join(before)} already; sending "
-                f"it to {', '.join(missing)} only"
-            )
-            message = replace(message, recipients=missing)
-        try:
-            transport = await self.transport(redis, prefix)
-            result = await transport.send(message)
-        except BaseException:
-            await deliveries.release(message.message_id, token)
-            raise
-        record = DeliveryRecord(
-            message_id=message.message_id,
-            accepted=before + result.accepted,
-            rejected=list(result.rejected),
-            response=result.response,
-            delivered_at=int(time.time() * 1000),
-            rejected_replies=result.rejected,
-            recipient_replies={**(recorded["recipient_replies"] if recorded else {}),
-                               **result.replies},
-        )
-        await deliveries.record(message.message_id, token, record)
-        for address, reply in result.rejected.items():
-            await job.log(f"refused by the server: {address}: {reply}")
-        await job.log(f"sent {message.message_id}: {result.response}")
-        if result.rejected:
-            refused = "; ".join(f"{a}: {reply}" for a, reply in result.rejected.items())
-            code = int(next(iter(result.rejected.values()))[:3])
-            raise PermanentDeliveryError(
-                f"the server refused {len(result.rejected)} recipient(s) ({refused}); "
-                f"delivered to {', '.join(record['accepted'])}. A retry sends to the "
-                "refused recipient(s) only", code,
-            )
-        return _result(record, already_sent=False)
-
-
-def _result(record: DeliveryRecord, already_sent: bool) -> dict[str, Any]:
-    return {
-        "message_id": record["message_id"],
-        "accepted": record["accepted"],
-        "rejected": record["rejected"],
-        "rejected_replies": record["rejected_replies"],
-        "recipient_replies": record["recipient_replies"],
-        "response": record["response"],
-        "already_sent": already_sent,
-    }
+    def delivery_mode(self, data: Any, template: str | None) -> DeliveryMode:
+        """The job's `delivery`, else its template's settings.json, else at-least-once."""
+        fields = normalize_mail_data(data)
+        value = fields.options.get("delivery")
+        if value is not None:
+            return check_delivery_mode(value, fields.quoted("delivery"))
+        setting = self.renderer.settings(template).get("delivery") if template else None
+        if setting is None:
+            return AT_LEAST_ONCE
+        return check_delivery_mode(setting, f"'delivery' in {template}/settings.json")
 
 
 def _subject(value: Any, fields: MailJobData) -> str:
@@ -277,6 +227,7 @@ def _make_handler(
     async def handler(data: Any, job: Any) -> dict[str, Any]:
         try:
             name, mail, message = service.prepare(data, template, job)
+            mode = service.delivery_mode(data, name)
             # Few Redis round trips per message: one log line and one progress step here.
             await job.log(
                 f"{'template ' + repr(name) if name else 'direct message'}: {mail.subject!r} "
@@ -284,9 +235,11 @@ def _make_handler(
                 f"{len(message.data):,} bytes"
             )
             await job.updateProgress(50)
-            result = await service.deliver(job, message)
+            result = await service.deliver(job, message, mode)
             await job.updateProgress(100)
             return result
+        except DeliveryInProgressError as exc:
+            await put_back(job, exc)
         except PermanentMailError as exc:
             await job.log(f"permanent failure, not retried: {exc}")
             raise UnrecoverableError(str(exc)) from exc

@@ -27,6 +27,7 @@ from mailqueue.mail.errors import InvalidMailDataError
 MESSAGE_OPTIONS = frozenset({
     "to", "cc", "bcc", "reply_to", "from", "headers", "attachments", "subject", "html",
     "text", "template", "variables", "unsubscribe_url", "in_reply_to", "references",
+    "delivery",  # "at-least-once" (default) or "at-most-once": mailqueue.mail.sending
 })
 # Options that are also template variables.
 _SHARED = frozenset({"unsubscribe_url"})

@@ -1,6 +1,7 @@
 """Rendering e-mail templates: a subject, an HTML part and a plain-text part per template.
 
-A template is a folder `<name>/` holding `subject.txt`, `body.html` and `body.txt`; the
+A template is a folder `<name>/` holding `subject.txt`, `body.html` and `body.txt`, and
+optionally `settings.json` (`{"delivery": "at-most-once"}`: see mailqueue.mail.sending); the
 bodies extend the shared `_layout.html` / `_layout.txt`. The package's own folder
 (`mailqueue/mail/templates/`) is always searched last, so a user directory given as
 `template_dir` (setting `MAIL_TEMPLATE_DIR`) can override one file or add new templates.
@@ -11,6 +12,7 @@ name instead of sending a blank. HTML is autoescaped; text and subjects are not.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -29,6 +31,8 @@ BUILTIN_TEMPLATES = ("welcome", "newsletter", "reset-password", "notification")
 
 _TEMPLATE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _WHITESPACE = re.compile(r"\s+")
+# What a template's settings.json may say.
+_SETTINGS = frozenset({"delivery"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,7 @@ class TemplateRenderer:
         self.environment = _environment(self.template_dir)
         # Variables every template sees unless the job gives its own (e.g. app_name).
         self.defaults = dict(defaults or {})
+        self._settings: dict[str, dict[str, Any]] = {}  # read once per process, as templates
 
     def exists(self, name: str) -> bool:
         if not _TEMPLATE_NAME.match(name):
@@ -112,6 +117,27 @@ class TemplateRenderer:
         if not subject:
             raise TemplateRenderError(f"template {name!r} rendered an empty subject")
         return RenderedMail(subject=subject, html=parts["body.html"], text=parts["body.txt"])
+
+    def settings(self, name: str) -> dict[str, Any]:
+        """`<name>/settings.json` (the first found, as for the other files), or {}."""
+        if name not in self._settings:
+            loader = self.environment.loader
+            assert loader is not None
+            try:
+                source, filename, _ = loader.get_source(self.environment, f"{name}/settings.json")
+            except jinja2.TemplateNotFound:
+                self._settings[name] = {}
+                return {}
+            try:
+                value = json.loads(source)
+            except ValueError as exc:
+                raise TemplateRenderError(f"{filename}: not JSON ({exc})") from None
+            if not isinstance(value, dict) or set(value) - _SETTINGS:
+                raise TemplateRenderError(
+                    f"{filename}: an object with {', '.join(sorted(_SETTINGS))} only"
+                )
+            self._settings[name] = value
+        return self._settings[name]
 
     def list_templates(self) -> list[str]:
         """Names of the templates found in every directory searched."""

@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, quote, unquote, urlparse
 import aiosmtplib
 
 from mailqueue.mail.errors import (
+    DeliveryOutcomeUnknownError,
     PermanentDeliveryError,
     TransientDeliveryError,
 )
@@ -318,7 +319,7 @@ class SmtpTransport:
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             # The one ambiguous moment: the server may have accepted the message before the
             # connection broke. The job is retried; see docs/mail.md, "double-send window".
-            raise TransientDeliveryError(
+            raise DeliveryOutcomeUnknownError(
                 f"connection to {where} lost during DATA (the message may have been "
                 f"delivered): {exc}"
             ) from exc
