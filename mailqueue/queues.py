@@ -328,10 +328,13 @@ class QueueManager(JobReads):
 
     async def get_job(self, queue: str, job_id: str, with_state: bool = True) -> JobInfo:
         q = await self.get_queue(queue)
+        # The state before the hash: a job finishing between the two reads then shows a
+        # hash as new as its state or newer. Read the other way round, a fast worker made
+        # "completed" appear beside the hash of the running job (no return value yet).
+        state = await self._job_state(q, str(job_id)) if with_state else None
         job = await q.getJob(str(job_id))
         if job is None:
             raise JobNotFoundError(f"No job {job_id!r} in queue {queue!r}")
-        state = await self._job_state(q, str(job_id)) if with_state else None
         return job_info(queue, job, state)
 
     async def _job_state(self, q: Queue, job_id: str) -> str:
