@@ -1,8 +1,11 @@
-"""The audit log and the failure alerts, both fed by the EventManager's one reader.
+"""The audit log and the failure alerts.
 
 Both live in capped Redis streams (the cap is the rotation), so every process and the
-dashboard read the same history. Several processes each run a reader and see the same job
-events: an entry caused by a job event is written once, by whichever process gets there first.
+dashboard read the same history. Job lifecycle entries are written by the one elected audit
+writer (mailqueue/events/audit_writer.py), exactly once per event: each batch goes in with the
+writer's cursor, in one script that checks the writer's lease and skips ids already written.
+Alerts can be raised by several processes (the audit writer, and any process with `on_alert`
+callbacks): each is recorded once, by whichever gets there first.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ AlertCallback = Callable[[dict[str, Any]], Any]
 
 ALERTS_MAX = 1000
 JOB_NAME_CACHE = 10_000
-AUDIT_SEEN_TTL_MS = 10 * 60 * 1000
 DETAIL_MAX = 500
 # Lifecycle events the audit log records, with the result written for each.
 AUDIT_EVENTS = {
@@ -37,12 +39,39 @@ AUDIT_EVENTS = {
 }
 
 # Write a stream entry once across every process that sees the same trigger: the first to set
-# the marker key writes, the others get nil.
+# the marker key writes, the others get nil. (Alerts: several processes may count failures.)
 _XADD_ONCE = """
 if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then
   return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
 end
 return false
+"""
+
+# A batch of job-event entries from one queue's events stream, and the writer's new cursor for
+# that queue, in one step. KEYS: the lease, the cursor hash, the audit stream. ARGV: the lease
+# token, the queue, the batch's last stream id, MAXLEN, then JSON [[stream id, [field, value,
+# ...]], ...]. Nothing is written unless the caller still holds the lease (a holder that lost
+# it in a pause must not write beside its successor); ids at or below the stored cursor are
+# skipped, so a batch sent twice (a lost reply, a retry) is written once. Returns the number
+# of entries written, or -1 without the lease.
+_WRITE_BATCH = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local function after(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, bm = tonumber(am), tonumber(bm)
+  return am > bm or (am == bm and tonumber(as) > tonumber(bs))
+end
+local cursor = redis.call('HGET', KEYS[2], ARGV[2])
+local written = 0
+for _, entry in ipairs(cjson.decode(ARGV[5])) do
+  if not cursor or after(entry[1], cursor) then
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(entry[2]))
+    written = written + 1
+  end
+end
+if not cursor or after(ARGV[3], cursor) then redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) end
+return written
 """
 
 
@@ -92,7 +121,7 @@ class AuditLog:
         self.prefix = prefix
         self.key = f"{prefix}:__mailqueue__:audit"
         self._max = settings.audit_log_max
-        self._once = _OnceWriter(client)
+        self._write_batch = client.register_script(_WRITE_BATCH)
 
     async def record(self, actor: str, action: str, target: str, result: str,
                      detail: str = "", at_ms: float | None = None) -> str:
@@ -105,24 +134,41 @@ class AuditLog:
         )
         return str(entry_id)
 
-    async def record_job_event(self, event: Event) -> None:
-        """A job's completion, failure, stall or exhausted retries, written once."""
+    @staticmethod
+    def job_event_fields(event: Event) -> dict[str, str] | None:
+        """The entry for a job's completion, failure, stall or exhausted retries (else None)."""
         result = AUDIT_EVENTS.get(event["event"])
         if result is None:
-            return
+            return None
         if event["event"] == "completed":
             detail = json.dumps(event.get("returnvalue"), default=str)
         elif event["event"] == "retries-exhausted":
             detail = f"attemptsMade={event.get('attemptsMade')}"
         else:
             detail = str(event.get("failedReason") or "")
-        fields = {
+        return {
             "time": iso(stream_ms(event["id"])), "actor": "system", "action": event["event"],
             "target": f"{event['queue']}/{event.get('jobId', '')}", "result": result,
             "detail": detail[:DETAIL_MAX],
         }
-        seen = f"{self.prefix}:__mailqueue__:audit-seen:{event['queue']}:{event['id']}"
-        await self._once.add(self.key, seen, AUDIT_SEEN_TTL_MS, self._max, fields)
+
+    async def write_job_events(self, lease_key: str, token: str, cursor_key: str, queue: str,
+                               last_id: str, events: list[Event]) -> int:
+        """Write the audited events of one queue's batch and move its cursor to `last_id`.
+
+        Returns the number of entries written (ids already behind the cursor are skipped),
+        or -1 when `token` no longer holds the lease at `lease_key`.
+        """
+        rows = []
+        for event in events:
+            fields = self.job_event_fields(event)
+            if fields is not None:
+                rows.append([event["id"], [x for pair in fields.items() for x in pair]])
+        written = await self._write_batch(
+            keys=[lease_key, cursor_key, self.key],
+            args=[token, queue, last_id, self._max, json.dumps(rows) if rows else "[]"],
+        )
+        return int(written)
 
     async def newest(self, n: int = 100) -> list[dict[str, Any]]:
         """The newest `n` entries, newest first."""

@@ -324,7 +324,13 @@ class MailManager:
         return await self.events.get_event_stats()
 
     async def setup_audit_listeners(self) -> None:
-        """Record job lifecycle events in the capped audit log too."""
+        """Take part in writing job lifecycle events into the capped audit log.
+
+        Every process that calls this competes for one lease per prefix; the holder alone
+        reads the events and writes the entries (each exactly once) and the failure alerts,
+        and another takes over within the lease's TTL if it goes (mailqueue/events/
+        audit_writer.py). The others read no events for it.
+        """
         await self.events.setup_audit_listeners()
 
     async def get_audit_log(self, n: int = 100) -> list[dict[str, Any]]:

@@ -180,7 +180,8 @@ def run(
                 server = DashboardServer(mail, listener)
                 try:
                     await mail.create_queue(settings.default_queue)
-                    # Job lifecycle in the audit log, and failure alerts, for every queue.
+                    # Job lifecycle in the audit log, and failure alerts, for every queue: this
+                    # process competes with the workers for the audit lease (one writer).
                     await mail.setup_audit_listeners()
                     # This process's worker sends to this process's sink, not to whichever
                     # sink is registered in Redis: another `run` stopping cannot take it away.
@@ -231,6 +232,9 @@ def dashboard(host: HostOption = None, port: PortOption = None) -> None:
             async with MailManager(settings) as mail:
                 server = DashboardServer(mail, listener)
                 try:
+                    # The dashboard competes for the audit writer's lease too: queues worked
+                    # by Node workers alone still get their job lifecycle audited.
+                    await mail.setup_audit_listeners()
                     await server.start()
                     assert mail.redis is not None
                     typer.echo(mail.redis.describe())

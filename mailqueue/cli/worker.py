@@ -63,6 +63,8 @@ def worker(
         async with MailManager(settings) as mail:
             handlers = worker_handlers(settings)
             try:
+                # Competes for the audit lease: one process per prefix writes the audit log
+                # and reads the events for it; the rest of the workers read no events at all.
                 await mail.setup_audit_listeners()
                 for name in names:
                     await mail.create_queue(name)

@@ -14,10 +14,11 @@ import pytest
 import redis.asyncio as aioredis
 from bullmq import Job, Worker
 
-from mailqueue import events as events_module
 from mailqueue.bullmq_fixes import connection_options
 from mailqueue.errors import MailQueueError
 from mailqueue.events import EventManager, Subscription
+from mailqueue.events import streams as events_streams
+from mailqueue.events import subscriptions as events_subscriptions
 from mailqueue.manager import MailManager
 from mailqueue.redis_server import EmbeddedRedis
 from mailqueue.settings import Settings
@@ -202,7 +203,7 @@ async def test_subscribe_resume_from_a_cursor_misses_nothing(mail: MailManager) 
 
     expected: set[tuple[str, str]] = set()
     last_seen = {q: max((e["id"] for e in got if e["queue"] == q),
-                        key=events_module._id_key, default=None) for q in ("r1", "r2", "r3")}
+                        key=events_streams.id_key, default=None) for q in ("r1", "r2", "r3")}
     floor = str(min(int(e["id"].split("-")[0]) for e in got) - 1000)
     for queue, seen in last_seen.items():
         after = seen or f"{floor}-0"
@@ -236,7 +237,7 @@ async def test_subscribe_from_a_plain_stream_id(mail: MailManager) -> None:
 async def test_slow_subscriber_catches_up_without_loss(
     mail: MailManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(events_module, "_SUBSCRIBER_BUFFER", 5)
+    monkeypatch.setattr(events_subscriptions, "SUBSCRIBER_BUFFER", 5)
     prefix = mail.settings.queue_prefix
     sub = mail.events.subscribe(["slow"])
     await mail.add_jobs("slow", [{"name": "x", "data": {"i": i}} for i in range(20)])
