@@ -397,15 +397,25 @@ async def test_jobs_of_a_sigkilled_worker_are_recovered_by_another(
         sys.executable, str(script), redis_url, prefix, queue,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
+    started: list[str] = []
     try:
-        # The child serves 3 jobs at a time and never finishes them.
+        # The child serves 3 jobs at a time and never finishes them. Its handlers' own lines
+        # tell when all 3 run: the counts alone say "active" as soon as moveToActive
+        # returned, a moment before the third handler starts.
+        assert child.stdout is not None
+        async with asyncio.timeout(15):
+            while len(started) < 3:
+                line = (await child.stdout.readline()).decode()
+                assert line, "the worker process ended"
+                if line.startswith("active "):
+                    started.append(line.split()[1])
         await wait_for_counts(stack, queue, 15, active=3, waiting=3)
         assert len(await stack.workers.list_workers(queue)) == 1
     finally:
         os.kill(child.pid, signal.SIGKILL)
         out, err = await asyncio.wait_for(child.communicate(), 5)
     assert child.returncode == -signal.SIGKILL, err
-    assert out.decode().count("active ") == 3, (out, err)
+    assert len(started) == 3 and "active " not in out.decode(), (started, out, err)
 
     done: list[int] = []
 
