@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from bullmq import Job, Queue
 from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 
+from mailqueue import queue_stats
 from mailqueue.cluster import bullmq_connection, node_infos
 from mailqueue.errors import (
     InvalidJobOptionsError,
@@ -51,10 +52,6 @@ _DISCOVERY_CACHE_S = 2.0
 # A discovery scan walks the whole keyspace (a million waiting jobs are a million keys, about
 # a second of Redis per scan): the cached list lives at least this many times the last scan.
 _DISCOVERY_COST_FACTOR = 10
-# The newest ARGV[1] points of a metrics list as ONE comma-joined string: the overview reads
-# 60 points of two lists per queue, and a reply of single elements costs redis-py (no
-# hiredis) ~20% of the page in parsing.
-_JOINED_RANGE = "return table.concat(redis.call('LRANGE', KEYS[1], 0, ARGV[1] - 1), ',')"
 
 
 def is_redis_full(exc: BaseException) -> bool:
@@ -391,11 +388,11 @@ class QueueManager(JobReads):
         return {name: _parse_counts(replies[2 * i], replies[2 * i + 1])
                 for i, name in enumerate(names)}
 
-    async def _counts_pipeline(self, names: list[str], metrics_points: int = 0) -> list[Any]:
+    async def _counts_pipeline(self, names: list[str], series_now_ms: int | None = None
+                               ) -> list[Any]:
         """The replies of one pipeline: per queue, bullmq's `getCounts` script and an HEXISTS
-        of `meta` (paused); with `metrics_points`, also the newest that many points of its
-        completed and failed metrics lists, each one comma-joined string (4 replies per queue
-        then, 2 otherwise)."""
+        of `meta` (paused); with `series_now_ms`, also the queue's last-hour throughput
+        series (queue_stats.HOUR ending then; 3 replies per queue then, 2 otherwise)."""
         if not names:
             return []
         kinds = ["wait" if state == "waiting" else state for state in JOB_STATES]
@@ -407,15 +404,16 @@ class QueueManager(JobReads):
             for name in names:
                 pipe.evalsha(self._counts_sha, 1, self.key(name, ""), *kinds)
                 pipe.hexists(self.key(name, "meta"), "paused")
-                if metrics_points:
-                    for kind in ("completed", "failed"):
-                        pipe.eval(_JOINED_RANGE, 1, self.key(name, "metrics", kind, "data"),
-                                  metrics_points)
+                if series_now_ms is not None:
+                    queue_stats.queue_series_command(pipe, self.prefix, name,
+                                                     queue_stats.HOUR, series_now_ms)
             try:
                 replies: list[Any] = await pipe.execute()
                 return replies
             except NoScriptError:  # Redis restarted or its scripts were flushed: load again
                 self._counts_sha = None
+                if series_now_ms is not None:
+                    await queue_stats.load_script(self._client)
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
@@ -592,18 +590,8 @@ class QueueManager(JobReads):
         if kind not in ("completed", "failed"):
             raise MailQueueError("kind must be 'completed' or 'failed'")
         await self.get_queue(queue)
-        key = self.key(queue, "metrics", kind)
-        pipe = self._client.pipeline(transaction=False)
-        pipe.hgetall(key)
-        pipe.lrange(f"{key}:data", 0, max(points, 1) - 1)
-        pipe.llen(f"{key}:data")
-        meta, data, length = await pipe.execute()
-        return {
-            "count": int(meta.get("count", 0)),
-            "prev_ts": int(meta.get("prevTS", 0)),
-            "per_minute": [int(float(x)) for x in data],
-            "points": int(length),
-        }
+        return await queue_stats.read_metrics(self._client, self.key(queue, "metrics", kind),
+                                              points)
 
     async def get_all_queue_metrics(self) -> dict[str, dict[str, Any]]:
         """Counts and completed/failed per minute for every queue under the prefix."""
@@ -628,23 +616,34 @@ class QueueManager(JobReads):
         read = await self._read_counts(list(names))
         return {name: {"counts": read[name][0], "paused": read[name][1]} for name in names}
 
-    async def get_overview(self, names: list[str], points: int = 60
+    async def get_overview(self, names: list[str], now_ms: int | None = None
                            ) -> dict[str, dict[str, Any]]:
         """What the overview shows of many queues, in ONE round trip: per queue its counts,
-        the paused flag and the newest `points` per-minute completed and failed metrics
-        (newest first), as `get_many_job_counts` and `get_metrics(...)["per_minute"]` give."""
+        the paused flag and its last hour of completed and failed jobs per minute
+        (`series`, see queue_stats; `completed_per_minute` and `failed_per_minute` are its
+        known minutes, newest first)."""
         for name in names:
             validate_queue_name(name)
         names = list(names)
-        replies = await self._counts_pipeline(names, max(points, 1))
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        replies = await self._counts_pipeline(names, now)
         result: dict[str, dict[str, Any]] = {}
         for i, name in enumerate(names):
-            raw, paused, completed, failed = replies[4 * i: 4 * i + 4]
+            raw, paused, series_reply = replies[3 * i: 3 * i + 3]
             counts, is_paused = _parse_counts(raw, paused)
-            result[name] = {"counts": counts, "paused": is_paused,
-                            "completed_per_minute": _per_minute(completed),
-                            "failed_per_minute": _per_minute(failed)}
+            series = queue_stats.parse_series(series_reply, queue_stats.HOUR, now)
+            known = queue_stats.known_newest_first
+            result[name] = {"counts": counts, "paused": is_paused, "series": series,
+                            "completed_per_minute": known(series["completed"]),
+                            "failed_per_minute": known(series["failed"])}
         return result
+
+    async def get_charts(self, queue: str, now_ms: int | None = None
+                         ) -> queue_stats.QueueCharts:
+        """The queue page's charts: last hour and day of throughput, wait and run times."""
+        await self.get_queue(queue)
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        return await queue_stats.read_queue_charts(self._client, self.prefix, queue, now)
 
     # --- dashboard support --------------------------------------------------------------
 
@@ -668,14 +667,6 @@ class QueueManager(JobReads):
 # Options that belong to a scheduler's runs, not to a one-off job made from its template.
 _SCHEDULER_ONLY_OPTIONS = frozenset({"repeat", "jobId", "repeatJobKey", "delay", "prevMillis",
                                      "timestamp"})
-
-
-def _per_minute(joined: str | bytes | None) -> list[int]:
-    """A metrics list read by `_JOINED_RANGE` (points joined by commas), as integers."""
-    if not joined:
-        return []
-    text = joined.decode() if isinstance(joined, bytes) else joined
-    return [int(x) if x.isdigit() else int(float(x)) for x in text.split(",")]
 
 
 def _parse_counts(raw: list[Any], paused_flag: Any) -> tuple[dict[str, int], bool]:

@@ -9,7 +9,6 @@ notice, never a row (see `QueueManager.unusable_queue_names`).
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
 from collections import Counter
 from collections.abc import Mapping
@@ -22,47 +21,21 @@ from starlette.responses import JSONResponse, Response
 from mailqueue.manager import MailManager
 
 from ..actions import mail_of
+from ..charts import sparkline
 from ..context import live_url, page_context
 from ..render import render, render_fragment
 
 # Every state column of the overview, in reading order.
 OVERVIEW_STATES = ("waiting", "active", "delayed", "prioritized", "waiting-children",
                    "completed", "failed")
-SPARK_W, SPARK_H, SPARK_POINTS = 120, 22, 60
 PER_PAGE = 50  # queues on one page of the overview
-
-
-@functools.lru_cache(maxsize=16)
-def _spark_xs(n: int) -> tuple[str, ...]:
-    """The x coordinates of an n-point sparkline, formatted once."""
-    step = SPARK_W / max(n - 1, 1)
-    return tuple(f"{i * step:.1f}" for i in range(n))
-
-
-def sparkline(completed: list[int], failed: list[int]) -> dict[str, Any]:
-    """Polyline points (oldest minute on the left) for completed and failed per minute."""
-    ok = list(reversed(completed[:SPARK_POINTS]))
-    bad = list(reversed(failed[:SPARK_POINTS]))
-    top = max([1, *ok, *bad])
-
-    def points(values: list[int]) -> str:
-        if not values:
-            return ""
-        # Each distinct value's y formatted once (most minutes repeat a few counts).
-        ys = {v: f"{SPARK_H - 1 - v / top * (SPARK_H - 2):.1f}" for v in set(values)}
-        return " ".join([f"{x},{ys[v]}" for x, v in zip(_spark_xs(len(values)), values,
-                                                         strict=True)])
-
-    return {"ok": points(ok), "bad": points(bad), "width": SPARK_W, "height": SPARK_H,
-            "completed_last": ok[-1] if ok else 0, "failed_last": bad[-1] if bad else 0,
-            "minutes": max(len(ok), len(bad))}
 
 
 async def overview_rows(mail: MailManager, names: list[str]) -> list[dict[str, Any]]:
     """These queues with counts, paused flag, workers and throughput."""
     # Two round trips in all, side by side: one pipeline for the queues' counts, paused
-    # flags and both metric lists, and one CLIENT LIST for the workers.
-    data, workers = await asyncio.gather(mail.queues.get_overview(names, SPARK_POINTS),
+    # flags and last hour's throughput (queue_stats), and one CLIENT LIST for the workers.
+    data, workers = await asyncio.gather(mail.queues.get_overview(names),
                                          mail.workers.list_workers())
     per_queue = Counter(w["queue"] for w in workers)
     return [
@@ -71,6 +44,7 @@ async def overview_rows(mail: MailManager, names: list[str]) -> list[dict[str, A
             "workers": per_queue.get(name, 0),
             "completed_per_minute": data[name]["completed_per_minute"],
             "failed_per_minute": data[name]["failed_per_minute"],
+            "series": data[name]["series"],
         }
         for name in names
     ]
@@ -144,7 +118,7 @@ async def _overview_context(request: Request, params: Mapping[str, str]) -> dict
     page = min(int(p["page"]), pages)
     rows = await overview_rows(mail, shown)
     for row in rows:
-        row["spark"] = sparkline(row["completed_per_minute"], row["failed_per_minute"])
+        row["spark"] = sparkline(row.pop("series"))
     kept = {k: v for k, v in p.items() if v and k != "page"}
     return {"queues": rows, "groups": group_rows(rows, p["group"]) if p["group"] else None,
             "unusable": unusable_queues(mail),
@@ -169,8 +143,10 @@ async def overview(request: Request) -> Response:
 async def api_queues(request: Request) -> Response:
     p = _overview_params(request.query_params)
     mail = mail_of(request)
-    return JSONResponse({"queues": await overview_rows(mail, await queue_names(mail, p["q"])),
-                         "unusable_queues": unusable_queues(mail)})
+    rows = await overview_rows(mail, await queue_names(mail, p["q"]))
+    for row in rows:  # the per-minute lists stay; the full series would bloat a long list
+        row.pop("series")
+    return JSONResponse({"queues": rows, "unusable_queues": unusable_queues(mail)})
 
 
 async def live_overview(request: Request, params: Mapping[str, str]) -> dict[str, str]:

@@ -24,8 +24,9 @@ from mailqueue.manager import MailManager
 from mailqueue.types import JOB_STATES
 
 from ..actions import ActionResult, form_data, mail_of, operator_action
+from ..charts import queue_charts
 from ..context import live_url, page_context
-from ..render import render, render_fragment
+from ..render import is_htmx, render, render_fragment
 
 CLEANABLE_STATES = ("completed", "failed", "delayed", "waiting", "active", "paused",
                     "prioritized")
@@ -159,8 +160,14 @@ async def queue_page(request: Request) -> Response:
     name = request.path_params["name"]
     try:
         p = listing_params(request.query_params)
-        await mail_of(request).queues.get_queue(name)
-        context = await _queue_context(request, name, p)
+        mail = mail_of(request)
+        await mail.queues.get_queue(name)
+        if is_htmx(request):  # only the job rows are swapped: no charts to read
+            context = await _queue_context(request, name, p)
+        else:
+            context, charts = await asyncio.gather(_queue_context(request, name, p),
+                                                   queue_charts(mail, name))
+            context["charts"] = charts
     except (BadParameterError, MailQueueError) as exc:
         # The parameters are checked first, so a MailQueueError here is about the queue.
         status = 422 if isinstance(exc, BadParameterError) else 404
@@ -197,16 +204,20 @@ async def api_queue_jobs(request: Request) -> Response:
 
 
 async def live_queue(request: Request, params: Mapping[str, str]) -> dict[str, str]:
-    """The queue page's live regions: the state tabs with counts, and the job rows."""
+    """The queue page's live regions: the state tabs with counts, the header, the charts
+    (which also ask to be drawn again when their newest bucket ends) and the job rows."""
     name = params.get("queue", "")
     try:
         p = listing_params(params)
-        context = await _queue_context(request, name, p)
+        context, charts = await asyncio.gather(_queue_context(request, name, p),
+                                               queue_charts(mail_of(request), name))
     except (BadParameterError, MailQueueError):
         return {}
-    context.update(current_queue=name)
+    context.update(current_queue=name, charts=charts)
     regions = {"queue-tabs": render_fragment(request, "partials/_queue_tabs.html", context),
                "queue-header": render_fragment(request, "partials/_queue_header.html",
+                                               context),
+               "queue-charts": render_fragment(request, "partials/_queue_charts.html",
                                                context)}
     if not p["q"]:  # a search result stays as it was found; it is re-run on demand
         regions["queue-rows"] = render_fragment(request, "partials/_queue_rows.html", context)

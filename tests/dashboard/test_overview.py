@@ -12,6 +12,7 @@ from bullmq import Job
 
 from mailqueue.dashboard.views.overview import group_rows, sparkline
 from mailqueue.manager import MailManager
+from mailqueue.queue_stats import NO_HISTORY, Series
 from tests.dashboard.conftest import csrf_token
 
 XSS = "<script>alert(1)</script>"
@@ -120,14 +121,57 @@ async def test_pause_all_and_resume_all(mail: MailManager, client: httpx.AsyncCl
     assert {entry["action"] for entry in audit} >= {"queues.pause-all", "queues.resume-all"}
 
 
+def _series(completed: list[int | None], failed: list[int | None]) -> Series:
+    kind = {"sources": ["set"], "known_from": None, "jobs_removed": False}
+    return {"window": "hour", "start": 0, "bucket_ms": 60_000, "now": 0,
+            "completed": {**kind, "values": completed},  # type: ignore[typeddict-item]
+            "failed": {**kind, "values": failed},  # type: ignore[typeddict-item]
+            "no_history": all(v is None for v in completed + failed)}
+
+
 def test_sparkline_and_groups_are_plain_functions() -> None:
-    spark = sparkline([3, 0, 1], [0, 1, 0])
-    # Newest first in, oldest first (left) out; the highest point touches the top.
-    assert spark["ok"].split()[0].startswith("0.0,") and spark["completed_last"] == 3
-    assert sparkline([], [])["ok"] == ""
+    spark = sparkline(_series([3, 0, 1], [0, 1, 0]))
+    # Oldest first (left); the highest point touches the top (y 1), zero the bottom (y 21).
+    assert spark["ok"] == "M0.0,1.0L60.0,21.0L120.0,14.3" and spark["gaps"] == ""
+    assert "4 completed, 1 failed" in spark["label"] and "completed set" in spark["label"]
+    # Unknown minutes lift the pen and are drawn as a dotted baseline, never as zeros.
+    gappy = sparkline(_series([None, None, 2, 2], [None, None, 0, 0]))
+    assert gappy["ok"].startswith("M80.0,") and gappy["gaps"].startswith("M0.0,21H")
+    nothing = sparkline(_series([None] * 3, [None] * 3))
+    assert nothing["no_history"] and nothing["message"] == NO_HISTORY
     rows = [{"name": "a.x", "counts": {"waiting": 1}, "workers": 1},
             {"name": "a.y", "counts": {"waiting": 2}, "workers": 0},
             {"name": "b", "counts": {}, "workers": 0}]
     groups = group_rows(rows, ".")
     assert [(g["name"], len(g["queues"]), g["counts"]["waiting"]) for g in groups] == [
         ("a", 2, 3), ("b", 1, 0)]
+
+
+def _spark_of(table: str, queue: str) -> str:
+    """The sparkline cell of `queue`'s row."""
+    row = table[table.index(f'/queues/{queue}"'):]
+    return row[row.index('class="spark-cell"'):row.index("</td>", row.index('class="spark-cell"'))]
+
+
+async def test_node_worked_queue_sparkline_is_true(mail: MailManager, client: httpx.AsyncClient,
+                                                   node: Any) -> None:
+    # Node BullMQ without the metrics option: the sets alone give the line.
+    await node.run("add", queue="node.ok", jobs=[{"name": "job", "data": {}} for _ in range(4)])
+    await node.run("work", queue="node.ok", jobs=4, seconds=30)
+    # removeOnComplete: true and no metrics: nothing can be known, and the cell says so.
+    await node.run("add", queue="node.gone", jobs=[
+        {"name": "job", "data": {}, "opts": {"removeOnComplete": True}} for _ in range(2)])
+    await node.run("work", queue="node.gone", jobs=2, seconds=30)
+    await mail.queues.list_queues(refresh=True)
+    table = _table(await client.get("/"))
+    ok = _spark_of(table, "node.ok")
+    assert '<svg class="sparkline"' in ok and "last hour: 4 completed, 0 failed" in ok
+    assert "the completed set" in ok
+    # Not flat: the minute(s) of the work rise to the top of the line (y 1 of 22).
+    path = re.search(r'class="ok" d="([^"]+)"', ok)
+    assert path and ",1.0" in path.group(1) and ",21.0" in path.group(1), ok
+    gone = _spark_of(table, "node.gone")
+    assert "<svg" not in gone and NO_HISTORY in html.unescape(gone)
+    api = {q["name"]: q for q in (await client.get("/api/queues")).json()["queues"]}
+    assert sum(api["node.ok"]["completed_per_minute"]) == 4
+    assert api["node.gone"]["completed_per_minute"] == []

@@ -121,6 +121,74 @@ async def test_live_queue_regions(mail: MailManager, app: Any) -> None:
     request = Request({"type": "http", "app": app, "router": app.router, "headers": [],
                        "method": "GET", "path": "/", "query_string": b""})
     regions = await live_queue(request, {"queue": "lq", "state": "waiting"})
-    assert set(regions) == {"queue-tabs", "queue-header", "queue-rows"}
+    assert set(regions) == {"queue-tabs", "queue-header", "queue-charts", "queue-rows"}
+    assert 'id="queue-charts"' in regions["queue-charts"]
     assert 'id="queue-rows"' in regions["queue-rows"] and "job" in regions["queue-rows"]
     assert await live_queue(request, {"queue": "lq", "state": "bogus"}) == {}
+
+
+async def test_charts_show_throughput_timings_and_their_sources(
+        mail: MailManager, client: httpx.AsyncClient) -> None:
+    async def handler(data: Any, job: Job) -> str:
+        if data["n"] == 0:
+            raise RuntimeError("first one fails")
+        return "ok"
+
+    await mail.add_jobs("charted", [{"name": "job", "data": {"n": n}, "opts": {"attempts": 1}}
+                                    for n in range(5)])
+    mail.start_worker("charted", {"job": handler})
+    for _ in range(200):
+        counts = await mail.queues.get_job_counts("charted")
+        if counts["completed"] == 4 and counts["failed"] == 1:
+            break
+        await asyncio.sleep(0.05)
+
+    page = await client.get("/queues/charted")
+    text = page.text
+    charts = text[text.index('id="queue-charts"'):text.index("</section>")]
+    assert 'sse-swap="queue-charts"' in charts
+    assert charts.count('<svg class="bars"') == 2  # the last hour and the last day
+    # The text equivalent: a summary as the image's name, and a table of busy buckets.
+    assert re.search(r'aria-label="Last hour, per minute: 4 completed and 1 failed '
+                     r'\(20.0 % failed\)', charts)
+    assert "<caption>Last hour, per minute: the buckets that had jobs</caption>" in charts
+    # Hover values: one <title> per bucket (60 minutes + 96 quarter hours).
+    assert len(re.findall(r"<rect x=\"\d+\" width=\"10\" height=\"100\"><title>", charts)) == 156
+    assert re.search(r"<title>\d\d:\d\d UTC: \d+ completed, \d+ failed</title>", charts)
+    assert "completed: BullMQ metrics and the completed set" in charts
+    assert "p50 / p95 of the newest 4 completed jobs" in charts
+    assert "style=" not in text
+
+    # An htmx swap of the rows reads no charts.
+    rows = await client.get("/queues/charted", headers={"HX-Request": "true"})
+    assert 'id="queue-charts"' not in rows.text
+
+
+async def test_charts_say_when_no_history_is_kept(mail: MailManager,
+                                                  client: httpx.AsyncClient) -> None:
+    prefix = mail.settings.queue_prefix
+    # As a Node worker with removeOnComplete: true and no metrics leaves a queue: the id
+    # counter ahead of its jobs, both sets empty.
+    await mail.client.set(f"{prefix}:trimmed:id", 40)
+    await mail.client.hset(f"{prefix}:trimmed:meta", "opts.maxLenEvents", 10000)
+    text = html.unescape((await client.get("/queues/trimmed")).text)
+    charts = text[text.index('id="queue-charts"'):text.index("</section>")]
+    assert charts.count("no history kept (removeOnComplete) — enable metrics") >= 2
+    assert '<svg class="bars"' not in charts
+    assert "No completed job kept to time." in charts
+
+
+def test_a_live_chart_asks_to_be_redrawn_when_its_newest_bucket_ends() -> None:
+    from mailqueue.dashboard.charts import throughput_chart
+    from mailqueue.dashboard.formatting import relative_times
+    from mailqueue.queue_stats import HOUR
+
+    now = 1_800_000_030_000
+    kind = {"values": [0] * 60, "sources": ["set"], "known_from": None, "jobs_removed": False}
+    series = {"window": "hour", "start": HOUR.start(now), "bucket_ms": 60_000, "now": now,
+              "completed": kind, "failed": kind, "no_history": False}
+    with relative_times() as changes_at:
+        chart = throughput_chart(series)
+    # A quiet queue's bars still move left each minute: the live hub renders again then.
+    assert changes_at[0] == (now - now % 60_000 + 60_000) / 1000
+    assert chart["summary"].startswith("Last hour, per minute: 0 completed and 0 failed")
