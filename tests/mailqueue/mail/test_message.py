@@ -160,11 +160,13 @@ def test_long_lines_are_encoded_short_ascii_ones_are_not() -> None:
     ]:
         out = build_message(sender=SENDER, to=[parse_address("a@example.com")], subject="s",
                             text=text, html=html)
-        assert max(len(line) for line in out.data.split(b"\n")) <= 998
+        assert max(len(line) for line in out.data.split(b"\r\n")) <= 998
         message = parsed(out.data)
         parts = [message.get_body((kind,)) for kind in ("plain", "html")]
         assert [p["Content-Transfer-Encoding"] if p else None for p in parts] == encodings
-        assert [p.get_content() if p else None for p in parts] == [text, html]
+        # Line breaks travel as CRLF (SMTP's, and MIME's canonical form of text).
+        assert [p.get_content().replace("\r\n", "\n") if p else None for p in parts] \
+            == [text, html]
 
 
 def test_a_subject_with_a_word_longer_than_a_line_is_folded() -> None:
