@@ -24,6 +24,7 @@ from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, 
 
 from mailqueue.errors import RedisUnavailableError
 from mailqueue.redact import redact_url
+from mailqueue.worker_gates import WorkerGate, WorkerHolds
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,20 @@ class RateLimitAwareWorker(Worker):
         self._run_finished: asyncio.Future[None] | None = None
         self._teardown: asyncio.Future[None] | None = None
         self._draining = False
+        self._holds = WorkerHolds(self, on_release=self._release_hold)
+        self._holding: asyncio.Future[None] | None = None
+
+    def hold(self, gate: WorkerGate) -> None:
+        """Take no job while `gate` blocks (a handler's transport is down): bullmq's pause,
+        without waiting for the active jobs (the caller is one of them), then resume."""
+        if self._holds.hold(gate):
+            log.warning("Worker %s: %s; taking no jobs until it is back", self.workerName,
+                        gate.describe().get("error") or "held")
+            self._holding = asyncio.ensure_future(self.pause(do_not_wait_active=True))
+
+    def _release_hold(self) -> None:
+        if not self.closing:
+            self.resume()
 
     async def moveToActive(self, token: str) -> Job | None:
         result = await self.backend.moveToActive(token, self.opts)
@@ -253,6 +268,7 @@ class RateLimitAwareWorker(Worker):
             await self._wait_for_tasks()
         finally:
             self._draining = False
+        await self._holds.close()  # deletes the published state while Redis is still ours
         await self.lockManager.close()
         try:
             await self.backend.close(force=force)

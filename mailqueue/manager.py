@@ -29,6 +29,7 @@ from mailqueue.queues import QueueManager, redis_memory
 from mailqueue.redis_server import RedisTarget, redact_url, resolve_redis
 from mailqueue.settings import Settings
 from mailqueue.types import ScheduleInfo
+from mailqueue.worker_gates import gate_warnings
 from mailqueue.workers import Handler, ManagedWorker, WorkerManager
 
 log = logging.getLogger(__name__)
@@ -392,11 +393,22 @@ class MailManager:
                 report.setdefault("warnings", []).append(memory["warning"])
             if memory["state"] == "full":
                 report["healthy"] = False
+            every_worker: list[dict[str, Any]] = []
             for name in await self.queues.list_queues(refresh=True):
                 counts, workers = await asyncio.gather(
                     self.queues.get_job_counts(name), self.workers.list_workers(name)
                 )
+                every_worker += workers
                 report["queues"][name] = {"counts": counts, "workers": len(workers)}
+            # A worker whose SMTP server is down is a warning while another can send; a
+            # queue whose every worker is down cannot deliver anything: unhealthy.
+            gates = await self.workers.gate_states(every_worker)
+            warnings, down_queues = gate_warnings(every_worker, gates)
+            if warnings:
+                report.setdefault("warnings", []).extend(warnings)
+            for name in down_queues:
+                report["healthy"] = False
+                report["queues"][name]["no_worker_can_send"] = True
             report["smtp"] = await self._smtp_health()
             if report["smtp"].get("reachable") is False:
                 report["healthy"] = False

@@ -35,6 +35,7 @@ from mailqueue.errors import MailQueueError, UnknownJobNameError
 from mailqueue.job_options import validate_queue_name
 from mailqueue.runtime import NativeWorker
 from mailqueue.settings import Settings
+from mailqueue.worker_gates import read_gates
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +284,11 @@ class WorkerManager:
                                            known_queues=set(self._workers))
         return find_workers(node_clients[0], self.prefix, queue,
                             known_queues=set(self._workers))
+
+    async def gate_states(self, workers: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Worker name -> what holds it (its SMTP server is down), for the workers of
+        `list_workers` that published one (mailqueue.worker_gates)."""
+        return await read_gates(self._client, self.prefix, (w.get("name") for w in workers))
 
     @staticmethod
     def create_email_handlers(settings: Settings | None = None) -> dict[str, Handler]:

@@ -20,8 +20,11 @@ async def workers_overview(mail: MailManager) -> dict[str, Any]:
     queues, workers, redis = await asyncio.gather(
         mail.queues.list_queues(), mail.workers.list_workers(), mail.redis_info()
     )
+    # Workers whose SMTP server is down (circuit breaker open) published it in Redis.
+    gates = await mail.workers.gate_states(workers)
     by_queue: dict[str, list[dict[str, Any]]] = {name: [] for name in queues}
     for worker in workers:
+        worker["smtp_down"] = gates.get(worker.get("name") or "")
         by_queue.setdefault(worker["queue"], []).append(worker)
     return {
         "queues": [{"name": name, "workers": by_queue[name]} for name in sorted(by_queue)],

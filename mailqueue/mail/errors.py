@@ -7,7 +7,12 @@ the queue's backoff.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mailqueue.errors import MailQueueError
+
+if TYPE_CHECKING:
+    from mailqueue.worker_gates import WorkerGate
 
 
 class MailError(MailQueueError):
@@ -64,14 +69,39 @@ class DeliveryOutcomeUnknownError(TransientDeliveryError):
     second copy); at-most-once leaves the decision to an operator (UnconfirmedSendError)."""
 
 
-class DeliveryInProgressError(TransientMailError):
-    """Another run of the same job holds the send claim and is alive (it holds the job's lock,
-    or, outside a worker, its claim has not expired): the job is put back, not failed, and
-    runs again in `retry_in_ms`."""
+class PutBackError(TransientMailError):
+    """Not the job's fault: the job is put back (moved to delayed for `retry_in_ms`) without
+    spending an attempt, instead of failing."""
 
     def __init__(self, message: str, retry_in_ms: int = 1000) -> None:
         super().__init__(message)
         self.retry_in_ms = retry_in_ms
+
+
+class DeliveryInProgressError(PutBackError):
+    """Another run of the same job holds the send claim and is alive (it holds the job's lock,
+    or, outside a worker, its claim has not expired): the job is put back, not failed, and
+    runs again in `retry_in_ms`."""
+
+
+class SmtpUnreachableError(TransientDeliveryError):
+    """No SMTP session could be opened: connection refused, DNS failure, TLS handshake
+    failure, timeout connecting. The transport's problem, not the message's: the transport's
+    circuit breaker counts these (mailqueue.mail.breaker)."""
+
+
+class TransportDownError(TransientDeliveryError, PutBackError):
+    """The transport's circuit breaker is open: nothing was sent and no connection was tried.
+    The job is put back without spending an attempt (another worker may be able to send it),
+    and `gate` tells the worker to stop taking jobs until the breaker closes again.
+
+    A TransientDeliveryError too, so code that only knows those (the send claim's release,
+    handlers outside a worker) treats it as the retryable failure it is."""
+
+    def __init__(self, message: str, gate: WorkerGate, retry_in_ms: int = 1000) -> None:
+        TransientDeliveryError.__init__(self, message)
+        self.retry_in_ms = retry_in_ms
+        self.gate = gate
 
 
 class UnconfirmedSendError(PermanentMailError):

@@ -33,10 +33,10 @@ from bullmq.custom_errors import UnrecoverableError
 
 from mailqueue.errors import MailQueueError
 from mailqueue.mail.errors import (
-    DeliveryInProgressError,
     InvalidAddressError,
     InvalidMailDataError,
     PermanentMailError,
+    PutBackError,
     TemplateNotFoundError,
     TransientDeliveryError,
     TransientMailError,
@@ -274,8 +274,8 @@ def _mail_step(fn: Callable[[Any, Any], Awaitable[dict[str, Any]]]) -> Handler:
             if not isinstance(data, dict):
                 raise InvalidMailDataError("job data must be an object")
             return await fn(data, job)
-        except DeliveryInProgressError as exc:
-            await put_back(job, exc)  # a live attempt is sending: no attempt spent
+        except PutBackError as exc:
+            await put_back(job, exc)  # sending now, or SMTP down: no attempt spent
         except PermanentMailError as exc:
             await job.log(f"permanent failure, not retried: {exc}")
             raise UnrecoverableError(str(exc)) from exc

@@ -26,9 +26,9 @@ import redis.asyncio as aioredis
 from bullmq.custom_errors import UnrecoverableError
 
 from mailqueue.mail.errors import (
-    DeliveryInProgressError,
     InvalidMailDataError,
     PermanentMailError,
+    PutBackError,
     TemplateNotFoundError,
     TransientDeliveryError,
 )
@@ -238,7 +238,7 @@ def _make_handler(
             result = await service.deliver(job, message, mode)
             await job.updateProgress(100)
             return result
-        except DeliveryInProgressError as exc:
+        except PutBackError as exc:
             await put_back(job, exc)
         except PermanentMailError as exc:
             await job.log(f"permanent failure, not retried: {exc}")

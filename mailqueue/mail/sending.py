@@ -11,7 +11,9 @@ Two delivery modes, per template (`settings.json` in the template's folder:
   sends) or not. For mail where a duplicate is worse than a delay.
 
 A live attempt holding the claim never costs an attempt: the job is put back (moved to
-delayed with bullmq's skipAttempt, then DelayedError) until that attempt is done.
+delayed with bullmq's skipAttempt, then DelayedError) until that attempt is done. Nor does
+a transport that is down (its circuit breaker open): the job is put back for another worker,
+and this one takes no job until the breaker closes (mailqueue.worker_gates).
 """
 
 from __future__ import annotations
@@ -25,14 +27,16 @@ from bullmq.custom_errors import DelayedError
 
 from mailqueue.mail.delivery import Claim, DeliveryLog, DeliveryRecord
 from mailqueue.mail.errors import (
-    DeliveryInProgressError,
     DeliveryOutcomeUnknownError,
     InvalidMailDataError,
     PermanentDeliveryError,
+    PutBackError,
     TransientDeliveryError,
+    TransportDownError,
     UnconfirmedSendError,
 )
 from mailqueue.mail.message import OutgoingMessage
+from mailqueue.worker_gates import hold_worker
 
 if TYPE_CHECKING:
     from mailqueue.mail.handlers import MailService
@@ -66,6 +70,8 @@ async def send_once(service: MailService, job: Any, message: OutgoingMessage,
     redis: aioredis.Redis = service.redis or job.queue.client
     prefix: str = job.queue.prefix
     deliveries = DeliveryLog(redis, prefix)
+    transport = await service.transport(redis, prefix)
+    transport.breaker.check()  # down: put back before claiming anything
     claim = await deliveries.claim(message.message_id, job, at_most_once=mode == AT_MOST_ONCE)
     if not isinstance(claim, Claim):
         await job.log(
@@ -95,7 +101,6 @@ async def send_once(service: MailService, job: Any, message: OutgoingMessage,
         )
         message = replace(message, recipients=missing)
     try:
-        transport = await service.transport(redis, prefix)
         result = await transport.send(message)
     except (PermanentDeliveryError, TransientDeliveryError) as exc:
         if isinstance(exc, DeliveryOutcomeUnknownError) and mode == AT_MOST_ONCE:
@@ -139,12 +144,16 @@ async def send_once(service: MailService, job: Any, message: OutgoingMessage,
     return _result(record, already_sent=False)
 
 
-async def put_back(job: Any, exc: DeliveryInProgressError) -> NoReturn:
-    """A live attempt is sending this job's message: move the job to delayed until it is
-    done, without spending an attempt (bullmq's skipAttempt), and stop this run."""
+async def put_back(job: Any, exc: PutBackError) -> NoReturn:
+    """Not the job's fault (a live attempt is sending its message, or the transport is
+    down): move the job to delayed for `exc.retry_in_ms`, without spending an attempt
+    (bullmq's skipAttempt), and stop this run. A transport that is down also holds the
+    worker: it takes no job until the transport's breaker closes."""
     token = getattr(job, "token", None)
     if not token:  # not run by a worker: nothing to move
         raise exc
+    if isinstance(exc, TransportDownError):
+        hold_worker(job, exc.gate)
     try:
         await job.moveToDelayed(int(time.time() * 1000) + exc.retry_in_ms, token)
     except Exception:

@@ -8,6 +8,10 @@ replaced, and the message is sent again on the new connection: nothing was accep
 Every failure is classified: a 5xx reply about the message or its recipients is a
 `PermanentDeliveryError` (no retry); a 4xx reply, a refused or dropped connection, a
 timeout or a failed login is a `TransientDeliveryError` (the job is retried).
+
+Connection failures also go to the transport's circuit breaker (mailqueue.mail.breaker):
+after a few in a row it opens, and sends raise `TransportDownError` (the job is put back
+without spending an attempt, and the worker stops taking jobs) until a probe gets through.
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from urllib.parse import parse_qs, quote, unquote, urlparse
 
 import aiosmtplib
 
+from mailqueue.mail.breaker import CircuitBreaker
 from mailqueue.mail.errors import (
     DeliveryOutcomeUnknownError,
     PermanentDeliveryError,
+    SmtpUnreachableError,
     TransientDeliveryError,
 )
 from mailqueue.mail.message import OutgoingMessage
@@ -191,6 +197,7 @@ class SmtpTransport:
         self._idle: list[_Connection] = []
         self._closed = False
         self.connections_opened = 0  # for tests and the bench
+        self.breaker = CircuitBreaker(self._probe, self.config.redacted_url())
 
     def __repr__(self) -> str:
         return f"SmtpTransport({self.config.redacted_url()}, pool_size={self.pool_size})"
@@ -219,14 +226,31 @@ class SmtpTransport:
             ) from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             client.close()
-            raise TransientDeliveryError(f"cannot reach SMTP server {where}: {exc}") from exc
+            raise SmtpUnreachableError(f"cannot reach SMTP server {where}: {exc}") from exc
         self.connections_opened += 1
         return _Connection(client)
+
+    async def _connect_counted(self) -> _Connection:
+        """_connect, the outcome told to the breaker. The failure that opens it (or one that
+        ends while it is open) raises TransportDownError: its job is put back, not failed."""
+        try:
+            connection = await self._connect()
+        except SmtpUnreachableError as exc:
+            if self.breaker.failure(exc):
+                raise self.breaker.down_error() from exc
+            raise
+        self.breaker.success()
+        return connection
+
+    async def _probe(self) -> None:
+        """The breaker's half-open probe: one session opened and closed again."""
+        await _quit(await self._connect())
 
     async def send(self, message: OutgoingMessage) -> SendResult:
         """Send one message; raise `PermanentDeliveryError` or `TransientDeliveryError`."""
         if self._closed:
             raise TransientDeliveryError("the SMTP transport is closed")
+        self.breaker.check()
         async with self._slots:
             connection: _Connection | None = None
             while self._idle and connection is None:
@@ -237,7 +261,8 @@ class SmtpTransport:
                     await _quit(candidate)
             reused = connection is not None
             if connection is None:
-                connection = await self._connect()
+                self.breaker.check()  # it may have opened while this send waited for a slot
+                connection = await self._connect_counted()
             try:
                 try:
                     result = await self._transaction(connection.client, message)
@@ -248,7 +273,7 @@ class SmtpTransport:
                         ) from None
                     # The server closed the idle connection; nothing was sent yet.
                     connection.client.close()
-                    connection = await self._connect()
+                    connection = await self._connect_counted()
                     try:
                         result = await self._transaction(connection.client, message)
                     except _StaleConnectionError:
@@ -329,6 +354,7 @@ class SmtpTransport:
     async def close(self) -> None:
         """Close every idle connection; connections in use close when their send ends."""
         self._closed = True
+        self.breaker.close()
         idle, self._idle = self._idle, []
         await asyncio.gather(*(_quit(c) for c in idle))
 

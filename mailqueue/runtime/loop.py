@@ -36,6 +36,7 @@ from bullmq.scripts import raw2NextJobData
 from mailqueue.bullmq_fixes import enable_subsecond_delays
 from mailqueue.runtime.locks import StalledJobsCheck
 from mailqueue.runtime.scripts import ScriptPipe
+from mailqueue.worker_gates import WorkerGate, WorkerHolds
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ class NativeWorker(Worker):
     """A bullmq Worker (same options, events, connections, client names) with Node's loop.
 
     Events emitted: active, completed, failed, stalled, error, paused, resumed, closed.
+
+    `hold(gate)`: take no job while `gate` blocks (a handler's transport is down).
     """
 
     running: bool
@@ -69,6 +72,7 @@ class NativeWorker(Worker):
         self._block_until = 0  # a delayed job is due then (ms): block until it
         self._run_finished: asyncio.Future[None] | None = None
         self._teardown: asyncio.Future[None] | None = None
+        self._holds = WorkerHolds(self, on_release=self._wake.set)
 
     @property
     def script_pipe(self) -> ScriptPipe:
@@ -102,6 +106,12 @@ class NativeWorker(Worker):
             if self.paused or len(self._slots) >= concurrency:
                 await self._sleep(None)
                 continue
+            gate = self._holds.blocking()
+            if gate is not None:
+                await self._wait_gate(gate)
+                # Jobs came while held, and their marker may be gone: ask directly.
+                self._drained = False
+                continue
             limited = self._limit_until - _now_ms()
             if limited > 0:
                 await self._sleep(limited / 1000)
@@ -127,6 +137,23 @@ class NativeWorker(Worker):
             await asyncio.wait_for(self._wake.wait(), timeout)
         except TimeoutError:
             pass
+
+    async def _wait_gate(self, gate: WorkerGate) -> None:
+        """Until `gate` opens, or a close / pause interrupts."""
+        self._wake.clear()
+        waits = {asyncio.ensure_future(gate.wait_open()), asyncio.ensure_future(self._wake.wait())}
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+
+    def hold(self, gate: WorkerGate) -> None:
+        """Take no job while `gate` blocks; its state is published for the dashboard."""
+        if self._holds.hold(gate):
+            log.warning("Worker %s: %s; taking no jobs until it is back", self.workerName,
+                        gate.describe().get("error") or "held")
+            self._wake.set()
 
     async def _wait_for_marker(self) -> None:
         """BZPOPMIN on the queue's marker (the blocking connection), as bullmq 3.4.4 does;
@@ -202,7 +229,7 @@ class NativeWorker(Worker):
             job = await self._run_job(job, token)
 
     def _fetch_next(self) -> bool:
-        return not (self.closing or self.paused)
+        return not (self.closing or self.paused or self._holds.blocking())
 
     async def _run_job(self, job: Job, token: str) -> Job | None:
         """Process one job, finish it, and return the next one the finish fetched."""
@@ -305,6 +332,7 @@ class NativeWorker(Worker):
             await self._run_finished  # the loop ends after a moveToActive in flight
         await self._wait_slots()  # the lock manager keeps their locks meanwhile
         await self._pipe.idle()
+        await self._holds.close()  # deletes the published state while Redis is still ours
         await self._stalled.stop()
         await self.lockManager.close()
         try:
