@@ -11,8 +11,10 @@ from typing import Annotated, Any
 import typer
 
 from mailqueue.cli.common import (
+    USAGE_ERROR,
     ConcurrencyOption,
     app,
+    fail,
     load_settings,
     run_async,
     setup_logging,
@@ -44,12 +46,14 @@ def worker(
         list[str] | None, typer.Argument(help="Queues to serve (default: the e-mail queue)")
     ] = None,
     concurrency: ConcurrencyOption = None,
-    processes: Annotated[int, typer.Option(
-        min=1, help="Worker processes to run (each with every queue's handlers); "
-                    "default 1, this process",
-    )] = 1,
+    processes_option: Annotated[str, typer.Option(
+        "--processes", metavar="N|auto",
+        help="Worker processes to run (each with every queue's handlers); auto: one per "
+             "core this process may use; default 1, this process",
+    )] = "1",
 ) -> None:
     """Process jobs of the given queues with the built-in e-mail handlers."""
+    processes = _process_count(processes_option)
     settings = load_settings()
     setup_logging(settings)
     names = queues or [settings.default_queue]
@@ -87,6 +91,17 @@ def worker(
         return 0
 
     run_async(main)
+
+
+def _process_count(value: str) -> int:
+    """`--processes`: a number >= 1, or `auto` for the cores this process may run on (a
+    container's CPU set, not the machine's count)."""
+    if value.strip().lower() == "auto":
+        return max(len(os.sched_getaffinity(0)), 1)
+    if not value.strip().isdigit() or int(value) < 1:
+        fail(f"--processes: {value!r} is not a number of processes: use 1, 2, ... or auto",
+             USAGE_ERROR)
+    return int(value)
 
 
 # --- `worker --processes N` ------------------------------------------------------------------

@@ -7,11 +7,15 @@ handlers, sending to an SMTP sink in the test process.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
@@ -79,3 +83,29 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_processes_auto_runs_one_worker_per_usable_core(tmp_path: Path, redis_url: str,
+                                                        prefix: str) -> None:
+    cores = len(os.sched_getaffinity(0))
+    supervisor = MailqueueProcess(tmp_path, ["worker", "--processes", "auto"],
+                                  redis_url=redis_url, prefix=prefix)
+    try:
+        if cores == 1:  # one process: the worker runs in the command itself
+            supervisor.wait_for_output("Ctrl-C to stop", timeout=60)
+        else:
+            supervisor.wait_for_output("processes (pids", timeout=60)
+            match = re.search(r"Worker: (\d+) processes", supervisor.output())
+            assert match and int(match.group(1)) == cores, supervisor.output()
+    finally:
+        assert supervisor.stop() == 0, supervisor.output()
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_a_bad_process_count_is_one_line(tmp_path: Path, value: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "mailqueue.cli", "worker", "--processes",
+                             value], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"mailqueue: --processes: {value!r} is not a number of processes: use 1, 2, ... "
+        "or auto"]
