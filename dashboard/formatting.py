@@ -133,14 +133,17 @@ def pretty_json(value: Any, limit: int = 64 * 1024) -> str:
 
 
 def compact(n: int | float | None) -> str:
-    """1234 -> 1.2k, 1500000 -> 1.5M."""
+    """Exact below 100,000 (4,998 — an operator counting failures wants the number, not
+    "5k"); 123k, 1.5M above, where the last digits tell nobody anything."""
     if n is None:
         return "0"
     n = float(n)
+    if abs(n) < 100_000:
+        return f"{n:,.0f}"
     for unit, size in (("M", 1e6), ("k", 1e3)):
         if abs(n) >= size:
             return f"{n / size:.1f}".rstrip("0").rstrip(".") + unit
-    return f"{n:.0f}"
+    return f"{n:,.0f}"
 
 
 def css_id(value: object) -> str:

@@ -175,3 +175,15 @@ async def test_node_worked_queue_sparkline_is_true(mail: MailManager, client: ht
     api = {q["name"]: q for q in (await client.get("/api/queues")).json()["queues"]}
     assert sum(api["node.ok"]["completed_per_minute"]) == 4
     assert api["node.gone"]["completed_per_minute"] == []
+
+
+async def test_counts_are_exact_below_100000(mail: MailManager,
+                                            client: httpx.AsyncClient) -> None:
+    """Issue 14: an operator counting failures wants 4,998, not "5k"."""
+    from mailqueue.dashboard.formatting import compact
+
+    assert [compact(n) for n in (0, 999, 4998, 99_999, 100_000, 123_456, 1_500_000)] == [
+        "0", "999", "4,998", "99,999", "100k", "123.5k", "1.5M"]
+    await mail.add_jobs("many", [{"name": "x", "data": {}} for _ in range(1234)])
+    page = (await client.get("/")).text
+    assert ">1,234</a>" in page and "1.2k" not in page
