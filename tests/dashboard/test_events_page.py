@@ -52,6 +52,10 @@ async def test_page_shows_recent_events_filtered(client: httpx.AsyncClient, mail
     only_failed = await client.get("/events", params={"queue": "emails", "type": "failed"})
     rows = only_failed.text.split('id="events-stream"')[1].split("</table>")[0]
     assert "failed" in rows and ">completed<" not in rows and "digest" not in rows
+    # Each event's job id opens the job (issue 14).
+    failed_id = next(e["jobId"] for e in (await client.get(
+        "/api/events", params={"queue": "emails", "type": "failed"})).json()["events"])
+    assert f'<a href="/queues/emails/jobs/{failed_id}"><code>{failed_id}</code></a>' in rows
     assert 'value="failed" selected' in only_failed.text
 
     api = (await client.get("/api/events", params={"queue": "emails"})).json()
