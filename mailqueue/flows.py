@@ -158,6 +158,7 @@ class FlowManager:
         self.prefix = prefix
         self._queues = queues
         self._producer: FlowProducer | None = None
+        self._closed = False
         # Queues this manager added flow jobs to: QueueManager's discovery is cached for a
         # moment and would miss a queue that only just got its first (flow) job.
         self._flow_queues: set[str] = set()
@@ -167,6 +168,8 @@ class FlowManager:
         return f"{self.prefix}:{FLOW_INDEX_SUFFIX}"
 
     def _producer_handle(self) -> FlowProducer:
+        if self._closed:  # a producer made now would own a client nobody closes
+            raise MailQueueError("The flow manager is closed")
         if self._producer is None:
             self._producer = FlowProducer(
                 {"connection": bullmq_connection(self._connection), "prefix": self.prefix}
@@ -174,6 +177,7 @@ class FlowManager:
         return self._producer
 
     async def close(self) -> None:
+        self._closed = True
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.close()

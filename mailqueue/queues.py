@@ -119,6 +119,7 @@ class QueueManager(JobReads):
         self.prefix = prefix
         self.default_job_options = dict(default_job_options or {})
         self._queues: dict[str, Queue] = {}
+        self._closed = False
         self._counts_sha: str | None = None  # bullmq's getCounts script, loaded once
         self._discovered: tuple[float, list[str]] | None = None
         # Names found in Redis that no queue handle accepts (a producer wrote a 10,000
@@ -150,6 +151,8 @@ class QueueManager(JobReads):
 
     def _queue_handle(self, name: str) -> Queue:
         validate_queue_name(name)
+        if self._closed:
+            raise MailQueueError("The queue manager is closed")
         queue = self._queues.get(name)
         if queue is None:
             queue = Queue(
@@ -257,8 +260,13 @@ class QueueManager(JobReads):
             self._discovery.cancel()
             with contextlib.suppress(BaseException):
                 await self._discovery
-        queues, self._queues = list(self._queues.values()), {}
-        await asyncio.gather(*(q.close() for q in queues), return_exceptions=True)
+        # Each handle owns a Redis client. A render still running during shutdown may make
+        # one while the others close: refuse new ones from now on, and close until none is
+        # left (an unclosed client is a ResourceWarning when the collector finds it).
+        self._closed = True
+        while self._queues:
+            queues, self._queues = list(self._queues.values()), {}
+            await asyncio.gather(*(q.close() for q in queues), return_exceptions=True)
 
     # --- jobs -----------------------------------------------------------------------------
 

@@ -18,6 +18,8 @@ from playwright.async_api import expect
 from mailqueue.manager import MailManager
 from mailqueue.queue_stats import DAY, HOUR
 from tests.browser.conftest import BrowserLog, screenshot
+from tests.browser.test_dashboard_browser import wait_live
+from tests.dashboard.test_job_page import wait_for_state
 
 QUEUE = "charts.demo"
 MIN = 60_000
@@ -103,16 +105,21 @@ async def test_charts_render_light_and_dark_with_text_and_hover_values(
     await page.emulate_media(color_scheme="light")
 
     # Live: a worker finishes one more job; the chart's numbers follow without a reload.
+    # The page's stream must be open first, or the change could land before it connects.
+    await wait_live(page)
     await page.evaluate("window.__marker = 'still here'")
     before = await hour.locator("svg.bars").get_attribute("aria-label")
 
     async def ok(data: Any, job: Job) -> str:
         return "ok"
 
-    await mail.add_job(QUEUE, "send", {})
+    added = await mail.add_job(QUEUE, "send", {})
     mail.start_worker(QUEUE, {"send": ok})
+    await wait_for_state(mail, QUEUE, str(added.id), "completed")
+    # The queue was seeded without an events stream: the hub's reader follows it from its
+    # next discovery scan (every 2 s or more on a busy Redis), hence the longer wait.
     await expect(page.locator('#queue-charts figure[data-window="hour"] svg.bars')
-                 ).not_to_have_attribute("aria-label", before or "", timeout=10_000)
+                 ).not_to_have_attribute("aria-label", before or "", timeout=30_000)
     assert await page.evaluate("window.__marker") == "still here"
     browser_log.assert_clean()
 
