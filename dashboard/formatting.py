@@ -15,10 +15,11 @@ import jinja2
 
 
 def timestamp(ms: int | float | None) -> str:
-    """Epoch milliseconds as `2026-11-28 16:51:07` (UTC)."""
+    """Epoch milliseconds as `2026-11-28 16:51:07 UTC`: the zone is said on every absolute
+    time, or an operator in another zone misreads it by hours."""
     if not ms:
         return "–"
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def ago(ms: int | float | None, now_ms: float | None = None) -> str:
