@@ -207,6 +207,10 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+KEPT_MARK = ("<!-- Sections below this line are written by hand; bench/run.py --write keeps "
+             "them. -->")
+
+
 def write_report(results: dict[str, Any]) -> None:
     a = results["args"]
     today = datetime.date.today().isoformat()
@@ -245,7 +249,12 @@ with the enqueueing, 1,000 at a time.
 """
     text += workers_report(results.get("workers"))
     text += dashboards_report(results.get("dashboards"))
-    (ROOT / "docs" / "performance.md").write_text(text)
+    path = ROOT / "docs" / "performance.md"
+    # What was written by hand (profiles, before/after figures of one change) stays.
+    old = path.read_text() if path.exists() else ""
+    if KEPT_MARK in old:
+        text = text.rstrip("\n") + "\n\n" + KEPT_MARK + old.split(KEPT_MARK, 1)[1]
+    path.write_text(text)
     print("wrote docs/performance.md")
 
 
