@@ -27,11 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from mailqueue.mail.handlers import create_email_handlers
 from mailqueue.mail.sink import MailSink, OutboxSummary
 from mailqueue.manager import MailManager
+from tests.mailqueue.mail import conftest as mail_fixtures
+
+sink = mail_fixtures.sink  # the mail tests' sink fixture, used here too
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "reliability"
 QUEUE = "emails"
@@ -43,14 +45,6 @@ def report(scenario: str, figures: dict[str, Any]) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / f"{scenario}.json").write_text(json.dumps(figures, indent=2) + "\n")
     print(f"\n[{scenario}] " + ", ".join(f"{k}={v}" for k, v in figures.items()))
-
-
-@pytest.fixture
-async def sink(redis_client: aioredis.Redis, prefix: str) -> AsyncIterator[MailSink]:
-    server = MailSink(redis_client, prefix)
-    await server.start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,16 +25,25 @@ class Stack:
     prefix: str
 
 
-@pytest.fixture
-async def stack(settings: Settings, redis_url: str) -> AsyncIterator[Stack]:
+@contextlib.asynccontextmanager
+async def open_stack(settings: Settings, redis_url: str) -> AsyncIterator[Stack]:
+    """The two managers on one client, closed in order (workers, queues, client)."""
     connection = connection_options(redis_url)
     client = aioredis.Redis(decode_responses=True, **connection)
     queues = QueueManager(connection, client, settings.queue_prefix)
     workers = WorkerManager(connection, client, settings.queue_prefix, settings)
-    yield Stack(queues, workers, client, settings.queue_prefix)
-    await workers.close(timeout=5)
-    await queues.close()
-    await client.aclose()
+    try:
+        yield Stack(queues, workers, client, settings.queue_prefix)
+    finally:
+        await workers.close(timeout=5)
+        await queues.close()
+        await client.aclose()
+
+
+@pytest.fixture
+async def stack(settings: Settings, redis_url: str) -> AsyncIterator[Stack]:
+    async with open_stack(settings, redis_url) as opened:
+        yield opened
 
 
 async def wait_for_counts(

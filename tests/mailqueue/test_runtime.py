@@ -19,25 +19,16 @@ import redis.asyncio as aioredis
 from bullmq import Job
 from bullmq.custom_errors import UnrecoverableError
 
-from mailqueue.bullmq_fixes import connection_options
-from mailqueue.queues import QueueManager
 from mailqueue.runtime import NativeWorker
 from mailqueue.settings import Settings
-from mailqueue.workers import WorkerManager
-from tests.mailqueue.conftest import Stack, wait_for_counts
+from tests.mailqueue.conftest import Stack, open_stack, wait_for_counts
 
 
 @pytest.fixture
 async def native(settings: Settings, redis_url: str) -> AsyncIterator[Stack]:
-    settings = settings.model_copy(update={"worker_runtime": "native"})
-    connection = connection_options(redis_url)
-    client = aioredis.Redis(decode_responses=True, **connection)
-    queues = QueueManager(connection, client, settings.queue_prefix)
-    workers = WorkerManager(connection, client, settings.queue_prefix, settings)
-    yield Stack(queues, workers, client, settings.queue_prefix)
-    await workers.close(timeout=5)
-    await queues.close()
-    await client.aclose()
+    native_settings = settings.model_copy(update={"worker_runtime": "native"})
+    async with open_stack(native_settings, redis_url) as opened:
+        yield opened
 
 
 async def noop(data: Any, job: Job) -> Any:
