@@ -51,14 +51,11 @@ from .views.outbox import (
     outbox_page,
 )
 from .views.overview import api_queues, overview
-from .views.queues import (
-    api_queue,
-    api_queue_jobs,
+from .views.queue_actions import (
     queue_add_job,
     queue_clean,
     queue_drain,
     queue_obliterate,
-    queue_page,
     queue_pause,
     queue_promote_delayed,
     queue_remove_selected,
@@ -68,6 +65,7 @@ from .views.queues import (
     queues_pause_all,
     queues_resume_all,
 )
+from .views.queues import api_queue, api_queue_jobs, queue_page
 from .views.schedules import (
     api_schedules,
     schedule_remove,
