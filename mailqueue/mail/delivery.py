@@ -29,15 +29,20 @@ docs/mail.md describes the windows that remain.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, Protocol, TypedDict
 
 import redis.asyncio as aioredis
 
 from mailqueue.mail.errors import DeliveryInProgressError, UnconfirmedSendError
 from mailqueue.mail.sink import NAMESPACE
+
+log = logging.getLogger(__name__)
 
 DEFAULT_RECORD_TTL_S = 7 * 24 * 3600  # longer than any sane retry schedule
 # How long a claim taken without a job lock (a handler called outside a worker) blocks other
@@ -82,6 +87,22 @@ redis.call("DEL", KEYS[4])
 return {status, record or false}
 """
 
+# The delivery, kept for the record TTL; the claim and the unconfirmed mark released.
+# KEYS: record, claim, unconfirmed mark. ARGV: the record (JSON), its TTL (s).
+_RECORD_SCRIPT = """
+redis.call("SET", KEYS[1], ARGV[1], "EX", ARGV[2])
+redis.call("DEL", KEYS[2], KEYS[3])
+return 1
+"""
+
+
+class ScriptCalls(Protocol):
+    """Where script calls go: a worker's pipelined command connection
+    (mailqueue.runtime.scripts.ScriptPipe), whose calls are written in order."""
+
+    def call(self, script: Any, keys: Sequence[Any], args: Sequence[Any]
+             ) -> asyncio.Future[Any]: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Claim:
@@ -114,11 +135,25 @@ class DeliveryLog:
         prefix: str,
         record_ttl_s: int = DEFAULT_RECORD_TTL_S,
         claim_ttl_ms: int = DEFAULT_CLAIM_TTL_MS,
+        pipe: ScriptCalls | None = None,
     ) -> None:
+        """`pipe`: the running worker's script pipe on `redis`'s connection. The claim then
+        shares a round trip with the other slots' calls, and the record is written without
+        waiting for its reply: it goes out on the connection before the job's completion
+        (which the worker writes on the same pipe), one round trip for both."""
         self.redis = redis
         self.prefix = prefix
         self.record_ttl_s = record_ttl_s
         self.claim_ttl_ms = claim_ttl_ms
+        self.pipe = pipe
+        # EVALSHA, loaded on the first NOSCRIPT (hashing the text costs microseconds).
+        self._claim_script = redis.register_script(_CLAIM_SCRIPT)
+        self._record_script = redis.register_script(_RECORD_SCRIPT)
+
+    def _call(self, script: Any, keys: list[Any], args: list[Any]) -> Any:
+        if self.pipe is not None:
+            return self.pipe.call(script, keys, args)
+        return script(keys=keys, args=args)
 
     def _record_key(self, message_id: str) -> str:
         return f"{self.prefix}:{NAMESPACE}:delivered:{message_id}"
@@ -154,10 +189,11 @@ class DeliveryLog:
         else:
             token, ttl_ms = f"ttl:{uuid.uuid4().hex}", self.claim_ttl_ms
         attempts = int(getattr(job, "attemptsMade", 0) or 0)
-        reply = await self.redis.eval(
-            _CLAIM_SCRIPT, 4, self._record_key(message_id), self._claim_key(message_id),
-            lock_key, self._mark_key(message_id),
-            token, ttl_ms, "1" if at_most_once else "0", attempts, self.record_ttl_s,
+        reply = await self._call(
+            self._claim_script,
+            [self._record_key(message_id), self._claim_key(message_id), lock_key,
+             self._mark_key(message_id)],
+            [token, ttl_ms, "1" if at_most_once else "0", attempts, self.record_ttl_s],
         )
         status, recorded = _text(reply[0]), _load(reply[1] or None)
         if status == "recorded":
@@ -184,11 +220,24 @@ class DeliveryLog:
         await self.redis.set(self._mark_key(message_id), attempts, ex=self.record_ttl_s)
 
     async def record(self, message_id: str, token: str, record: DeliveryRecord) -> None:
-        """Store the delivery (kept `record_ttl_s`) and release the claim, in one round trip."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._record_key(message_id), json.dumps(record), ex=self.record_ttl_s)
-            pipe.delete(self._claim_key(message_id), self._mark_key(message_id))
-            await pipe.execute()
+        """Store the delivery (kept `record_ttl_s`) and release the claim: one script call.
+
+        On a worker's pipe it returns once the call is queued: the record is written before
+        anything the worker queues after it (the job's completion) and a failure is logged.
+        Its outcome changes nothing for this run: the message is sent, and a job whose
+        record is missing completes all the same (failing it would make its retry send
+        the message again).
+        """
+        reply = self._call(
+            self._record_script,
+            [self._record_key(message_id), self._claim_key(message_id),
+             self._mark_key(message_id)],
+            [json.dumps(record), self.record_ttl_s],
+        )
+        if self.pipe is None:
+            await reply
+            return
+        reply.add_done_callback(lambda done: _log_failed_record(done, message_id))
 
     async def release(self, message_id: str, token: str) -> None:
         """Give the claim back after a failed send, if it is still ours."""
@@ -196,6 +245,13 @@ class DeliveryLog:
         current = await self.redis.get(key)
         if current is not None and _text(current) == token:
             await self.redis.delete(key)
+
+
+def _log_failed_record(done: asyncio.Future[Any], message_id: str) -> None:
+    if done.cancelled() or done.exception() is None:
+        return
+    log.error("%s was sent, but its delivery record was not written: %s (a retry of "
+              "its job would send it again)", message_id, done.exception())
 
 
 def _text(value: Any) -> str:

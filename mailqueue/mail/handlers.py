@@ -228,16 +228,17 @@ def _make_handler(
         try:
             name, mail, message = service.prepare(data, template, job)
             mode = service.delivery_mode(data, name)
-            # Few Redis round trips per message: one log line and one progress step here.
-            await job.log(
-                f"{'template ' + repr(name) if name else 'direct message'}: {mail.subject!r} "
-                f"as {message.message_id} to {len(message.recipients)} recipient(s), "
-                f"{len(message.data):,} bytes"
-            )
-            await job.updateProgress(50)
-            result = await service.deliver(job, message, mode)
-            await job.updateProgress(100)
-            return result
+            if getattr(job, "attemptsMade", 0):
+                # A retry: what this run sends (the first run's is in its return value).
+                # No progress steps and no log line on a first run: each is a Redis round
+                # trip, and a one-message job has nothing to report between start and end.
+                await job.log(
+                    f"attempt {job.attemptsMade + 1}: "
+                    f"{'template ' + repr(name) if name else 'direct message'}: "
+                    f"{mail.subject!r} as {message.message_id} to "
+                    f"{len(message.recipients)} recipient(s), {len(message.data):,} bytes"
+                )
+            return await service.deliver(job, message, mode)
         except PutBackError as exc:
             await put_back(job, exc)
         except PermanentMailError as exc:

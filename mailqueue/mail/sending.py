@@ -65,11 +65,15 @@ async def send_once(service: MailService, job: Any, message: OutgoingMessage,
     Some recipients refused (5xx) while others accepted: the others have the message, so
     the delivery is recorded, then the job fails naming the refused ones. A retry sends
     to the recipients without the message only (the record says who has it).
-    Round trips in the normal path: the claim (one script) and the record (one pipeline).
+    Round trips in the normal path: the claim, and the record — which, in the native
+    worker, goes out with the job's completion. Nothing is logged on the job then: its
+    return value says what was sent; logs are for failures, retries and skipped sends.
     """
     redis: aioredis.Redis = service.redis or job.queue.client
     prefix: str = job.queue.prefix
-    deliveries = DeliveryLog(redis, prefix)
+    # The worker's own connection: its script pipe orders the record before the completion.
+    pipe = getattr(job.queue, "script_pipe", None) if service.redis is None else None
+    deliveries = DeliveryLog(redis, prefix, pipe=pipe)
     transport = await service.transport(redis, prefix)
     transport.breaker.check()  # down: put back before claiming anything
     claim = await deliveries.claim(message.message_id, job, at_most_once=mode == AT_MOST_ONCE)
@@ -130,10 +134,9 @@ async def send_once(service: MailService, job: Any, message: OutgoingMessage,
                            **result.replies},
     )
     await deliveries.record(message.message_id, token, record)
-    for address, reply in result.rejected.items():
-        await job.log(f"refused by the server: {address}: {reply}")
-    await job.log(f"sent {message.message_id}: {result.response}")
     if result.rejected:
+        for address, reply in result.rejected.items():
+            await job.log(f"refused by the server: {address}: {reply}")
         refused = "; ".join(f"{a}: {reply}" for a, reply in result.rejected.items())
         code = int(next(iter(result.rejected.values()))[:3])
         raise PermanentDeliveryError(
