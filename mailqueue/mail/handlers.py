@@ -25,6 +25,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from bullmq.custom_errors import UnrecoverableError
 
+from mailqueue.mail.dkim import message_signer
 from mailqueue.mail.errors import (
     InvalidMailDataError,
     PermanentMailError,
@@ -76,6 +77,8 @@ class MailService:
         directory = template_dir or getattr(settings, "mail_template_dir", None)
         self.renderer = TemplateRenderer(directory)
         self.sender = parse_sender(settings.mail_from)
+        # DKIM signing when configured: checked here, so a bad key fails the start, not jobs.
+        self.sign = message_signer(settings)
         self.redis = redis
         self.max_attachment_bytes = max_attachment_bytes
         self._transport = transport
@@ -149,7 +152,7 @@ class MailService:
         if url is not None:
             url = check_unsubscribe_url(url, name("unsubscribe_url"))
         domain = self.sender.email.rpartition("@")[2]
-        return build_message(
+        return self.sign(build_message(
             sender=sender,
             to=to,
             cc=parse_address_list(options.get("cc"), name("cc")),
@@ -162,7 +165,7 @@ class MailService:
             attachments=decode_attachments(options.get("attachments"), self.max_attachment_bytes),
             message_id=make_message_id(job.queue.name, str(job.id), domain),
             unsubscribe_url=url,
-        )
+        ))
 
     async def deliver(self, job: Any, message: OutgoingMessage,
                       mode: DeliveryMode = AT_LEAST_ONCE) -> dict[str, Any]:
