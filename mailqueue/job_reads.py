@@ -202,6 +202,22 @@ class JobReads:
             "jobs": await self._read_summaries(queue, matched[:max_results], state),
         }
 
+    async def get_last_stacktraces(self, queue: str, ids: list[str], max_chars: int = 4000
+                                   ) -> dict[str, tuple[str, bool]]:
+        """Each job's newest stack trace (its last failed attempt's), cut at `max_chars`,
+        with whether it was cut; jobs without one are left out. One round trip for all the
+        ids (a page of the failed list), and only the `stacktrace` field of each hash."""
+        pipe = self._client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hget(self.key(queue, job_id), "stacktrace")
+        values = await pipe.execute() if ids else []
+        traces: dict[str, tuple[str, bool]] = {}
+        for job_id, raw in zip(ids, values, strict=True):
+            trace = _last_trace(raw)
+            if trace:
+                traces[job_id] = (trace[:max_chars], len(trace) > max_chars)
+        return traces
+
     async def _read_summaries(self, queue: str, ids: list[str],
                               state: str | None) -> list[dict[str, Any]]:
         pipe = self._client.pipeline(transaction=False)
@@ -246,6 +262,21 @@ def _summary(queue: str, job_id: str, state: str | None, values: list[Any]) -> d
         "failed_reason": raw.get("failedReason") or None,
         "parent_key": raw.get("parentKey") or None,
     }
+
+
+def _last_trace(raw: Any) -> str:
+    """The newest entry of a job's `stacktrace` field (a JSON list of strings, oldest first);
+    the text itself when another producer wrote something else there."""
+    if not raw:
+        return ""
+    try:
+        traces = json.loads(raw)
+    except ValueError:
+        return str(raw)
+    if isinstance(traces, list):
+        texts = [str(t) for t in traces if t]
+        return texts[-1] if texts else ""
+    return str(traces) if traces else ""
 
 
 def _check_listing(state: str, page: int, per_page: int, sort: str) -> None:

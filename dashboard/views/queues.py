@@ -27,6 +27,7 @@ from ..actions import mail_of
 from ..charts import queue_charts
 from ..context import live_url, page_context
 from ..render import is_htmx, render, render_fragment
+from .failed_rows import add_failure_stacks
 from .queue_actions import CLEANABLE_STATES
 
 PER_PAGE_CHOICES = (25, 50, 100, 200)
@@ -85,7 +86,15 @@ def listing_params(params: Mapping[str, str]) -> dict[str, Any]:
 
 
 async def job_listing(mail: MailManager, name: str, p: Mapping[str, Any]) -> dict[str, Any]:
-    """The rows to show: one page of a state, or a search (by id, name or data)."""
+    """The rows to show: one page of a state, or a search (by id, name or data); on the
+    failed list, each row with its newest stack trace."""
+    listing = await _read_listing(mail, name, p)
+    if p["state"] == "failed":
+        await add_failure_stacks(mail, name, listing["jobs"])
+    return listing
+
+
+async def _read_listing(mail: MailManager, name: str, p: Mapping[str, Any]) -> dict[str, Any]:
     if not p["q"]:
         listing = await mail.queues.get_job_summaries(name, p["state"], p["page"],
                                                       p["per_page"], p["sort"])
