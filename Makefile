@@ -35,7 +35,8 @@ check: $(VENV)/.installed-dev
 	$(BIN)/ruff check mailqueue dashboard tests examples bench
 	$(BIN)/mypy
 
-## E-mail throughput, the newsletter, workers vs Node, our dashboard vs Bull Board on a
+## E-mail throughput, the newsletter, workers vs Node, e-mails/s vs Node BullMQ + nodemailer
+## (the goal table of issue 12), our dashboard vs Bull Board on a
 ## million jobs (BENCH_SCALE=0.1 shrinks the fill); writes docs/performance.md
 bench: $(VENV)/.installed-dev
 	cd bench/node && npm ci --no-audit --no-fund --silent

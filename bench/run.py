@@ -9,6 +9,10 @@
 3. `create_newsletter_flow` with 100,000 recipients from a generator: enqueue time, and
    peak Python memory (tracemalloc) in a second run.
 
+Then bench/workers.py (no-op jobs/s), bench/mail.py (e-mails/s, ours vs Node BullMQ +
+nodemailer, and the goal table of issue 12) and bench/dashboards.py; `--skip-workers`,
+`--skip-mail`, `--skip-dashboards` leave them out.
+
 Medians of `--runs` runs. Redis is an EmbeddedRedis on a temporary directory (never the
 machine's 6379). `--write` puts the results in docs/performance.md.
 """
@@ -34,6 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dashboards
+import mail
 import workers
 
 from mailqueue.mail.message import Address, OutgoingMessage, build_message
@@ -247,6 +252,7 @@ no-double-send record in Redis, and bullmq's own work per job; BULLMQ-NOTES meas
 memory stays flat with the number of recipients: they are read from the iterable in step
 with the enqueueing, 1,000 at a time.
 """
+    text += mail.report(results.get("mail"), results.get("workers"))
     text += workers_report(results.get("workers"))
     text += dashboards_report(results.get("dashboards"))
     path = ROOT / "docs" / "performance.md"
@@ -356,8 +362,11 @@ def main() -> None:
                         help="only write docs/performance.md from a saved run's results")
     parser.add_argument("--skip-dashboards", action="store_true")
     parser.add_argument("--skip-workers", action="store_true")
+    parser.add_argument("--skip-mail", action="store_true",
+                        help="leave out ours vs Node BullMQ + nodemailer (bench/mail.py)")
     dashboards.add_arguments(parser)
     workers.add_arguments(parser)
+    mail.add_arguments(parser)
     args = parser.parse_args()
     if args.from_json:
         write_report(__import__("json").loads(args.from_json.read_text()))
@@ -367,6 +376,11 @@ def main() -> None:
     if not args.skip_workers:
         print("workers (no-op jobs):", flush=True)
         results["workers"] = workers.run(args)
+    if not args.skip_mail:
+        print("e-mails, ours vs Node BullMQ + nodemailer:", flush=True)
+        results["mail"] = mail.run(args)
+    if not args.skip_mail or not args.skip_workers:
+        mail.print_goal_table(results.get("mail"), results.get("workers"))
     if not args.skip_dashboards:
         print(f"dashboards, ours vs Bull Board (scale {args.scale}):", flush=True)
         results["dashboards"] = dashboards.run(args)
