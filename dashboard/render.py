@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, NoMatchFound
 from starlette.templating import Jinja2Templates
 
 from . import formatting
+from .json_view import json_html
 from .security import csrf_token_of, identity_of
 
 # Pages and static files are data packages of the web layer (mailqueue.dashboard.templates,
@@ -29,6 +30,7 @@ STATIC_DIR = str(files("mailqueue.dashboard.static"))
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
 templates.env.autoescape = True  # every template, whatever its extension
 formatting.install(templates.env)
+templates.env.filters["json_html"] = json_html
 
 
 # {route name: route}, kept on the router. Starlette's url_path_for tries every route in order, each

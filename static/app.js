@@ -1,0 +1,69 @@
+// mailqueue dashboard: the little the pages do in the browser besides htmx. No inline script
+// (the CSP forbids it), no library; every page works without this file, only less handily.
+(function () {
+  "use strict";
+  var root = document.documentElement;
+  root.classList.add("js"); // app.css shows the copy buttons only when they can work
+
+  // --- copy buttons -----------------------------------------------------------------------
+  // <button class="copy" data-copy-text="..."> copies that text; data-copy-from="id" the
+  // text of that element (a JSON view's text is its pretty JSON); data-copy-url="..." what
+  // that URL answers (the whole payload when the page shows only its beginning).
+  function status(text) {
+    var live = document.getElementById("copy-status");
+    if (live) { live.textContent = ""; live.textContent = text; }
+  }
+
+  function fallbackCopy(text) {
+    // Without the Clipboard API (plain http off localhost): a selected, hidden textarea.
+    var area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.className = "visually-hidden";
+    document.body.appendChild(area);
+    area.select();
+    var ok = false;
+    try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+    document.body.removeChild(area);
+    return ok ? Promise.resolve() : Promise.reject(new Error("copy refused"));
+  }
+
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) {
+      return navigator.clipboard.writeText(text).catch(function () { return fallbackCopy(text); });
+    }
+    return fallbackCopy(text);
+  }
+
+  function textToCopy(button) {
+    var d = button.dataset;
+    if (d.copyText !== undefined) return Promise.resolve(d.copyText);
+    if (d.copyUrl) {
+      return fetch(d.copyUrl, {credentials: "same-origin"}).then(function (r) {
+        if (!r.ok) throw new Error("HTTP " + r.status);
+        return r.text();
+      });
+    }
+    var source = d.copyFrom && document.getElementById(d.copyFrom);
+    return source ? Promise.resolve(source.textContent) : Promise.reject(new Error("nothing"));
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("button.copy");
+    if (!button) return;
+    event.preventDefault();
+    var label = button.getAttribute("aria-label") || "Copy";
+    var what = label.replace(/^Copy /, "");
+    textToCopy(button).then(copyText).then(function () {
+      button.classList.add("copied");
+      button.textContent = "Copied";
+      status("Copied " + what);
+      window.setTimeout(function () {
+        button.classList.remove("copied");
+        button.textContent = "Copy";
+      }, 1500);
+    }, function () {
+      status("Could not copy " + what);
+    });
+  });
+})();
