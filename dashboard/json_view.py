@@ -24,7 +24,7 @@ from markupsafe import Markup, escape
 
 MAX_NODES = 4000
 MAX_CHARS = 64 * 1024
-OPEN_DEPTH = 3  # containers this deep or shallower start open...
+OPEN_DEPTH = 3  # the value itself starts open; containers less deep than this too...
 OPEN_ITEMS = 50  # ...unless they hold more items than this
 
 
@@ -84,7 +84,7 @@ def _value(value: Any, depth: int, key_html: str, comma: str, out: list[str],
                                     else list(enumerate(value)))
     opening, closing = ("{", "}") if is_dict else ("[", "]")
     count = f"{len(items)} {'key' if is_dict else 'item'}{'' if len(items) == 1 else 's'}"
-    is_open = depth < OPEN_DEPTH and len(items) <= OPEN_ITEMS
+    is_open = depth == 0 or (depth < OPEN_DEPTH and len(items) <= OPEN_ITEMS)
     out.append(f'<details class="j"{" open" if is_open else ""}>'
                f'<summary data-n="{count}" data-close="{closing}{comma}">{key_html}'
                f'<span class="j-p">{opening}</span></summary><div class="j-body">')
