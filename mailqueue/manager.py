@@ -20,9 +20,11 @@ from mailqueue.cluster import (
     redis_error_reason,
     with_cluster_flag,
 )
+from mailqueue.desk import MailDesk
 from mailqueue.errors import MailQueueError, RedisNotAnsweringError, RedisUnavailableError
 from mailqueue.events import EventManager, Subscription
 from mailqueue.flows import FlowManager
+from mailqueue.mail.message import parse_sender
 from mailqueue.mail.sink import MailSink, Outbox, registered_sink_url
 from mailqueue.mail.templates import BUILTIN_TEMPLATES
 from mailqueue.queues import QueueManager, redis_memory
@@ -55,6 +57,7 @@ class MailManager:
         self._workers: WorkerManager | None = None
         self._events: EventManager | None = None
         self._flows: FlowManager | None = None
+        self._desk: MailDesk | None = None
         self._sink: MailSink | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -98,6 +101,8 @@ class MailManager:
         self._events = EventManager(connection, client, s.queue_prefix, s)
         self._workers = WorkerManager(connection, client, s.queue_prefix, s)
         self._flows = FlowManager(commands, client, s.queue_prefix, self._queues)
+        self._desk = MailDesk(client, s.queue_prefix, self.record_audit,
+                              sender_domain=parse_sender(s.mail_from).email.rpartition("@")[2])
         return self
 
     async def _resolve_redis(self) -> RedisTarget:
@@ -192,6 +197,13 @@ class MailManager:
         self._started()
         assert self._events is not None
         return self._events
+
+    @property
+    def desk(self) -> MailDesk:
+        """The delivery log and the suppression list (mailqueue.desk)."""
+        self._started()
+        assert self._desk is not None
+        return self._desk
 
     @property
     def flows(self) -> FlowManager:

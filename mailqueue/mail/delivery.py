@@ -32,15 +32,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict
 
 import redis.asyncio as aioredis
 
 from mailqueue.mail.errors import DeliveryInProgressError, UnconfirmedSendError
+from mailqueue.mail.message_log import (
+    LOG_FUNCTIONS,
+    Attempt,
+    LogEntry,
+    MessageLog,
+    Retention,
+    message_log_keys,
+)
 from mailqueue.mail.sink import NAMESPACE
+from mailqueue.mail.suppressions import suppression_keys
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +60,33 @@ DEFAULT_RECORD_TTL_S = 7 * 24 * 3600  # longer than any sane retry schedule
 # they expire with the record TTL only so that a removed job's claim does not stay for ever.
 DEFAULT_CLAIM_TTL_MS = 30_000
 
-# One round trip: the record, the claim, the lock of the claim's holder and the
-# unconfirmed mark, read and written atomically.
-# KEYS: record, claim, the job's lock, unconfirmed mark.
+# One round trip: the record, the claim, the lock of the claim's holder, the unconfirmed
+# mark and the suppression list, read and written atomically.
+# KEYS: record, claim, the job's lock, unconfirmed mark, the suppression list.
 # ARGV: our claim value, claim TTL (ms), "1" for at-most-once, the job's attemptsMade,
-#       the mark's TTL (s).
+#       the mark's TTL (s), then the recipients to look up in the suppression list
+#       (lowercased; none when the template ignores it).
+# Replies {status, record or false, PTTL or false, {address, entry, ...}}; "suppressed":
+# every recipient is on the list, nothing claimed.
 _CLAIM_SCRIPT = """
 local record = redis.call("GET", KEYS[1])
 if record then
   local ok, data = pcall(cjson.decode, record)
   if ok and (type(data.rejected) ~= "table" or next(data.rejected) == nil) then
     return {"recorded", record}
+  end
+end
+local suppressed = {}
+if #ARGV > 5 then
+  local entries = redis.call("HMGET", KEYS[5], unpack(ARGV, 6))
+  for i = 6, #ARGV do
+    if entries[i - 5] then
+      suppressed[#suppressed + 1] = ARGV[i]
+      suppressed[#suppressed + 1] = entries[i - 5]
+    end
+  end
+  if #suppressed == 2 * (#ARGV - 5) then
+    return {"suppressed", record or false, false, suppressed}
   end
 end
 local held = redis.call("GET", KEYS[2])
@@ -84,14 +110,17 @@ if held and held ~= ARGV[1] then
 end
 redis.call("SET", KEYS[2], ARGV[1], "PX", ARGV[2])
 redis.call("DEL", KEYS[4])
-return {status, record or false}
+return {status, record or false, false, suppressed}
 """
 
-# The delivery, kept for the record TTL; the claim and the unconfirmed mark released.
-# KEYS: record, claim, unconfirmed mark. ARGV: the record (JSON), its TTL (s).
-_RECORD_SCRIPT = """
+# The delivery, kept for the record TTL; the claim and the unconfirmed mark released; the
+# attempt's entries in the delivery log — one script, so one round trip for all of it.
+# KEYS: record, claim, unconfirmed mark, then the message log's keys.
+# ARGV: the record (JSON), its TTL (s), then the message log's arguments.
+_RECORD_SCRIPT = LOG_FUNCTIONS + """
 redis.call("SET", KEYS[1], ARGV[1], "EX", ARGV[2])
 redis.call("DEL", KEYS[2], KEYS[3])
+log_entries({KEYS[4], KEYS[5], KEYS[6], KEYS[7]}, ARGV, 3)
 return 1
 """
 
@@ -114,6 +143,15 @@ class Claim:
     token: str
     record: DeliveryRecord | None
     status: str
+    # Recipients on the suppression list (as looked up) -> their entries: not to be sent.
+    suppressed: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AllSuppressed:
+    """The claim's answer when every recipient is on the suppression list: nothing claimed."""
+
+    suppressed: dict[str, dict[str, Any]]
 
 
 class DeliveryRecord(TypedDict):
@@ -136,6 +174,7 @@ class DeliveryLog:
         record_ttl_s: int = DEFAULT_RECORD_TTL_S,
         claim_ttl_ms: int = DEFAULT_CLAIM_TTL_MS,
         pipe: ScriptCalls | None = None,
+        retention: Retention | None = None,
     ) -> None:
         """`pipe`: the running worker's script pipe on `redis`'s connection. The claim then
         shares a round trip with the other slots' calls, and the record is written without
@@ -146,6 +185,8 @@ class DeliveryLog:
         self.record_ttl_s = record_ttl_s
         self.claim_ttl_ms = claim_ttl_ms
         self.pipe = pipe
+        self.retention = retention or Retention()
+        self.messages = MessageLog(redis, prefix, self.retention)
         # EVALSHA, loaded on the first NOSCRIPT (hashing the text costs microseconds).
         self._claim_script = redis.register_script(_CLAIM_SCRIPT)
         self._record_script = redis.register_script(_RECORD_SCRIPT)
@@ -171,9 +212,12 @@ class DeliveryLog:
 
     async def claim(
         self, message_id: str, job: Any = None, *, at_most_once: bool = False,
-    ) -> Claim | DeliveryRecord:
+        check: list[str] | None = None,
+    ) -> Claim | DeliveryRecord | AllSuppressed:
         """Take the right to send `message_id` for `job`'s attempt: a Claim, or the recorded
-        (complete) delivery when there is one — then nothing is to be sent.
+        (complete) delivery when there is one — then nothing is to be sent. `check`: the
+        recipients to look up in the suppression list; all of them on it: AllSuppressed,
+        nothing claimed; some: the Claim names them.
 
         Raises DeliveryInProgressError when a live attempt holds the claim, and, at most
         once, UnconfirmedSendError when a dead one did (it may have sent). One round trip.
@@ -192,13 +236,17 @@ class DeliveryLog:
         reply = await self._call(
             self._claim_script,
             [self._record_key(message_id), self._claim_key(message_id), lock_key,
-             self._mark_key(message_id)],
-            [token, ttl_ms, "1" if at_most_once else "0", attempts, self.record_ttl_s],
+             self._mark_key(message_id), suppression_keys(self.prefix)[0]],
+            [token, ttl_ms, "1" if at_most_once else "0", attempts, self.record_ttl_s,
+             *(address.lower() for address in check or ())],
         )
         status, recorded = _text(reply[0]), _load(reply[1] or None)
         if status == "recorded":
             assert recorded is not None
             return recorded
+        suppressed = _suppressed(reply[3] if len(reply) > 3 else [], check or [])
+        if status == "suppressed":
+            return AllSuppressed(suppressed)
         if status == "busy":
             raise DeliveryInProgressError(
                 f"another attempt is sending {message_id} right now; this job runs again "
@@ -211,7 +259,7 @@ class DeliveryLog:
                 "check the recipient's mailbox / the outbox before retrying: a retry sends "
                 "it again"
             )
-        return Claim(token, recorded, status)
+        return Claim(token, recorded, status, suppressed)
 
     async def mark_unconfirmed(self, message_id: str, job: Any) -> None:
         """At most once, after a send whose outcome is unknown: the claim stays, and the
@@ -219,8 +267,10 @@ class DeliveryLog:
         attempts = int(getattr(job, "attemptsMade", 0) or 0)
         await self.redis.set(self._mark_key(message_id), attempts, ex=self.record_ttl_s)
 
-    async def record(self, message_id: str, token: str, record: DeliveryRecord) -> None:
-        """Store the delivery (kept `record_ttl_s`) and release the claim: one script call.
+    async def record(self, message_id: str, token: str, record: DeliveryRecord,
+                     entries: list[tuple[LogEntry, Attempt]]) -> None:
+        """Store the delivery (kept `record_ttl_s`), release the claim and write the
+        attempt's delivery-log `entries`: one script call.
 
         On a worker's pipe it returns once the call is queued: the record is written before
         anything the worker queues after it (the job's completion) and a failure is logged.
@@ -231,13 +281,24 @@ class DeliveryLog:
         reply = self._call(
             self._record_script,
             [self._record_key(message_id), self._claim_key(message_id),
-             self._mark_key(message_id)],
-            [json.dumps(record), self.record_ttl_s],
+             self._mark_key(message_id), *message_log_keys(self.prefix)],
+            [json.dumps(record), self.record_ttl_s,
+             *self.retention.argv(entries, int(time.time() * 1000))],
         )
         if self.pipe is None:
             await reply
             return
         reply.add_done_callback(lambda done: _log_failed_record(done, message_id))
+
+    def log(self, entries: list[tuple[LogEntry, Attempt]]) -> Any:
+        """Write delivery-log entries of an attempt that sent nothing (deferred, failed,
+        suppressed): on the worker's pipe without waiting, else awaitable."""
+        reply = self._call(self.messages._log, self.messages.keys,
+                           self.retention.argv(entries, int(time.time() * 1000)))
+        if self.pipe is not None:
+            reply.add_done_callback(lambda done: _log_failed_entries(done))
+            return _done()
+        return reply
 
     async def release(self, message_id: str, token: str) -> None:
         """Give the claim back after a failed send, if it is still ours."""
@@ -252,6 +313,28 @@ def _log_failed_record(done: asyncio.Future[Any], message_id: str) -> None:
         return
     log.error("%s was sent, but its delivery record was not written: %s (a retry of "
               "its job would send it again)", message_id, done.exception())
+
+
+def _log_failed_entries(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.error("delivery log entries not written: %s", done.exception())
+
+
+async def _done() -> None:
+    return None
+
+
+def _suppressed(flat: list[Any], asked: list[str]) -> dict[str, dict[str, Any]]:
+    """{address as asked: entry} from the claim's flat [lowercased, JSON, ...] reply."""
+    by_lower = {address.lower(): address for address in asked}
+    found: dict[str, dict[str, Any]] = {}
+    for lower, raw in zip(flat[::2], flat[1::2], strict=True):
+        try:
+            entry = json.loads(_text(raw))
+        except ValueError:
+            entry = {"reason": "unknown"}
+        found[by_lower.get(_text(lower), _text(lower))] = entry
+    return found
 
 
 def _text(value: Any) -> str:

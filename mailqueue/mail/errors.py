@@ -48,11 +48,17 @@ class AttachmentTooLargeError(InvalidMailDataError):
 
 
 class PermanentDeliveryError(PermanentMailError):
-    """The SMTP server refused the message with a 5xx reply."""
+    """The SMTP server refused the message with a 5xx reply.
 
-    def __init__(self, message: str, code: int | None = None) -> None:
+    `refused`: the recipients the refusal was about (a 5xx to their RCPT TO, or to DATA)
+    -> the server's reply; they go on the suppression list. Empty when the refusal was not
+    about recipients (the sender refused at MAIL FROM)."""
+
+    def __init__(self, message: str, code: int | None = None,
+                 refused: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.refused = refused or {}
 
 
 class TransientDeliveryError(TransientMailError):

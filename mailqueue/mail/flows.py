@@ -352,6 +352,10 @@ class MailHandlers(EmailHandlers):
                 service.settings, transport=transport, redis=service.redis,
                 template_dir=service.renderer.template_dir,
             )
+            # The primary relay's permanent refusal put the address on the suppression list
+            # as a bounce; the fallback relay is there to try it all the same (an
+            # unsubscribe or an operator's entry still stops it).
+            handlers.service.ignored_suppressions = frozenset({"bounce"})
             self._fallbacks[url] = (handlers, transport)
         return self._fallbacks[url][0]
 

@@ -44,6 +44,7 @@ from mailqueue.mail.message import (
     parse_address_list,
     parse_sender,
 )
+from mailqueue.mail.message_log import Retention
 from mailqueue.mail.sending import (
     AT_LEAST_ONCE,
     DeliveryMode,
@@ -83,6 +84,9 @@ class MailService:
         self.max_attachment_bytes = max_attachment_bytes
         self._transport = transport
         self._owns_transport = transport is None
+        self.log_retention = Retention()
+        # Suppression reasons this service sends to regardless (a fallback relay: bounces).
+        self.ignored_suppressions: frozenset[str] = frozenset()
 
     async def transport(self, redis: aioredis.Redis, prefix: str) -> SmtpTransport:
         """SMTP_URL when set, else the development sink registered under this prefix."""
@@ -168,9 +172,12 @@ class MailService:
         ))
 
     async def deliver(self, job: Any, message: OutgoingMessage,
-                      mode: DeliveryMode = AT_LEAST_ONCE) -> dict[str, Any]:
-        """Send unless already delivered, once (mailqueue.mail.sending.send_once)."""
-        return await send_once(self, job, message, mode)
+                      mode: DeliveryMode = AT_LEAST_ONCE, template: str | None = None
+                      ) -> dict[str, Any]:
+        """Send unless already delivered, once, and not to suppressed addresses unless the
+        template says so (mailqueue.mail.sending.send_once)."""
+        ignore = bool(template and self.renderer.settings(template).get("ignore_suppressions"))
+        return await send_once(self, job, message, mode, template, ignore_suppressions=ignore)
 
     def delivery_mode(self, data: Any, template: str | None) -> DeliveryMode:
         """The job's `delivery`, else its template's settings.json, else at-least-once."""
@@ -241,7 +248,7 @@ def _make_handler(
                     f"{mail.subject!r} as {message.message_id} to "
                     f"{len(message.recipients)} recipient(s), {len(message.data):,} bytes"
                 )
-            return await service.deliver(job, message, mode)
+            return await service.deliver(job, message, mode, name)
         except PutBackError as exc:
             await put_back(job, exc)
         except PermanentMailError as exc:

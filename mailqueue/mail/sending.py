@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 import redis.asyncio as aioredis
 from bullmq.custom_errors import DelayedError
 
-from mailqueue.mail.delivery import Claim, DeliveryLog, DeliveryRecord
+from mailqueue.mail.delivery import AllSuppressed, Claim, DeliveryLog, DeliveryRecord
 from mailqueue.mail.errors import (
     DeliveryOutcomeUnknownError,
     InvalidMailDataError,
@@ -36,6 +36,8 @@ from mailqueue.mail.errors import (
     UnconfirmedSendError,
 )
 from mailqueue.mail.message import OutgoingMessage
+from mailqueue.mail.message_log import Attempt, LogEntry
+from mailqueue.mail.suppressions import SuppressionList
 from mailqueue.worker_gates import hold_worker
 
 if TYPE_CHECKING:
@@ -59,24 +61,46 @@ def check_delivery_mode(value: Any, where: str) -> DeliveryMode:
 
 
 async def send_once(service: MailService, job: Any, message: OutgoingMessage,
-                    mode: DeliveryMode = AT_LEAST_ONCE) -> dict[str, Any]:
+                    mode: DeliveryMode = AT_LEAST_ONCE, template: str | None = None,
+                    ignore_suppressions: bool = False) -> dict[str, Any]:
     """Send unless already delivered; record the delivery before returning.
 
+    Recipients on the suppression list are not sent to (unless `ignore_suppressions`: the
+    template's setting for mail that must go, a password reset); when that is every
+    recipient, nothing is sent and the job completes with the outcome "suppressed".
     Some recipients refused (5xx) while others accepted: the others have the message, so
     the delivery is recorded, then the job fails naming the refused ones. A retry sends
-    to the recipients without the message only (the record says who has it).
-    Round trips in the normal path: the claim, and the record — which, in the native
-    worker, goes out with the job's completion. Nothing is logged on the job then: its
-    return value says what was sent; logs are for failures, retries and skipped sends.
+    to the recipients without the message only (the record says who has it). A refused
+    recipient goes on the suppression list. Every attempt writes the delivery log.
+
+    Round trips in the normal path: the claim (with the suppression lookup), and the record
+    with its delivery-log entry — which, in the native worker, goes out with the job's
+    completion. Nothing is logged on the job then: its return value says what was sent;
+    job logs are for failures, retries and skipped sends.
     """
     redis: aioredis.Redis = service.redis or job.queue.client
     prefix: str = job.queue.prefix
     # The worker's own connection: its script pipe orders the record before the completion.
     pipe = getattr(job.queue, "script_pipe", None) if service.redis is None else None
-    deliveries = DeliveryLog(redis, prefix, pipe=pipe)
+    deliveries = DeliveryLog(redis, prefix, pipe=pipe, retention=service.log_retention)
+    attempt = Attempt(message.message_id, job.queue.name, str(job.id),
+                      int(getattr(job, "attemptsMade", 0) or 0) + 1, template,
+                      message.subject, len(message.data))
     transport = await service.transport(redis, prefix)
     transport.breaker.check()  # down: put back before claiming anything
-    claim = await deliveries.claim(message.message_id, job, at_most_once=mode == AT_MOST_ONCE)
+    check = None if ignore_suppressions else list(message.recipients)
+    claim = await deliveries.claim(message.message_id, job, at_most_once=mode == AT_MOST_ONCE,
+                                   check=check)
+    ignored = service.ignored_suppressions
+    if isinstance(claim, AllSuppressed) and ignored and any(
+            entry.get("reason") in ignored for entry in claim.suppressed.values()):
+        # Rare (a fallback relay): claim again, looking up only what this service heeds.
+        check = [a for a, e in claim.suppressed.items() if e.get("reason") not in ignored]
+        claim = await deliveries.claim(message.message_id, job,
+                                       at_most_once=mode == AT_MOST_ONCE, check=check)
+    if isinstance(claim, AllSuppressed):
+        await deliveries.log([(_suppressed_entry(claim.suppressed), attempt)])
+        return _suppressed_result(message.message_id, claim.suppressed)
     if not isinstance(claim, Claim):
         await job.log(
             f"already delivered {message.message_id} (accepted: "
@@ -84,6 +108,7 @@ async def send_once(service: MailService, job: Any, message: OutgoingMessage,
         )
         return _result(claim, already_sent=True)
     recorded, token = claim.record, claim.token
+    suppressed = {a: e for a, e in claim.suppressed.items() if e.get("reason") not in ignored}
     before: list[str] = recorded["accepted"] if recorded is not None else []
     if claim.status == "taken":
         # Only after a crash or a lost lock: worth a log line (one more round trip).
@@ -104,18 +129,35 @@ async def send_once(service: MailService, job: Any, message: OutgoingMessage,
             f"it to {', '.join(missing)} only"
         )
         message = replace(message, recipients=missing)
+    if suppressed:
+        to_send = [r for r in message.recipients if r not in suppressed]
+        if not to_send:
+            await deliveries.release(message.message_id, token)
+            await deliveries.log([(_suppressed_entry(suppressed), attempt)])
+            if recorded is not None:  # the others got it on an earlier attempt
+                return _result(recorded, already_sent=True, suppressed=suppressed)
+            return _suppressed_result(message.message_id, suppressed)
+        message = replace(message, recipients=to_send)
     try:
         result = await transport.send(message)
     except (PermanentDeliveryError, TransientDeliveryError) as exc:
+        last = _last_attempt(job, exc, mode)
+        entries = [(_failure_entry(exc, message.recipients, last), attempt)]
+        if suppressed:
+            entries.append((_suppressed_entry(suppressed), attempt))
         if isinstance(exc, DeliveryOutcomeUnknownError) and mode == AT_MOST_ONCE:
             # The server may have it: keep the claim, mark it, leave it to an operator.
             await deliveries.mark_unconfirmed(message.message_id, job)
+            await deliveries.log(entries)
             raise UnconfirmedSendError(
                 f"unconfirmed send: {message.message_id} may have been delivered ({exc}); "
                 "check the recipient's mailbox / the outbox before retrying: a retry sends "
                 "it again"
             ) from exc
         await deliveries.release(message.message_id, token)  # nothing (more) was sent
+        await deliveries.log(entries)
+        if isinstance(exc, PermanentDeliveryError):
+            await _suppress_refused(redis, prefix, exc.refused, exc.code)
         raise
     except BaseException:
         # Cancelled or broken anywhere, DATA included: at most once, the claim stays (the
@@ -133,10 +175,20 @@ async def send_once(service: MailService, job: Any, message: OutgoingMessage,
         recipient_replies={**(recorded["recipient_replies"] if recorded else {}),
                            **result.replies},
     )
-    await deliveries.record(message.message_id, token, record)
+    entries = [(LogEntry("sent", result.accepted, _code(result.response), result.response,
+                         {r: result.replies[r] for r in result.accepted if r in result.replies}),
+                attempt)]
+    if result.rejected:
+        first_reply = next(iter(result.rejected.values()))
+        entries.append((LogEntry("failed", list(result.rejected), _code(first_reply),
+                                 first_reply, dict(result.rejected)), attempt))
+    if suppressed:
+        entries.append((_suppressed_entry(suppressed), attempt))
+    await deliveries.record(message.message_id, token, record, entries)
     if result.rejected:
         for address, reply in result.rejected.items():
             await job.log(f"refused by the server: {address}: {reply}")
+        await _suppress_refused(redis, prefix, result.rejected)
         refused = "; ".join(f"{a}: {reply}" for a, reply in result.rejected.items())
         code = int(next(iter(result.rejected.values()))[:3])
         raise PermanentDeliveryError(
@@ -144,7 +196,61 @@ async def send_once(service: MailService, job: Any, message: OutgoingMessage,
             f"delivered to {', '.join(record['accepted'])}. A retry sends to the "
             "refused recipient(s) only", code,
         )
-    return _result(record, already_sent=False)
+    return _result(record, already_sent=False, suppressed=suppressed)
+
+
+def _code(reply: str) -> int | None:
+    head = reply[:3]
+    return int(head) if head.isdigit() else None
+
+
+def _last_attempt(job: Any, exc: Exception, mode: DeliveryMode) -> bool:
+    """Whether this failure ends the job (no retry follows): then the entry says failed."""
+    if isinstance(exc, PermanentDeliveryError):
+        return True
+    if isinstance(exc, DeliveryOutcomeUnknownError) and mode == AT_MOST_ONCE:
+        return True
+    attempts = int((getattr(job, "opts", None) or {}).get("attempts") or 1)
+    return int(getattr(job, "attemptsMade", 0) or 0) + 1 >= attempts
+
+
+def _failure_entry(exc: PermanentDeliveryError | TransientDeliveryError,
+                   recipients: list[str], last: bool) -> LogEntry:
+    return LogEntry("failed" if last else "deferred", list(recipients), exc.code, str(exc),
+                    dict(getattr(exc, "refused", {}) or {}))
+
+
+def _suppressed_entry(suppressed: dict[str, dict[str, Any]]) -> LogEntry:
+    return LogEntry("suppressed", list(suppressed), None, _why(suppressed),
+                    {a: str(e.get("reason", "")) for a, e in suppressed.items()})
+
+
+def _why(suppressed: dict[str, dict[str, Any]]) -> str:
+    return "on the suppression list: " + "; ".join(
+        f"{address} ({entry.get('reason', '?')}"
+        + (f": {entry['reply']}" if entry.get("reply") else "") + ")"
+        for address, entry in suppressed.items())
+
+
+async def _suppress_refused(redis: aioredis.Redis, prefix: str, refused: dict[str, str],
+                            code: int | None = None) -> None:
+    """A permanent refusal of recipients puts them on the suppression list (a bounce)."""
+    if not refused:
+        return
+    suppressions = SuppressionList(redis, prefix)
+    for address, reply in refused.items():
+        await suppressions.add(address, "bounce", by="smtp", reply=reply,
+                               code=_code(reply) or code)
+
+
+def _suppressed_result(message_id: str, suppressed: dict[str, dict[str, Any]]
+                       ) -> dict[str, Any]:
+    return {
+        "message_id": message_id, "outcome": "suppressed", "accepted": [], "rejected": [],
+        "rejected_replies": {}, "recipient_replies": {},
+        "response": f"not sent: {_why(suppressed)}", "already_sent": False,
+        "suppressed": {a: str(e.get("reason", "")) for a, e in suppressed.items()},
+    }
 
 
 async def put_back(job: Any, exc: PutBackError) -> NoReturn:
@@ -167,13 +273,16 @@ async def put_back(job: Any, exc: PutBackError) -> NoReturn:
     raise DelayedError(str(exc))
 
 
-def _result(record: DeliveryRecord, already_sent: bool) -> dict[str, Any]:
+def _result(record: DeliveryRecord, already_sent: bool,
+            suppressed: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     return {
         "message_id": record["message_id"],
+        "outcome": "sent",
         "accepted": record["accepted"],
         "rejected": record["rejected"],
         "rejected_replies": record["rejected_replies"],
         "recipient_replies": record["recipient_replies"],
         "response": record["response"],
         "already_sent": already_sent,
+        "suppressed": {a: str(e.get("reason", "")) for a, e in (suppressed or {}).items()},
     }

@@ -32,7 +32,7 @@ BUILTIN_TEMPLATES = ("welcome", "newsletter", "reset-password", "notification")
 _TEMPLATE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _WHITESPACE = re.compile(r"\s+")
 # What a template's settings.json may say.
-_SETTINGS = frozenset({"delivery"})
+_SETTINGS = frozenset({"delivery", "ignore_suppressions"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -335,12 +335,16 @@ class SmtpTransport:
         if not accepted:
             refused = "; ".join(f"{r}: {text}" for r, text in rejected.items())
             code = int(next(iter(rejected.values()))[:3]) if rejected else None
-            raise PermanentDeliveryError(f"{where} refused every recipient ({refused})", code)
+            raise PermanentDeliveryError(f"{where} refused every recipient ({refused})", code,
+                                         rejected)
 
         try:
             response = await client.data(message.data, timeout=self.config.data_timeout)
         except aiosmtplib.SMTPResponseException as exc:
-            raise _classify(exc, f"{where} refused the message") from exc
+            error = _classify(exc, f"{where} refused the message")
+            if isinstance(error, PermanentDeliveryError):  # about every accepted recipient
+                error.refused = dict.fromkeys(accepted, _reply(exc))
+            raise error from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             # The one ambiguous moment: the server may have accepted the message before the
             # connection broke. The job is retried; see docs/mail.md, "double-send window".

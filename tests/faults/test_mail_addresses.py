@@ -168,14 +168,22 @@ async def test_a_refused_recipient_fails_the_job_and_a_retry_does_not_resend(
     [first] = await outbox(sink)
     assert first["envelope_to"] == ["a@example.com", "b@example.com"]
 
-    # Retried while the server still refuses: fails again, a and b are not mailed again.
+    # The 550 put gone@example.com on the suppression list, with the server's reply.
+    entry = await worker.desk.suppressions.get("gone@example.com")
+    assert entry is not None and entry.reason == "bounce" and entry.reply.startswith("550")
+
+    # Retried: a and b are not mailed again, gone is suppressed: completed, nothing sent.
     await worker.queues.retry_job(QUEUE, job_id)
     [info] = await settle_again(worker, job_id, attempts=2)
-    assert info["state"] == "failed" and "gone@example.com" in info["failed_reason"]
+    assert info["state"] == "completed", info["failed_reason"]
+    assert info["return_value"]["suppressed"] == {"gone@example.com": "bounce"}
+    assert info["return_value"]["accepted"] == ["a@example.com", "b@example.com"]
     assert len(await outbox(sink)) == 1
 
-    # The mailbox exists now: the retry mails gone@example.com alone, and completes.
+    # The mailbox exists now and an operator lifts the suppression: the retry mails
+    # gone@example.com alone, and completes.
     sink.clear_faults()
+    await worker.desk.remove_suppression("gone@example.com", actor="test")
     await worker.queues.retry_job(QUEUE, job_id)
     [info] = await settle_again(worker, job_id, attempts=3)
     assert info["state"] == "completed", info["failed_reason"]
@@ -186,8 +194,9 @@ async def test_a_refused_recipient_fails_the_job_and_a_retry_does_not_resend(
     assert second["envelope_to"] == ["gone@example.com"]
     assert second["message_id"] == first["message_id"]  # the same message, completed
     report("mail-partial-refusal", {
-        "recipients": 3, "refused": 1, "failed_attempts": 2,
-        "copies_to_accepted": 1, "copies_to_refused_after_fix": 1})
+        "recipients": 3, "refused": 1, "failed_attempts": 1,
+        "copies_to_accepted": 1, "copies_to_refused_after_fix": 1,
+        "suppressed_by_the_refusal": 1})
 
 
 async def settle_again(mail: MailManager, job_id: str, attempts: int) -> list[dict[str, Any]]:

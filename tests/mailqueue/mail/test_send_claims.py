@@ -193,7 +193,7 @@ def test_a_bad_delivery_setting_is_a_permanent_error(settings: Settings, tmp_pat
     with pytest.raises(InvalidMailDataError, match=r"in notification/settings\.json must be"):
         service.delivery_mode(NOTIFY, "notification")
     (tmp_path / "notification" / "settings.json").write_text('{"retries": 1}')
-    with pytest.raises(TemplateRenderError, match="delivery only"):
+    with pytest.raises(TemplateRenderError, match="delivery, ignore_suppressions only"):
         MailService(settings, template_dir=tmp_path).delivery_mode(NOTIFY, "notification")
     assert service.delivery_mode({**NOTIFY, "delivery": "at-least-once"},
                                  "notification") == "at-least-once"
