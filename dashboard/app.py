@@ -30,6 +30,7 @@ from .redis_full import redis_full_handler
 from .render import STATIC_DIR, is_htmx, render, render_fragment
 from .security import SecurityMiddleware, parse_credentials
 from .views.events import api_events, events_page
+from .views.find import api_find_job, find_job
 from .views.flows import api_flow, flow_page
 from .views.jobs import (
     api_job,
@@ -97,6 +98,8 @@ def routes() -> list[Route | Mount]:
     return [
         Route("/", overview, name="overview"),
         Route("/api/queues", api_queues, name="api_queues"),
+        Route("/jobs/find", find_job, name="find_job"),
+        Route("/api/jobs/find", api_find_job, name="api_find_job"),
         *action("/queues/pause-all", queues_pause_all, "queues_pause_all"),
         *action("/queues/resume-all", queues_resume_all, "queues_resume_all"),
         Route(queue, queue_page, name="queue_page"),

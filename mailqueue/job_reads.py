@@ -202,6 +202,20 @@ class JobReads:
             "jobs": await self._read_summaries(queue, matched[:max_results], state),
         }
 
+    async def find_job(self, job_id: str, queues: list[str]) -> list[str]:
+        """The queues among `queues` that hold a job with this id, in their order: one round
+        trip for all. A key of the queue itself that the id happens to name (`meta`, `wait`,
+        `events`...) is no job: a job's hash always has a `timestamp`."""
+        if not job_id or not queues:
+            return []
+        pipe = self._client.pipeline(transaction=False)
+        for queue in queues:
+            pipe.hexists(self.key(queue, job_id), "timestamp")
+        # A list or a stream under that name answers WRONGTYPE: no job there either.
+        found = await pipe.execute(raise_on_error=False)
+        return [queue for queue, hit in zip(queues, found, strict=True)
+                if not isinstance(hit, Exception) and hit]
+
     async def get_last_stacktraces(self, queue: str, ids: list[str], max_chars: int = 4000
                                    ) -> dict[str, tuple[str, bool]]:
         """Each job's newest stack trace (its last failed attempt's), cut at `max_chars`,
