@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from platformdirs import user_data_dir
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
@@ -30,7 +30,7 @@ _OUR_PREFIXES = ("redis_", "smtp_", "mail_", "dashboard_", "worker_", "job_", "q
 _ENV_PREFIX = "mailqueue_"
 # Shown as *** in repr() and str(): the password of a URL, or the whole credential list.
 _URL_SECRETS = ("redis_url", "smtp_url")
-_CREDENTIALS = ("dashboard_auth", "dashboard_viewer_auth")
+_CREDENTIALS = ("dashboard_auth", "dashboard_viewer_auth", "mail_unsubscribe_secret")
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -124,6 +124,21 @@ class Settings(BaseSettings):
     mail_from: str = Field(default="mailqueue <noreply@localhost>")
     mail_template_dir: Path | None = Field(
         default=None, description="A folder of templates that override or add to the built-ins"
+    )
+
+    # One-click unsubscribe (RFC 8058): mailqueue/mail/unsubscribe.py, docs/mail.md
+    mail_unsubscribe_url: str | None = Field(
+        default=None, description="Public https base URL of the unsubscribe app "
+        "(`mailqueue unsubscribe-server`, or where it is mounted): newsletters then carry "
+        "List-Unsubscribe: <URL>/<signed token>",
+    )
+    mail_unsubscribe_secret: SecretStr | None = Field(
+        default=None, validate_default=True,
+        description="The key that signs unsubscribe links (16+ characters); required with "
+        "MAIL_UNSUBSCRIBE_URL and by the unsubscribe app",
+    )
+    mail_unsubscribe_ttl_days: int = Field(
+        default=365, ge=1, le=3650, description="How long an unsubscribe link works (days)"
     )
 
     # Dashboard
@@ -240,6 +255,30 @@ class Settings(BaseSettings):
         except ValueError as exc:  # its message never quotes the password
             raise ValueError(str(exc).removeprefix("SMTP_URL: ")) from None
         return value
+
+    @field_validator("mail_unsubscribe_url", mode="before")
+    @classmethod
+    def _unsubscribe_url(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        from mailqueue.mail.unsubscribe import check_base_url
+
+        return check_base_url(value)
+
+    @field_validator("mail_unsubscribe_secret", mode="before")
+    @classmethod
+    def _unsubscribe_secret(cls, value: Any, info: ValidationInfo) -> Any:
+        # Never quoted in a message: it is a secret.
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if text is None or (isinstance(text, str) and not text.strip()):
+            if info.data.get("mail_unsubscribe_url"):
+                raise ValueError(
+                    "required when MAIL_UNSUBSCRIBE_URL is set (it signs the links): e.g. "
+                    "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+            return None
+        if not isinstance(text, str) or len(text.strip()) < 16:
+            raise ValueError("too short: use at least 16 random characters")
+        return text.strip()
 
     def default_job_options(self) -> dict[str, Any]:
         """Job options applied under every job's own options."""
