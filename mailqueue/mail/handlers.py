@@ -55,6 +55,7 @@ from mailqueue.mail.sending import (
 from mailqueue.mail.sink import registered_sink_url
 from mailqueue.mail.templates import RenderedMail, TemplateRenderer
 from mailqueue.mail.transport import SmtpTransport
+from mailqueue.mail.unsubscribe import url_for_job
 from mailqueue.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,8 @@ class MailService:
             raise InvalidMailDataError(f"{quoted('headers')} must be an object of name -> value")
         headers = {**(headers or {}), **_threading_headers(fields)}
         url = unsubscribe_url if unsubscribe_url is not None else options.get("unsubscribe_url")
+        if url is None:  # a newsletter: a signed one-click link (MAIL_UNSUBSCRIBE_URL set)
+            url = url_for_job(self.settings, job, fields, to)
         if url is not None:
             url = check_unsubscribe_url(url, name("unsubscribe_url"))
         domain = self.sender.email.rpartition("@")[2]
