@@ -12,18 +12,28 @@
 //       -> {"event": "flow", "tree": {"queue", "id", "name", "children": [...]}}
 //   {"op": "schedule", "queue", "id", "repeat": {pattern | every, ...}, "template": {name, data, opts}}
 //       -> {"event": "scheduled", "id", "next", "schedulers": [...]}
-//   {"op": "work", "queue", "concurrency": 1, "jobs": N, "seconds": S, "name": "worker name"}
+//   {"op": "work", "queue", "concurrency": 1, "jobs": N, "seconds": S, "name": "worker name",
+//    "options": {...}, "hang": false}
 //       -> {"event": "ready"} once the worker is running, then {"event": "completed" | "failed",
 //          "id", "name", ...} per job; stops after N jobs finished, S seconds, or SIGTERM.
+//       `options`: more Worker options, passed through as they are (limiter, lockDuration,
+//       stalledInterval, maxStalledCount, removeOnComplete, removeOnFail, ...); `concurrency`
+//       and `name` are the fields above. `hang`: true: the processor never settles, for any
+//       job (to leave a job active when the process is killed: the stalled-job tests).
 //
-// The worker's processor, steered by the job's data:
-//   data.progress: [..]  each value passed to job.updateProgress, in order
-//   data.logs: [..]      each line passed to job.log
-//   data.fail: "msg"     throws Error(msg)
-//   data.sleepMs: n      waits n ms before returning
-// and returns {"by": "node", "name": job.name, "id": job.id, "echo": job.data}.
+// The worker's processor, steered by the job's data, in this order (tests/mailqueue/
+// test_runtime_canary.py has a Python processor that does the same for the native worker):
+//   data.progress: [..]    each value passed to job.updateProgress, in order
+//   data.logs: [..]        each line passed to job.log
+//   data.sleepMs: n        waits n ms
+//   data.fail: "msg"       throws Error(msg)
+//   data.unrecoverable: "msg"  throws bullmq's UnrecoverableError(msg) (no retries)
+//   data.failUntil: n      throws Error("attempt <a> of <n>") while the attempt number
+//                          a = job.attemptsMade + 1 is below n (succeeds on attempt n)
+//   data.childrenCount: true  returns Object.keys(await job.getChildrenValues()).length
+// and otherwise returns {"by": "node", "name": job.name, "id": job.id, "echo": job.data}.
 
-import { FlowProducer, Queue, Worker } from 'bullmq';
+import { FlowProducer, Queue, UnrecoverableError, Worker } from 'bullmq';
 
 function emit(obj) {
   process.stdout.write(`${JSON.stringify(obj)}\n`);
@@ -100,13 +110,22 @@ async function schedule(cmd, opts) {
   }
 }
 
-async function processor(job) {
-  const data = job.data ?? {};
-  for (const value of data.progress ?? []) await job.updateProgress(value);
-  for (const line of data.logs ?? []) await job.log(line);
-  if (data.sleepMs) await sleep(data.sleepMs);
-  if (data.fail) throw new Error(data.fail);
-  return { by: 'node', name: job.name, id: job.id, echo: data };
+function processorFor(cmd) {
+  return async (job) => {
+    const data = job.data ?? {};
+    for (const value of data.progress ?? []) await job.updateProgress(value);
+    for (const line of data.logs ?? []) await job.log(line);
+    if (data.sleepMs) await sleep(data.sleepMs);
+    if (cmd.hang) await new Promise(() => {});
+    if (data.fail) throw new Error(data.fail);
+    if (data.unrecoverable) throw new UnrecoverableError(data.unrecoverable);
+    const attempt = job.attemptsMade + 1;
+    if (data.failUntil && attempt < data.failUntil) {
+      throw new Error(`attempt ${attempt} of ${data.failUntil}`);
+    }
+    if (data.childrenCount) return Object.keys(await job.getChildrenValues()).length;
+    return { by: 'node', name: job.name, id: job.id, echo: data };
+  };
 }
 
 async function work(cmd, opts) {
@@ -115,8 +134,9 @@ async function work(cmd, opts) {
   let failed = 0;
   let finish;
   const finished = new Promise((resolve) => { finish = resolve; });
-  const worker = new Worker(cmd.queue, processor, {
+  const worker = new Worker(cmd.queue, processorFor(cmd), {
     ...opts,
+    ...(cmd.options ?? {}),
     concurrency: cmd.concurrency ?? 1,
     ...(cmd.name ? { name: cmd.name } : {}),
   });
