@@ -125,6 +125,24 @@ class Settings(BaseSettings):
     mail_template_dir: Path | None = Field(
         default=None, description="A folder of templates that override or add to the built-ins"
     )
+    # DKIM: all three, or none. The key file is read where the signer is made (worker start).
+    mail_dkim_domain: str | None = Field(
+        default=None, description="DKIM signing domain (d=); with MAIL_DKIM_SELECTOR and "
+        "MAIL_DKIM_KEY_FILE, every message is signed",
+    )
+    mail_dkim_selector: str | None = Field(
+        default=None, description="DKIM selector (s=): the key is published as TXT at "
+        "<selector>._domainkey.<domain>",
+    )
+    mail_dkim_key_file: Path | None = Field(
+        default=None, description="The DKIM private key: PEM, RSA, at least 1024 bits (2048 "
+        "recommended)",
+    )
+    mail_dkim_headers: str = Field(
+        default="From, To, Cc, Subject, Date, Message-ID, MIME-Version, Content-Type, "
+                "Reply-To, List-Unsubscribe, List-Unsubscribe-Post",
+        description="Headers the DKIM signature covers, comma-separated (those a message has)",
+    )
 
     # One-click unsubscribe (RFC 8058): mailqueue/mail/unsubscribe.py, docs/mail.md
     mail_unsubscribe_url: str | None = Field(
@@ -255,6 +273,34 @@ class Settings(BaseSettings):
         except ValueError as exc:  # its message never quotes the password
             raise ValueError(str(exc).removeprefix("SMTP_URL: ")) from None
         return value
+
+    @field_validator("mail_dkim_domain", "mail_dkim_selector", "mail_dkim_key_file",
+                     mode="before")
+    @classmethod
+    def _dkim_blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("mail_dkim_domain", "mail_dkim_selector")
+    @classmethod
+    def _dkim_names(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Only what needs no file: the key itself is checked where the signer is made.
+        if value is None:
+            return None
+        from mailqueue.mail.dkim import check_dns_name
+
+        what = "domain" if info.field_name == "mail_dkim_domain" else "selector"
+        name = check_dns_name(value, what)
+        domain = info.data.get("mail_dkim_domain")
+        if what == "selector" and domain and len(f"{name}._domainkey.{domain}") > 253:
+            raise ValueError(f"{name}._domainkey.{domain} is longer than a DNS name may be")
+        return name
+
+    @field_validator("mail_dkim_headers")
+    @classmethod
+    def _dkim_headers(cls, value: str) -> str:
+        from mailqueue.mail.dkim import signed_header_names
+
+        return ", ".join(signed_header_names(value))
 
     @field_validator("mail_unsubscribe_url", mode="before")
     @classmethod

@@ -110,6 +110,18 @@ def load_settings() -> Settings:
     fail(problems[-1], USAGE_ERROR)
 
 
+def check_mail_signing(settings: Settings) -> None:
+    """DKIM's key read and checked before a worker starts anything: a missing, unreadable or
+    bad key (or half the DKIM settings) is one line and exit code 2, never a failure per job.
+    The worker's handlers then reuse the checked key (mailqueue.mail.dkim)."""
+    from mailqueue.mail.dkim import DkimSettingsError, message_signer
+
+    try:
+        message_signer(settings)
+    except DkimSettingsError as exc:
+        fail(str(exc), USAGE_ERROR)
+
+
 def _settings_problem(error: Any) -> str:
     """`DASHBOARD_PORT: 'abc' is not a port number...`: pydantic's dump, one line."""
     name = ".".join(str(part) for part in error["loc"]) or "settings"

@@ -79,8 +79,11 @@ def _check(settings: Settings, queue: str, template: str, data: dict[str, Any]) 
     else:
         job_name = "send-email"
         data["template"] = template
+    # Unsigned: signing is the worker's business, and the host that enqueues needs no DKIM key.
+    unsigned = settings.model_copy(update=dict.fromkeys(
+        ("mail_dkim_domain", "mail_dkim_selector", "mail_dkim_key_file")))
     try:
-        MailService(settings).prepare(data, template, _CheckedJob(queue))
+        MailService(unsigned).prepare(data, template, _CheckedJob(queue))
     except MailQueueError as exc:
         fail(str(exc))
     return job_name

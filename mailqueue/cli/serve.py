@@ -17,6 +17,7 @@ from mailqueue.cli.common import (
     HostOption,
     PortOption,
     app,
+    check_mail_signing,
     fail,
     load_settings,
     run_async,
@@ -168,6 +169,7 @@ def run(
     """Everything in one process: Redis if needed, the SMTP sink, a worker, the dashboard."""
     settings = load_settings()
     setup_logging(settings)
+    check_mail_signing(settings)
     listener = listen(*dashboard_address(settings, host, port))
     warn_if_plain_http(listener)
 

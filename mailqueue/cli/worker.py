@@ -14,6 +14,7 @@ from mailqueue.cli.common import (
     USAGE_ERROR,
     ConcurrencyOption,
     app,
+    check_mail_signing,
     fail,
     load_settings,
     run_async,
@@ -56,6 +57,7 @@ def worker(
     processes = _process_count(processes_option)
     settings = load_settings()
     setup_logging(settings)
+    check_mail_signing(settings)
     names = queues or [settings.default_queue]
     if processes > 1:
         child_args = [*names] + (["--concurrency", str(concurrency)] if concurrency else [])

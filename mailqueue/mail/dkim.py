@@ -1,17 +1,236 @@
-"""DKIM signing of outgoing messages (issue 13, point 6).
+"""DKIM signing of outgoing messages (issue 13, point 6), with dkimpy.
 
 `message_signer(settings)` returns the function MailService applies to every message it
-builds. Without DKIM settings it returns the message unchanged.
+builds. Without DKIM settings it returns the message unchanged. With MAIL_DKIM_DOMAIN,
+MAIL_DKIM_SELECTOR and MAIL_DKIM_KEY_FILE it reads the key file, checks the key (an RSA
+private key in PEM, at least 1024 bits, whose parts sign and verify) and returns a signer
+that prepends a `DKIM-Signature` (rsa-sha256, relaxed/relaxed) to `message.data`, covering
+those of MAIL_DKIM_HEADERS the message has. Whatever is wrong with the settings or the key
+is a `DkimSettingsError`, one line, raised where the signer is made: `mailqueue worker` and
+`mailqueue run` make it before they start anything (exit code 2), so a bad key is never a
+failure per job. Signing costs one RSA-2048 private-key operation per message, in pure
+Python (docs/performance.md has the figure).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import functools
+import hashlib
+import logging
+import re
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
+from mailqueue.errors import MailQueueError
+from mailqueue.mail.errors import InvalidMailDataError
 from mailqueue.mail.message import OutgoingMessage
 from mailqueue.settings import Settings
 
+log = logging.getLogger(__name__)
+
 Signer = Callable[[OutgoingMessage], OutgoingMessage]
+
+# What MAIL_DKIM_HEADERS defaults to: the headers mailqueue writes that a receiver shows or
+# acts on. Only those a message has are signed (h= lists them).
+DEFAULT_SIGNED_HEADERS = (
+    "From", "To", "Cc", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type",
+    "Reply-To", "List-Unsubscribe", "List-Unsubscribe-Post",
+)
+# RFC 6376 5.4: headers a signature should not cover (relays add or change them); dkimpy
+# refuses to sign them.
+UNSIGNABLE_HEADERS = frozenset(
+    {"return-path", "received", "comments", "keywords", "bcc", "resent-bcc", "dkim-signature"}
+)
+# RFC 8301 3.2: verifiers must refuse signatures by RSA keys shorter than 1024 bits.
+MIN_RSA_BITS = 1024
+_MAX_KEY_FILE_BYTES = 64 * 1024  # a PEM RSA key of 16,384 bits is ~12 KB
+
+_HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_PEM_BLOCK = re.compile(
+    rb"-----BEGIN ([A-Z0-9 ]+)-----\s*(.*?)\s*-----END \1-----", re.DOTALL
+)
+_ED25519_OID = b"\x06\x03\x2b\x65\x70"  # 1.3.101.112
+_EC_OID = b"\x06\x07\x2a\x86\x48\xce\x3d\x02\x01"  # 1.2.840.10045.2.1
+
+
+class DkimSettingsError(MailQueueError, ValueError):
+    """DKIM settings or a key file that cannot sign: one line naming the setting."""
+
+
+# --- checks of the settings' text (settings.py calls these: no file is read) -----------------
+
+def check_dns_name(value: str, what: str) -> str:
+    """`value` as a DNS name of LDH labels (a ValueError says what is wrong); a trailing dot,
+    as zone files write names, is dropped."""
+    name = value.strip().removesuffix(".")
+    if not name:
+        raise ValueError(f"{what} is empty")
+    if not name.isascii():
+        raise ValueError(f"{value!r} is not ASCII: give the xn-- (IDNA) form of the {what}")
+    bad = [label for label in name.split(".") if not _LABEL.match(label)]
+    if bad:
+        raise ValueError(
+            f"{value!r} is not a {what}: {bad[0]!r} is not a DNS label (letters, digits and "
+            "inner hyphens, at most 63)"
+        )
+    if len(name) > 253:
+        raise ValueError(f"{value!r} is longer than a DNS name may be (253)")
+    return name
+
+
+def signed_header_names(value: str) -> tuple[str, ...]:
+    """MAIL_DKIM_HEADERS as header names, checked: From among them, none that relays change."""
+    first: dict[str, str] = {}  # one of each, case aside, in the order given
+    for name in value.replace(",", " ").split():
+        first.setdefault(name.lower(), name)
+    names = tuple(first.values())
+    for name in names:
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"{name!r} is not a header name")
+        if name.lower() in UNSIGNABLE_HEADERS:
+            raise ValueError(f"{name} must not be signed (RFC 6376 5.4: relays add or change it)")
+    if "from" not in (n.lower() for n in names):
+        raise ValueError("must include From (RFC 6376 5.4: the one header a signature must cover)")
+    return names
+
+
+# --- the key ---------------------------------------------------------------------------------
+
+def _key_problem(path: Path, problem: str) -> DkimSettingsError:
+    return DkimSettingsError(f"MAIL_DKIM_KEY_FILE: {path}: {problem}")
+
+
+def _read_key_file(path: Path) -> bytes:
+    try:
+        with path.open("rb") as file:
+            data = file.read(_MAX_KEY_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise _key_problem(path, "no such file") from None
+    except IsADirectoryError:
+        raise _key_problem(path, "is a folder, not a key file") from None
+    except PermissionError:
+        raise _key_problem(path, "cannot be read by this process (permission denied)") from None
+    except OSError as exc:
+        raise _key_problem(path, f"cannot be read: {exc.strerror or exc}") from None
+    if len(data) > _MAX_KEY_FILE_BYTES:
+        raise _key_problem(path, "is too large for a key file (over 64 KB)")
+    return data
+
+
+def _is_raw_ed25519(data: bytes) -> bool:
+    """dkimpy's own Ed25519 key file: the base64 of a 32-byte seed, no PEM."""
+    try:
+        return len(base64.b64decode(b"".join(data.split()), validate=True)) == 32
+    except (binascii.Error, ValueError):
+        return False
+
+
+def load_private_key(path: Path) -> tuple[bytes, int]:
+    """The PEM dkimpy signs with, and the key's size in bits; a DkimSettingsError otherwise.
+
+    Any PEM RSA private key: PKCS#1 (`BEGIN RSA PRIVATE KEY`, `openssl genrsa` and dkimpy's
+    `dknewkey`) or PKCS#8 (`BEGIN PRIVATE KEY`, OpenSSL 3's `genpkey`), LF or CRLF lines.
+    The key signs and verifies a test digest here, so a damaged key stops the start.
+    """
+    from dkim.crypto import (
+        RSASSA_PKCS1_v1_5_sign,
+        RSASSA_PKCS1_v1_5_verify,
+        parse_pem_private_key,
+    )
+
+    data = _read_key_file(path)
+    blocks = _PEM_BLOCK.findall(data)
+    labels = [label.decode() for label, _ in blocks]
+    keys = [(label, body) for label, body in blocks if label.endswith(b"PRIVATE KEY")]
+    if not keys:
+        if any("PUBLIC KEY" in label for label in labels):
+            raise _key_problem(path, "holds a public key: MAIL_DKIM_KEY_FILE takes the private "
+                                     "key (the public one goes into DNS)")
+        if _is_raw_ed25519(data):
+            raise _key_problem(path, "an Ed25519 key (dknewkey --ktype ed25519): mailqueue signs "
+                                     "with RSA, which every receiver verifies (use a 2048-bit "
+                                     "RSA key)")
+        if data.lstrip()[:1] == b"\x30":
+            raise _key_problem(path, "is DER, not PEM: convert it with "
+                                     "`openssl pkey -inform DER -in KEY -out KEY.pem`")
+        raise _key_problem(path, "not a PEM private key (expected -----BEGIN PRIVATE KEY----- "
+                                 "or -----BEGIN RSA PRIVATE KEY-----)")
+    label, body = keys[0]
+    if b"ENCRYPTED" in label or b"Proc-Type: 4,ENCRYPTED" in body:
+        raise _key_problem(path, "the key is encrypted: give an unencrypted one "
+                                 "(`openssl pkey -in KEY -out PLAIN`) and protect the file instead")
+    try:
+        der = base64.b64decode(b"".join(body.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise _key_problem(path, "damaged PEM: its base64 does not decode") from None
+    kind = label.decode().removesuffix("PRIVATE KEY").strip()
+    if kind == "EC" or _EC_OID in der[:32]:
+        raise _key_problem(path, "an EC key: mailqueue signs with RSA, which every receiver "
+                                 "verifies (use a 2048-bit RSA key)")
+    if kind not in ("", "RSA") or _ED25519_OID in der[:16]:
+        what = "an Ed25519 key" if _ED25519_OID in der[:16] else f"a {kind or 'non-RSA'} key"
+        raise _key_problem(path, f"{what}: mailqueue signs with RSA, which every receiver "
+                                 "verifies (use a 2048-bit RSA key)")
+    # dkimpy reads PEM with LF lines only: rewrap the body as it expects.
+    lines = base64.encodebytes(der).rstrip(b"\n")
+    pem = b"-----BEGIN %s-----\n%s\n-----END %s-----\n" % (label, lines, label)
+    try:
+        key = parse_pem_private_key(pem)
+    except Exception:  # UnparsableKeyError, or whatever a damaged DER makes it trip on
+        raise _key_problem(path, "not an RSA private key: its ASN.1 does not parse as PKCS#1 "
+                                 "or PKCS#8 (a damaged file?)") from None
+    bits = int(key["modulus"]).bit_length()
+    if bits < MIN_RSA_BITS:
+        raise _key_problem(path, f"a {bits}-bit RSA key: receivers ignore signatures by keys "
+                                 f"under {MIN_RSA_BITS} bits (RFC 8301): use 2048")
+    digest = hashlib.sha256(b"mailqueue DKIM key check")
+    try:
+        signature = RSASSA_PKCS1_v1_5_sign(digest, key)
+        good = RSASSA_PKCS1_v1_5_verify(digest, signature, key)
+    except Exception:
+        good = False
+    if not good:
+        raise _key_problem(path, "the key's numbers do not fit together (a damaged file?): "
+                                 "its signatures would not verify")
+    return pem, bits
+
+
+# --- the signer ------------------------------------------------------------------------------
+
+class DkimSigner:
+    """Signs a message: prepends its DKIM-Signature to the message bytes."""
+
+    def __init__(self, domain: str, selector: str, pem: bytes, headers: tuple[str, ...]
+                 ) -> None:
+        import dkim
+
+        self._dkim: Any = dkim
+        self.domain, self.selector = domain, selector
+        self._domain, self._selector = domain.encode(), selector.encode()
+        self._pem = pem
+        self._headers = tuple(h.lower().encode() for h in headers)
+
+    def __call__(self, message: OutgoingMessage) -> OutgoingMessage:
+        dkim = self._dkim
+        try:
+            signing = dkim.DKIM(message.data, signature_algorithm=b"rsa-sha256",
+                                linesep=b"\r\n", logger=log)
+            present = {name.lower() for name, _ in signing.headers}
+            header: bytes = signing.sign(
+                self._selector, self._domain, self._pem,
+                canonicalize=(b"relaxed", b"relaxed"),
+                include_headers=[h for h in self._headers if h in present],
+            )
+        except dkim.DKIMException as exc:
+            # The key was checked at start: what is left is the message itself, which
+            # would fail the same way on every attempt.
+            raise InvalidMailDataError(f"DKIM: cannot sign this message: {exc}") from exc
+        return replace(message, data=header + message.data)
 
 
 def _unsigned(message: OutgoingMessage) -> OutgoingMessage:
@@ -19,5 +238,40 @@ def _unsigned(message: OutgoingMessage) -> OutgoingMessage:
 
 
 def message_signer(settings: Settings) -> Signer:
-    """The signer for `settings`: messages unchanged while DKIM is not configured."""
-    return _unsigned
+    """The signer for `settings`: messages unchanged while DKIM is not configured.
+
+    Reads and checks the key file once per process and key (a second call for the same,
+    unchanged file, as `mailqueue worker` makes after its start check, reuses the first's
+    work); a DkimSettingsError says what is wrong, in one line.
+    """
+    values = {
+        "MAIL_DKIM_DOMAIN": settings.mail_dkim_domain,
+        "MAIL_DKIM_SELECTOR": settings.mail_dkim_selector,
+        "MAIL_DKIM_KEY_FILE": settings.mail_dkim_key_file,
+    }
+    missing = [name for name, value in values.items() if value is None]
+    if len(missing) == len(values):
+        return _unsigned
+    if missing:
+        raise DkimSettingsError(
+            f"DKIM signing needs MAIL_DKIM_DOMAIN, MAIL_DKIM_SELECTOR and MAIL_DKIM_KEY_FILE "
+            f"together: {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set"
+        )
+    assert settings.mail_dkim_domain and settings.mail_dkim_selector
+    assert settings.mail_dkim_key_file is not None
+    path = Path(settings.mail_dkim_key_file).expanduser()
+    try:
+        stat = path.stat()
+        version: tuple[int, ...] = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        version = ()  # reading it says why, once
+    return _make_signer(settings.mail_dkim_domain, settings.mail_dkim_selector, str(path),
+                        signed_header_names(settings.mail_dkim_headers), version)
+
+
+@functools.lru_cache(maxsize=8)
+def _make_signer(domain: str, selector: str, path: str, headers: tuple[str, ...],
+                 version: tuple[int, ...]) -> DkimSigner:
+    pem, bits = load_private_key(Path(path))
+    log.info("DKIM signing on: d=%s, s=%s, %d-bit RSA key from %s", domain, selector, bits, path)
+    return DkimSigner(domain, selector, pem, headers)
