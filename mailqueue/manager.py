@@ -13,6 +13,8 @@ import redis.asyncio as aioredis
 from bullmq import Job
 
 from mailqueue.bullmq_fixes import connection_options
+from mailqueue.campaign_workers import CampaignWorkers
+from mailqueue.campaigns import Campaigns
 from mailqueue.cluster import (
     check_cluster_prefix,
     make_client,
@@ -58,6 +60,8 @@ class MailManager:
         self._events: EventManager | None = None
         self._flows: FlowManager | None = None
         self._desk: MailDesk | None = None
+        self._campaigns: Campaigns | None = None
+        self._campaign_workers: CampaignWorkers | None = None
         self._sink: MailSink | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -101,6 +105,7 @@ class MailManager:
         self._events = EventManager(connection, client, s.queue_prefix, s)
         self._workers = WorkerManager(connection, client, s.queue_prefix, s)
         self._flows = FlowManager(commands, client, s.queue_prefix, self._queues)
+        self._campaigns = Campaigns(client, s.queue_prefix, self._queues)
         self._desk = MailDesk(client, s.queue_prefix, self.record_audit,
                               sender_domain=parse_sender(s.mail_from).email.rpartition("@")[2])
         return self
@@ -142,6 +147,7 @@ class MailManager:
         if self._client is None:
             return
         try:
+            await self.stop_serving_campaigns()
             if self._workers is not None:
                 await self._workers.close()
             if self._sink is not None:
@@ -204,6 +210,27 @@ class MailManager:
         self._started()
         assert self._desk is not None
         return self._desk
+
+    @property
+    def campaigns(self) -> Campaigns:
+        """Newsletters to many recipients, with progress (mailqueue.campaigns)."""
+        self._started()
+        assert self._campaigns is not None
+        return self._campaigns
+
+    def serve_campaigns(self, handlers: Any, concurrency: int | None = None
+                        ) -> CampaignWorkers:
+        """Run workers for the active campaigns' queues with `handlers`, as they come.
+        Closed by `close()` (or `stop_serving_campaigns()`), before the workers."""
+        if self._campaign_workers is None:
+            self._campaign_workers = CampaignWorkers(
+                self.campaigns, self.workers, handlers, concurrency).start()
+        return self._campaign_workers
+
+    async def stop_serving_campaigns(self) -> None:
+        serving, self._campaign_workers = self._campaign_workers, None
+        if serving is not None:
+            await serving.close()
 
     @property
     def flows(self) -> FlowManager:

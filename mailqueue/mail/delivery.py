@@ -47,7 +47,6 @@ from mailqueue.mail.message_log import (
     LogEntry,
     MessageLog,
     Retention,
-    message_log_keys,
 )
 from mailqueue.mail.sink import NAMESPACE
 from mailqueue.mail.suppressions import suppression_keys
@@ -115,12 +114,12 @@ return {status, record or false, false, suppressed}
 
 # The delivery, kept for the record TTL; the claim and the unconfirmed mark released; the
 # attempt's entries in the delivery log — one script, so one round trip for all of it.
-# KEYS: record, claim, unconfirmed mark, then the message log's keys.
+# KEYS: record, claim, unconfirmed mark, then the message log's keys (with the campaign's).
 # ARGV: the record (JSON), its TTL (s), then the message log's arguments.
 _RECORD_SCRIPT = LOG_FUNCTIONS + """
 redis.call("SET", KEYS[1], ARGV[1], "EX", ARGV[2])
 redis.call("DEL", KEYS[2], KEYS[3])
-log_entries({KEYS[4], KEYS[5], KEYS[6], KEYS[7]}, ARGV, 3)
+log_entries({KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]}, ARGV, 3)
 return 1
 """
 
@@ -281,7 +280,7 @@ class DeliveryLog:
         reply = self._call(
             self._record_script,
             [self._record_key(message_id), self._claim_key(message_id),
-             self._mark_key(message_id), *message_log_keys(self.prefix)],
+             self._mark_key(message_id), *self.messages.keys_for(entries[0][1])],
             [json.dumps(record), self.record_ttl_s,
              *self.retention.argv(entries, int(time.time() * 1000))],
         )
@@ -290,15 +289,16 @@ class DeliveryLog:
             return
         reply.add_done_callback(lambda done: _log_failed_record(done, message_id))
 
-    def log(self, entries: list[tuple[LogEntry, Attempt]]) -> Any:
+    async def log(self, entries: list[tuple[LogEntry, Attempt]], wait: bool = False) -> int:
         """Write delivery-log entries of an attempt that sent nothing (deferred, failed,
-        suppressed): on the worker's pipe without waiting, else awaitable."""
-        reply = self._call(self.messages._log, self.messages.keys,
+        suppressed). On the worker's pipe it does not wait for the reply unless `wait`.
+        Returns a campaign's send errors in a row (0 when not waited for, or no campaign)."""
+        reply = self._call(self.messages._log, self.messages.keys_for(entries[0][1]),
                            self.retention.argv(entries, int(time.time() * 1000)))
-        if self.pipe is not None:
-            reply.add_done_callback(lambda done: _log_failed_entries(done))
-            return _done()
-        return reply
+        if self.pipe is not None and not wait:
+            reply.add_done_callback(_log_failed_entries)
+            return 0
+        return int((await reply)[0])
 
     async def release(self, message_id: str, token: str) -> None:
         """Give the claim back after a failed send, if it is still ours."""
@@ -318,10 +318,6 @@ def _log_failed_record(done: asyncio.Future[Any], message_id: str) -> None:
 def _log_failed_entries(done: asyncio.Future[Any]) -> None:
     if not done.cancelled() and done.exception() is not None:
         log.error("delivery log entries not written: %s", done.exception())
-
-
-async def _done() -> None:
-    return None
 
 
 def _suppressed(flat: list[Any], asked: list[str]) -> dict[str, dict[str, Any]]:

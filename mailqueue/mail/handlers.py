@@ -88,6 +88,9 @@ class MailService:
         self.log_retention = Retention()
         # Suppression reasons this service sends to regardless (a fallback relay: bounces).
         self.ignored_suppressions: frozenset[str] = frozenset()
+        # Called with (campaign id, send errors in a row) after a campaign job's send error:
+        # set by the process that serves campaigns (mailqueue.campaign_workers).
+        self.on_campaign_errors: Callable[[str, int], Awaitable[None]] | None = None
 
     async def transport(self, redis: aioredis.Redis, prefix: str) -> SmtpTransport:
         """SMTP_URL when set, else the development sink registered under this prefix."""
@@ -175,12 +178,22 @@ class MailService:
         ))
 
     async def deliver(self, job: Any, message: OutgoingMessage,
-                      mode: DeliveryMode = AT_LEAST_ONCE, template: str | None = None
-                      ) -> dict[str, Any]:
+                      mode: DeliveryMode = AT_LEAST_ONCE, template: str | None = None,
+                      campaign: str | None = None) -> dict[str, Any]:
         """Send unless already delivered, once, and not to suppressed addresses unless the
         template says so (mailqueue.mail.sending.send_once)."""
         ignore = bool(template and self.renderer.settings(template).get("ignore_suppressions"))
-        return await send_once(self, job, message, mode, template, ignore_suppressions=ignore)
+        return await send_once(self, job, message, mode, template, ignore_suppressions=ignore,
+                               campaign=campaign)
+
+    def campaign_of(self, data: Any) -> str | None:
+        """The job's campaign id (mailqueue.campaigns), if it is a campaign's."""
+        value = normalize_mail_data(data).options.get("campaign_id")
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.isalnum() or len(value) > 40:
+            raise InvalidMailDataError("'campaign_id' must be a campaign id")
+        return value
 
     def delivery_mode(self, data: Any, template: str | None) -> DeliveryMode:
         """The job's `delivery`, else its template's settings.json, else at-least-once."""
@@ -251,7 +264,7 @@ def _make_handler(
                     f"{mail.subject!r} as {message.message_id} to "
                     f"{len(message.recipients)} recipient(s), {len(message.data):,} bytes"
                 )
-            return await service.deliver(job, message, mode, name)
+            return await service.deliver(job, message, mode, name, service.campaign_of(data))
         except PutBackError as exc:
             await put_back(job, exc)
         except PermanentMailError as exc:

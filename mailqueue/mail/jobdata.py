@@ -28,6 +28,7 @@ MESSAGE_OPTIONS = frozenset({
     "to", "cc", "bcc", "reply_to", "from", "headers", "attachments", "subject", "html",
     "text", "template", "variables", "unsubscribe_url", "in_reply_to", "references",
     "delivery",  # "at-least-once" (default) or "at-most-once": mailqueue.mail.sending
+    "campaign_id",  # the campaign the job belongs to (mailqueue.campaigns)
 })
 # Options that are also template variables.
 _SHARED = frozenset({"unsubscribe_url"})

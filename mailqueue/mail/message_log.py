@@ -80,10 +80,25 @@ local function trim(keys, max_entries, oldest_ms)
     redis.call("XDEL", keys[1], entry[1])
   end
 end
+local function count_outcome(campaign, fields)
+  for k = 1, #fields, 2 do
+    if fields[k] == "out" then
+      local outcome = fields[k + 1]
+      redis.call("HINCRBY", campaign, outcome, 1)
+      if outcome == "failed" or outcome == "deferred" then
+        return redis.call("HINCRBY", campaign, "errors_in_a_row", 1)
+      elseif outcome == "sent" then
+        redis.call("HSET", campaign, "errors_in_a_row", 0)
+      end
+      return 0
+    end
+  end
+  return 0
+end
 local function log_entries(keys, argv, i)
   local max_entries, oldest_ms, n = tonumber(argv[i]), tonumber(argv[i + 1]), tonumber(argv[i + 2])
   i = i + 3
-  local ids = {}
+  local ids, errors_in_a_row = {}, 0
   for _ = 1, n do
     local count = tonumber(argv[i])
     local fields = {}
@@ -92,16 +107,24 @@ local function log_entries(keys, argv, i)
     local id = redis.call("XADD", keys[1], "*", unpack(fields))
     index("add", keys, id, fields)
     ids[#ids + 1] = id
+    if keys[5] then errors_in_a_row = count_outcome(keys[5], fields) end
   end
   trim(keys, max_entries, oldest_ms)
-  return ids
+  return {errors_in_a_row, ids}
 end
 """.replace("__BATCH__", str(_TRIM_BATCH))
 
-# KEYS: the stream, by-address, by-domain, by-id. ARGV: as log_entries from 1.
+# KEYS: the stream, by-address, by-domain, by-id, and the campaign's hash when the entries
+# are a campaign's (its counts per outcome and of send errors in a row).
+# ARGV: as log_entries from 1. Replies {send errors in a row (campaign), {entry ids}}.
 LOG_SCRIPT = LOG_FUNCTIONS + """
-return log_entries({KEYS[1], KEYS[2], KEYS[3], KEYS[4]}, ARGV, 1)
+return log_entries({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}, ARGV, 1)
 """
+
+
+def campaign_key(prefix: str, campaign: str) -> str:
+    """A campaign's hash (mailqueue.campaigns): counts per outcome, written here."""
+    return f"{prefix}:{NAMESPACE}:campaign:{campaign}"
 
 
 def message_log_keys(prefix: str) -> list[str]:
@@ -121,6 +144,7 @@ class Attempt:
     template: str | None
     subject: str
     size: int = 0  # bytes of the message
+    campaign: str | None = None  # the campaign the job belongs to (mailqueue.campaigns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +168,8 @@ class LogEntry:
         }
         if self.replies:
             values["replies"] = json.dumps(self.replies)
+        if attempt.campaign:
+            values["camp"] = attempt.campaign
         return [item for pair in values.items() for item in pair]
 
 
@@ -181,6 +207,7 @@ def parse_entry(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
         "reply": fields.get("reply", ""),
         "size": int(fields.get("size") or 0),
         "replies": json.loads(fields["replies"]) if fields.get("replies") else {},
+        "campaign": fields.get("camp") or None,
     }
 
 
@@ -199,9 +226,15 @@ class MessageLog:
         """Write entries (one round trip); their ids."""
         if not entries:
             return []
-        ids = await self._log(keys=self.keys,
-                              args=self.retention.argv(entries, int(time.time() * 1000)))
-        return [_text(i) for i in ids]
+        reply = await self._log(keys=self.keys_for(entries[0][1]),
+                                args=self.retention.argv(entries, int(time.time() * 1000)))
+        return [_text(i) for i in reply[1]]
+
+    def keys_for(self, attempt: Attempt) -> list[str]:
+        """The log's keys, and the campaign's hash when the attempt is a campaign's."""
+        if attempt.campaign:
+            return [*self.keys, campaign_key(self.prefix, attempt.campaign)]
+        return self.keys
 
     async def get(self, entry_id: str) -> dict[str, Any] | None:
         found = await self.redis.xrange(self.keys[0], entry_id, entry_id)

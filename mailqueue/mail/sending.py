@@ -62,7 +62,8 @@ def check_delivery_mode(value: Any, where: str) -> DeliveryMode:
 
 async def send_once(service: MailService, job: Any, message: OutgoingMessage,
                     mode: DeliveryMode = AT_LEAST_ONCE, template: str | None = None,
-                    ignore_suppressions: bool = False) -> dict[str, Any]:
+                    ignore_suppressions: bool = False, campaign: str | None = None
+                    ) -> dict[str, Any]:
     """Send unless already delivered; record the delivery before returning.
 
     Recipients on the suppression list are not sent to (unless `ignore_suppressions`: the
@@ -85,7 +86,7 @@ async def send_once(service: MailService, job: Any, message: OutgoingMessage,
     deliveries = DeliveryLog(redis, prefix, pipe=pipe, retention=service.log_retention)
     attempt = Attempt(message.message_id, job.queue.name, str(job.id),
                       int(getattr(job, "attemptsMade", 0) or 0) + 1, template,
-                      message.subject, len(message.data))
+                      message.subject, len(message.data), campaign)
     transport = await service.transport(redis, prefix)
     transport.breaker.check()  # down: put back before claiming anything
     check = None if ignore_suppressions else list(message.recipients)
@@ -155,9 +156,11 @@ async def send_once(service: MailService, job: Any, message: OutgoingMessage,
                 "it again"
             ) from exc
         await deliveries.release(message.message_id, token)  # nothing (more) was sent
-        await deliveries.log(entries)
+        errors_in_a_row = await deliveries.log(entries, wait=campaign is not None)
         if isinstance(exc, PermanentDeliveryError):
             await _suppress_refused(redis, prefix, exc.refused, exc.code)
+        if campaign and errors_in_a_row and service.on_campaign_errors is not None:
+            await service.on_campaign_errors(campaign, errors_in_a_row)
         raise
     except BaseException:
         # Cancelled or broken anywhere, DATA included: at most once, the claim stays (the
