@@ -192,6 +192,7 @@ def run(
                         else settings.model_copy(update={"smtp_url": sink.url})
                     )
                     mail.start_worker(settings.default_queue, handlers, concurrency=concurrency)
+                    mail.serve_campaigns(handlers, concurrency)
                     await server.start()
                     assert mail.redis is not None
                     typer.echo(f"{mail.redis.describe()}")

@@ -35,6 +35,7 @@ def worker_handlers(settings: Settings) -> dict[str, Any]:
 async def close_handlers(mail: MailManager, handlers: Any) -> None:
     """Close the workers (their active jobs finish), then the SMTP pool the handlers share:
     its connections QUIT instead of being left open (ResourceWarning: unclosed transport)."""
+    await mail.stop_serving_campaigns()  # it would start workers for new campaigns
     await mail.workers.close()
     close = getattr(handlers, "close", None)
     if close is not None:
@@ -76,6 +77,8 @@ def worker(
                     await mail.create_queue(name)
                     # Lock, stall and rate-limit settings come with start_worker itself.
                     mail.start_worker(name, handlers, concurrency=concurrency)
+                # And the queue of each campaign, while it lasts (mailqueue.campaigns).
+                mail.serve_campaigns(handlers, concurrency)
                 assert mail.redis is not None
                 typer.echo(mail.redis.describe())
                 if not settings.smtp_url and not await registered_sink_url(
