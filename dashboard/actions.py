@@ -37,6 +37,7 @@ class ActionResult:
     ok: bool = True
     redirect: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    status: int = 200  # of a failure the handler returns rather than raises (404: not there)
 
 
 ActionHandler = Callable[[Request, MailManager], Awaitable[ActionResult]]
@@ -67,25 +68,33 @@ def safe_redirect(request: Request, fallback: str) -> str:
     return fallback
 
 
-def operator_action(action: str) -> Callable[[ActionHandler], Endpoint]:
-    """Turn `handler(request, mail) -> ActionResult` into an audited endpoint."""
+def operator_action(action: str, *, audited: bool = False
+                    ) -> Callable[[ActionHandler], Endpoint]:
+    """Turn `handler(request, mail) -> ActionResult` into an audited endpoint.
+
+    `audited`: the manager call the handler makes writes the audit entry itself, with the
+    operator as actor (the mail desk's changes do); then only a refusal raised before it
+    (a bad address, a bad reason) is written here, so no change is audited twice.
+    """
 
     def decorate(handler: ActionHandler) -> Endpoint:
         async def endpoint(request: Request) -> Response:
             mail = mail_of(request)
             target = "/".join(str(v) for v in request.path_params.values()) or "*"
-            status = 200
+            raised = True
             try:
                 result = await handler(request, mail)
+                status, raised = result.status, False
             except (UnknownQueueError, JobNotFoundError) as exc:
                 result, status = ActionResult(str(exc), target, ok=False), 404
             except (MailQueueError, ValueError) as exc:
                 result, status = ActionResult(str(exc), target, ok=False), 422
             try:
-                await mail.events.record_audit(
-                    identity_of(request).user, action, result.target,
-                    "ok" if result.ok else "error", result.message,
-                )
+                if raised or not audited:
+                    await mail.events.record_audit(
+                        identity_of(request).user, action, result.target,
+                        "ok" if result.ok else "error", result.message,
+                    )
             except Exception as exc:  # the action happened; a lost audit line must not hide it
                 if is_redis_full(exc):  # one line, not a traceback per action
                     log.warning("could not write the audit entry for %s: Redis is out of "

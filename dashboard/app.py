@@ -43,6 +43,14 @@ from .views.jobs import (
     job_retry,
     job_update_data,
 )
+from .views.messages import (
+    api_job_messages,
+    api_message_entry,
+    api_messages,
+    job_messages,
+    message_entry_page,
+    messages_page,
+)
 from .views.metrics import health, metrics
 from .views.outbox import (
     api_outbox,
@@ -72,6 +80,12 @@ from .views.schedules import (
     schedule_remove,
     schedule_run_now,
     schedules_page,
+)
+from .views.suppressions import (
+    api_suppressions,
+    suppression_add,
+    suppression_remove,
+    suppressions_page,
 )
 from .views.workers import api_workers, workers_page
 
@@ -119,6 +133,8 @@ def routes() -> list[Route | Mount]:
         Route(f"/api{job}/flow", api_flow, name="api_flow"),
         Route(f"{job}/data.json", job_data, name="job_data"),
         Route(f"{job}/logs", job_logs, name="job_logs"),
+        Route(f"{job}/messages", job_messages, name="job_messages"),
+        Route(f"/api{job}/messages", api_job_messages, name="api_job_messages"),
         Route(f"/api{job}/logs", job_logs, name="api_job_logs"),
         *action(f"{job}/retry", job_retry, "job_retry"),
         *action(f"{job}/promote", job_promote, "job_promote"),
@@ -142,6 +158,19 @@ def routes() -> list[Route | Mount]:
         Route("/outbox/{message_id}", outbox_message_page, name="outbox_message_page"),
         Route("/outbox/{message_id}/html", outbox_message_html, name="outbox_message_html"),
         Route("/api/outbox/{message_id}", api_outbox_message, name="api_outbox_message"),
+        Route("/messages", messages_page, name="messages_page"),
+        Route("/api/messages", api_messages, name="api_messages"),
+        Route("/messages/{entry_id}", message_entry_page, name="message_entry_page"),
+        Route("/api/messages/{entry_id}", api_message_entry, name="api_message_entry"),
+        Route("/suppressions", suppressions_page, name="suppressions_page"),
+        Route("/suppressions", suppression_add, methods=["POST"], name="suppression_add"),
+        Route("/api/suppressions", api_suppressions, name="api_suppressions"),
+        Route("/api/suppressions", suppression_add, methods=["POST"],
+              name="api_suppression_add"),
+        Route("/suppressions/remove", suppression_remove, methods=["POST"],
+              name="suppression_remove"),
+        Route("/api/suppressions/{address:path}", suppression_remove, methods=["DELETE"],
+              name="api_suppression_remove"),
         Route("/live", live, name="live"),
         Route("/api/events/stream", event_stream, name="api_event_stream"),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),

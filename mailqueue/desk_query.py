@@ -1,0 +1,167 @@
+"""A delivery-log search as people type it, for the dashboard's /messages and the CLI.
+
+One search box takes an address (`ada@example.com`), a domain (`@example.com`, or
+`example.com`) or a Message-ID (`<emails.42@example.com>`, brackets optional): which one is
+decided by the text's shape. An address and a Message-ID without brackets can look alike
+(`emails.42@mail.example.com` is both): such a text is searched as an address first and, when
+no entry has that recipient, as a Message-ID. Times are a span back from now (`90m`, `24h`,
+`7d`, `2w`) or a UTC date or date and time (`2026-12-01`, `2026-12-01T08:30`); an `until`
+date means the end of that day.
+
+Every mistake is an InvalidSearchError (a ValueError) with one line saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from mailqueue.desk import InvalidSearchError, MailDesk
+
+SearchKind = Literal["", "address", "domain", "message_id"]
+
+# A span back from now: "24h", "7 d", "90m", "2w".
+_SPAN = re.compile(r"^(\d{1,6})\s*(m|min|h|d|w)$", re.IGNORECASE)
+_SPAN_MS = {"m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?Z?$")
+# The spans offered on the page (value, label).
+SINCE_CHOICES: tuple[tuple[str, str], ...] = (
+    ("1h", "last hour"), ("24h", "last 24 h"), ("7d", "last 7 days"), ("30d", "last 30 days"),
+)
+# An address as the search box understands one: dot-atom local part, a dotted domain.
+_ADDRESS = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+
+
+def parse_time(text: str, name: str, *, now_ms: int | None = None, end_of_day: bool = False
+               ) -> int | None:
+    """`text` as ms since the epoch (None when empty); `name` says which field is wrong."""
+    value = text.strip()
+    if not value:
+        return None
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    span = _SPAN.match(value)
+    if span:
+        return now - int(span.group(1)) * _SPAN_MS[span.group(2).lower()]
+    try:
+        if _DATE.match(value):
+            day = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+            if end_of_day:
+                day += timedelta(days=1, milliseconds=-1)
+            return int(day.timestamp() * 1000)
+        if _DATETIME.match(value):
+            moment = datetime.fromisoformat(value.rstrip("Z").replace(" ", "T"))
+            return int(moment.replace(tzinfo=UTC).timestamp() * 1000)
+    except ValueError:
+        pass  # 2026-13-45: the shape of a date, not a date
+    raise InvalidSearchError(
+        f"{name} must be a span like 24h or 7d, or a UTC date like 2026-12-01 "
+        f"(or 2026-12-01T08:30), not {value[:40]!r}")
+
+
+def classify(text: str) -> tuple[SearchKind, str]:
+    """What the search box's text is: ("address" | "domain" | "message_id" | "", value)."""
+    value = text.strip()
+    if not value:
+        return "", ""
+    if value.startswith("<") or value.endswith(">"):
+        return "message_id", value
+    if value.startswith("@"):
+        return "domain", value
+    if "@" not in value:
+        return "domain", f"@{value}"
+    if _ADDRESS.match(value) and value.count("@") == 1:
+        return "address", value
+    return "message_id", value
+
+
+@dataclass
+class MessageQuery:
+    """The filters of a search, as typed (strings), checked when run."""
+
+    text: str = ""  # the search box: address, @domain or Message-ID
+    to: str = ""  # explicitly a recipient (address or @domain)
+    message_id: str = ""  # explicitly a Message-ID
+    outcome: str = ""
+    template: str = ""
+    since: str = ""
+    until: str = ""
+    before: str = ""
+    limit: int = 50
+
+    @classmethod
+    def from_params(cls, params: Any, limit: int = 50) -> MessageQuery:
+        """From a query string (a mapping of str): q, to, message_id, outcome, template,
+        since, until, before, limit."""
+        raw_limit = str(params.get("limit") or "").strip()
+        if raw_limit and not raw_limit.isdigit():
+            raise InvalidSearchError("limit must be a whole number between 1 and 500")
+        return cls(**{k: str(params.get(k) or "")[:400] for k in (
+            "to", "message_id", "outcome", "template", "since", "until", "before")},
+            text=str(params.get("q") or "")[:400],
+            limit=int(raw_limit) if raw_limit else limit)
+
+    def params(self) -> dict[str, str]:
+        """The filters given, as query-string parameters (the next page's link adds before)."""
+        values = {"q": self.text, "to": self.to, "message_id": self.message_id,
+                  "outcome": self.outcome, "template": self.template, "since": self.since,
+                  "until": self.until}
+        return {k: v for k, v in values.items() if v}
+
+
+@dataclass
+class MessageSearch:
+    """A search's answer: the entries, the cursor of the next page, what was searched."""
+
+    entries: list[dict[str, Any]]
+    next_before: str | None
+    kind: SearchKind
+    value: str
+    filters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def described(self) -> str:
+        """What was searched, in words ('' for the whole log)."""
+        if self.kind == "address":
+            return f"recipient {self.value}"
+        if self.kind == "domain":
+            return f"recipients at {self.value.lstrip('@')}"
+        if self.kind == "message_id":
+            return f"Message-ID {self.value}"
+        return ""
+
+
+async def search_messages(desk: MailDesk, query: MessageQuery,
+                          now_ms: int | None = None) -> MessageSearch:
+    """Run `query` against the delivery log (see the module's docstring)."""
+    if sum(bool(v.strip()) for v in (query.text, query.to, query.message_id)) > 1:
+        raise InvalidSearchError("give one of the search text, to and message_id")
+    if query.to.strip():
+        kind, value = classify(query.to)
+        if kind == "message_id":
+            raise InvalidSearchError("to must be an address or @domain")
+    elif query.message_id.strip():
+        kind, value = "message_id", query.message_id.strip()
+    else:
+        kind, value = classify(query.text)
+    since_ms = parse_time(query.since, "since", now_ms=now_ms)
+    until_ms = parse_time(query.until, "until", now_ms=now_ms, end_of_day=True)
+    if since_ms is not None and until_ms is not None and since_ms > until_ms:
+        raise InvalidSearchError("since must come before until")
+    filters: dict[str, Any] = {
+        "outcome": query.outcome.strip(), "template": query.template.strip(),
+        "since_ms": since_ms, "until_ms": until_ms, "before": query.before.strip(),
+        "limit": query.limit}
+    if kind == "message_id":
+        entries, cursor = await desk.search_messages(message_id=value, **filters)
+    else:
+        entries, cursor = await desk.search_messages(recipient=value, **filters)
+        ambiguous = kind == "address" and not query.to.strip()
+        if ambiguous and not entries and cursor is None and not filters["before"]:
+            found, more = await desk.search_messages(message_id=value, **filters)
+            if found:
+                entries, cursor, kind = found, more, "message_id"
+    return MessageSearch(entries, cursor, kind, value, filters)
