@@ -94,7 +94,8 @@ def _main(
 # for a bad command line. 1 is for a failure at run time (Redis gone, a job refused).
 USAGE_ERROR = 2
 # Settings whose values are never shown in an error line.
-_SECRET_SETTINGS = ("redis_url", "smtp_url", "dashboard_auth", "dashboard_viewer_auth")
+_SECRET_SETTINGS = ("redis_url", "smtp_url", "dashboard_auth", "dashboard_viewer_auth",
+                    "mail_unsubscribe_secret")
 
 
 def load_settings() -> Settings:
