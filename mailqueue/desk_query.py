@@ -63,10 +63,14 @@ def parse_time(text: str, name: str, *, now_ms: int | None = None, end_of_day: b
 
 
 def classify(text: str) -> tuple[SearchKind, str]:
-    """What the search box's text is: ("address" | "domain" | "message_id" | "", value)."""
+    """What the search box's text is: ("address" | "domain" | "message_id" | "", value);
+    InvalidSearchError for a text that can be none of them (it holds a space)."""
     value = text.strip()
     if not value:
         return "", ""
+    if any(c.isspace() for c in value):  # in no address, domain or Message-ID
+        raise InvalidSearchError("search for an address, an @domain or a Message-ID, "
+                                 "without spaces")
     if value.startswith("<") or value.endswith(">"):
         return "message_id", value
     if value.startswith("@"):

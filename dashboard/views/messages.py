@@ -94,7 +94,8 @@ async def api_messages(request: Request) -> Response:
 # --- one entry ------------------------------------------------------------------------------
 
 async def outbox_copy(mail: MailManager, message_id: str, at_ms: int) -> str | None:
-    """The outbox stream id of the sink's copy of `message_id`, if the outbox has it."""
+    """The outbox stream id of the sink's copy of `message_id`, if the outbox has it (only a
+    sent entry has one: another attempt of the same message may have been received)."""
     if not message_id:
         return None
     low, high = at_ms - OUTBOX_WINDOW_MS[0], at_ms + OUTBOX_WINDOW_MS[1]
@@ -116,13 +117,18 @@ async def _entry_context(request: Request) -> dict[str, Any] | None:
     (attempts, _), outbox_id = await asyncio.gather(
         mail.desk.search_messages(message_id=entry["message_id"], limit=ATTEMPTS_SHOWN)
         if entry["message_id"] else _nothing(),
-        outbox_copy(mail, entry["message_id"], entry["at"]))
+        outbox_copy(mail, entry["message_id"], entry["at"]) if entry["outcome"] == "sent"
+        else _none())
     return {"entry": entry, "outbox_id": outbox_id,
             "attempts": [a for a in attempts if a["id"] != entry["id"]]}
 
 
 async def _nothing() -> tuple[list[dict[str, Any]], None]:
     return [], None
+
+
+async def _none() -> None:
+    return None
 
 
 async def message_entry_page(request: Request) -> Response:
