@@ -42,6 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dashboards
+import desk
 import mail
 import workers
 
@@ -228,6 +229,24 @@ def _campaign_rows(rows: list[dict[str, Any]] | None) -> str:
         f"{r['peak_rss_mb']:.0f} MB |\n" for r in rows or [])
 
 
+def _desk_report(d: dict[str, Any] | None) -> str:
+    if not d:
+        return ""
+    rows = "".join(f"| {name} | {r['median_ms']:.2f} / {r['p95_ms']:.2f} | "
+                   f"{r['entries_found_median']:.0f} |\n" for name, r in d["searches"].items())
+    return f"""
+## The delivery log at {d['entries']:,} entries (`bench/desk.py`)
+
+Written through the log's own script, 500 entries a call, in {d['fill_s']} s; recipients
+spread over 200,000 addresses and 1,000 domains (~5 entries an address, ~1,000 a domain).
+Redis memory: {d['bytes_per_entry']} bytes per entry, its three indexes included. Each
+search is `MailDesk.search_messages` (a page of 50), 30 random targets.
+
+| Search | Median / p95 ms | Entries found (median) |
+|---|---|---|
+{rows}"""
+
+
 def cpu_model() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -277,6 +296,7 @@ with the enqueueing, 1,000 at a time. So does a campaign's (`mailqueue newslette
 one job per recipient, `bench/campaign.py` in a process of its own): its peak RSS for
 100,000 recipients is that for 10,000.
 """
+    text += _desk_report(results.get("desk"))
     text += mail.report(results.get("mail"), results.get("workers"))
     text += workers_report(results.get("workers"))
     text += dashboards_report(results.get("dashboards"))
@@ -389,6 +409,9 @@ def main() -> None:
     parser.add_argument("--skip-workers", action="store_true")
     parser.add_argument("--skip-mail", action="store_true",
                         help="leave out ours vs Node BullMQ + nodemailer (bench/mail.py)")
+    parser.add_argument("--skip-desk", action="store_true",
+                        help="leave out the delivery log at 1,000,000 entries (bench/desk.py)")
+    parser.add_argument("--desk-entries", type=int, default=1_000_000)
     dashboards.add_arguments(parser)
     workers.add_arguments(parser)
     mail.add_arguments(parser)
@@ -406,6 +429,10 @@ def main() -> None:
         results["mail"] = mail.run(args)
     if not args.skip_mail or not args.skip_workers:
         mail.print_goal_table(results.get("mail"), results.get("workers"))
+    if not args.skip_desk:
+        print(f"delivery log, {args.desk_entries:,} entries:", flush=True)
+        results["desk"] = asyncio.run(desk.run(args.desk_entries, 30))
+        print(desk.report(results["desk"]), flush=True)
     if not args.skip_dashboards:
         print(f"dashboards, ours vs Bull Board (scale {args.scale}):", flush=True)
         results["dashboards"] = dashboards.run(args)

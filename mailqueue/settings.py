@@ -182,6 +182,14 @@ class Settings(BaseSettings):
         default=0, ge=0,
         description="E-mail queue: jobs (messages) per second across all workers; 0 = no limit",
     )
+    # The delivery log (mailqueue.mail.message_log): every send attempt, searchable.
+    mail_log_max_entries: int = Field(
+        default=100_000, ge=1_000,
+        description="Delivery-log entries kept; the oldest go first",
+    )
+    mail_log_max_age_days: float = Field(
+        default=30, gt=0, description="Delivery-log entries older than this go",
+    )
     worker_lock_duration_ms: int = Field(
         default=30_000, ge=500, description="How long a job's lock lasts before it is renewed"
     )

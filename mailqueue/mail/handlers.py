@@ -85,7 +85,8 @@ class MailService:
         self.max_attachment_bytes = max_attachment_bytes
         self._transport = transport
         self._owns_transport = transport is None
-        self.log_retention = Retention()
+        self.log_retention = Retention(settings.mail_log_max_entries,
+                                       settings.mail_log_max_age_days)
         # Suppression reasons this service sends to regardless (a fallback relay: bounces).
         self.ignored_suppressions: frozenset[str] = frozenset()
         # Called with (campaign id, send errors in a row) after a campaign job's send error:
