@@ -66,4 +66,57 @@
       status("Could not copy " + what);
     });
   });
+
+  // --- keyboard: `/` or Ctrl-K (Cmd-K) to the queue filter ------------------------------
+  // The page's own filter where it has one (the overview), else the sidebar's; on a phone
+  // the sidebar is a closed menu: it opens.
+  function typing(el) {
+    if (!el) return false;
+    var tag = el.tagName;
+    return el.isContentEditable || tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT";
+  }
+
+  document.addEventListener("keydown", function (event) {
+    var slash = event.key === "/" && !event.ctrlKey && !event.metaKey && !event.altKey;
+    var ctrlK = (event.ctrlKey || event.metaKey) && !event.altKey
+      && (event.key === "k" || event.key === "K");
+    if (!(slash || ctrlK) || (slash && typing(document.activeElement))) return;
+    var filter = document.querySelector("main [data-queue-filter]")
+      || document.querySelector("[data-queue-filter]");
+    if (!filter) return;
+    event.preventDefault();
+    var menu = filter.closest("details");
+    if (menu && !menu.open) menu.open = true;
+    filter.focus();
+    filter.select();
+  });
+
+  // --- the sidebar's queue filter: as one types --------------------------------------------
+  function filterSidebar() {
+    var input = document.querySelector(".sidebar-filter input");
+    var list = document.getElementById("sidebar");
+    if (!input || !list) return;
+    var text = input.value.trim().toLowerCase();
+    list.querySelectorAll("a[href]").forEach(function (link) {
+      var name = link.querySelector(".sidebar-name");
+      var shown = !text || (name ? name.textContent : link.textContent).toLowerCase()
+        .indexOf(text) !== -1;
+      link.hidden = !shown;
+    });
+  }
+
+  document.addEventListener("input", function (event) {
+    if (event.target.closest && event.target.closest(".sidebar-filter")) filterSidebar();
+  });
+  document.addEventListener("keydown", function (event) {
+    var input = event.target.closest && event.target.closest(".sidebar-filter input");
+    if (input && event.key === "Escape") { input.value = ""; filterSidebar(); input.blur(); }
+  });
+  // The list is swapped live (new queues, new counts): filter the new one too.
+  document.addEventListener("htmx:load", function (event) {
+    var el = event.target;
+    if (el && (el.id === "sidebar" || (el.querySelector && el.querySelector("#sidebar")))) {
+      filterSidebar();
+    }
+  });
 })();
