@@ -8,11 +8,14 @@ no entry has that recipient, as a Message-ID. Times are a span back from now (`9
 `7d`, `2w`) or a UTC date or date and time (`2026-12-01`, `2026-12-01T08:30`); an `until`
 date means the end of that day.
 
+`list_suppressions` pages through the suppression list along its HSCAN cursor.
+
 Every mistake is an InvalidSearchError (a ValueError) with one line saying what is wrong.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -20,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from mailqueue.desk import InvalidSearchError, MailDesk
+from mailqueue.mail.suppressions import REASONS, Suppression, SuppressionList
 
 SearchKind = Literal["", "address", "domain", "message_id"]
 
@@ -97,16 +101,25 @@ class MessageQuery:
     limit: int = 50
 
     @classmethod
+    def as_typed(cls, params: Any) -> MessageQuery:
+        """The text filters of a query string (a mapping of str) as they are, unchecked: q,
+        to, message_id, outcome, template, since, until, before."""
+        def text(key: str) -> str:
+            return str(params.get(key) or "")[:400]
+
+        return cls(text=text("q"), to=text("to"), message_id=text("message_id"),
+                   outcome=text("outcome"), template=text("template"), since=text("since"),
+                   until=text("until"), before=text("before"))
+
+    @classmethod
     def from_params(cls, params: Any, limit: int = 50) -> MessageQuery:
-        """From a query string (a mapping of str): q, to, message_id, outcome, template,
-        since, until, before, limit."""
+        """`as_typed`, and `limit` (InvalidSearchError unless a whole number)."""
         raw_limit = str(params.get("limit") or "").strip()
         if raw_limit and not raw_limit.isdigit():
             raise InvalidSearchError("limit must be a whole number between 1 and 500")
-        return cls(**{k: str(params.get(k) or "")[:400] for k in (
-            "to", "message_id", "outcome", "template", "since", "until", "before")},
-            text=str(params.get("q") or "")[:400],
-            limit=int(raw_limit) if raw_limit else limit)
+        query = cls.as_typed(params)
+        query.limit = int(raw_limit[:6]) if raw_limit else limit
+        return query
 
     def params(self) -> dict[str, str]:
         """The filters given, as query-string parameters (the next page's link adds before)."""
@@ -169,3 +182,50 @@ async def search_messages(desk: MailDesk, query: MessageQuery,
             if found:
                 entries, cursor, kind = found, more, "message_id"
     return MessageSearch(entries, cursor, kind, value, filters)
+
+
+# --- the suppression list, page by page -------------------------------------------------------
+
+async def list_suppressions(suppressions: SuppressionList, text: str = "",
+                            reason: str | None = None, cursor: int = 0, limit: int = 50,
+                            max_calls: int = 20) -> tuple[list[Suppression], int]:
+    """Entries whose address contains `text` (any case), of one `reason` if given, newest
+    first; and the HSCAN cursor of the next page (0: the end).
+
+    A page is every entry of the HSCAN calls made (COUNT `limit`) until `limit` are found:
+    HSCAN hands out whole buckets, so a page may hold a few more than `limit`, and none is
+    ever dropped between pages. (SuppressionList.search cuts what one call found to `limit`
+    yet moves its cursor past all of it: the entries cut are on no page.) At most
+    `max_calls` calls a page, so a filter that matches little stays fast on a long list.
+    """
+    if reason and reason not in REASONS:
+        raise InvalidSearchError(f"reason must be one of {', '.join(REASONS)}")
+    pattern = f"*{_glob_escape(text.strip().lower())}*" if text.strip() else "*"
+    found: list[Suppression] = []
+    for _ in range(max_calls):
+        cursor, chunk = await suppressions.redis.hscan(suppressions.key, cursor,
+                                                       match=pattern, count=limit)
+        assert isinstance(chunk, dict)
+        for value in chunk.values():
+            entry = _suppression(value)
+            if entry is not None and (not reason or entry.reason == reason):
+                found.append(entry)
+        if cursor == 0 or len(found) >= limit:
+            break
+    found.sort(key=lambda e: e.at, reverse=True)
+    return found, int(cursor)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+
+
+def _suppression(value: Any) -> Suppression | None:
+    try:
+        data = json.loads(value.decode() if isinstance(value, bytes) else str(value))
+        return Suppression(address=str(data["address"]), reason=str(data["reason"]),
+                           at=int(data.get("at", 0)), by=str(data.get("by", "")),
+                           note=str(data.get("note", "")), reply=str(data.get("reply", "")),
+                           code=data.get("code"))
+    except (ValueError, KeyError, TypeError):
+        return None  # not an entry this version wrote: left out

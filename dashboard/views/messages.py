@@ -63,9 +63,7 @@ async def messages_page(request: Request) -> Response:
     try:
         query, search = await _search(request)
     except InvalidSearchError as exc:
-        query = MessageQuery(**{k: str(request.query_params.get(k) or "")[:400] for k in (
-            "to", "message_id", "outcome", "template", "since", "until")},
-            text=str(request.query_params.get("q") or "")[:400])
+        query = MessageQuery.as_typed(request.query_params)
         context.update(error=str(exc), entries=[], search=None)
         status = 400
     else:
@@ -81,7 +79,7 @@ async def messages_page(request: Request) -> Response:
 
 async def api_messages(request: Request) -> Response:
     try:
-        query, search = await _search(request)
+        _query, search = await _search(request)
     except InvalidSearchError as exc:
         return JSONResponse({"error": str(exc)}, status_code=400)
     return JSONResponse({

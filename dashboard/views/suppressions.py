@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mailqueue.desk import InvalidSearchError
+from mailqueue.desk_query import list_suppressions
 from mailqueue.mail.suppressions import REASONS, Suppression, normalize_address
 from mailqueue.manager import MailManager
 
@@ -45,8 +46,8 @@ def _filters(params: Any) -> tuple[str, str, int]:
 
 async def _listing(mail: MailManager, params: Any) -> dict[str, Any]:
     text, reason, cursor = _filters(params)
-    entries, next_cursor = await mail.desk.suppressions.search(
-        text, reason or None, cursor, PAGE_SIZE)
+    entries, next_cursor = await list_suppressions(mail.desk.suppressions, text,
+                                                   reason or None, cursor, PAGE_SIZE)
     return {"q": text, "reason": reason, "cursor": cursor, "entries": entries,
             "next_cursor": next_cursor or None,
             "counts": await mail.desk.suppressions.counts(),

@@ -194,8 +194,8 @@ async def test_filters_and_older_pages(client: httpx.AsyncClient, mail: MailMana
     ({"limit": "ten"}, "limit must be a whole number"),
     ({"to": "<a@b>"}, "to must be an address or @domain"),
 ])
-async def test_a_bad_filter_is_a_400_with_one_line(client: httpx.AsyncClient, params: dict[str, str],
-                                                   reason: str) -> None:
+async def test_a_bad_filter_is_a_400_with_one_line(client: httpx.AsyncClient,
+                                                   params: dict[str, str], reason: str) -> None:
     api = await client.get("/api/messages", params=params)
     assert api.status_code == 400
     assert api.json()["error"].startswith(reason) and "\n" not in api.json()["error"]
