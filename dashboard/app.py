@@ -29,6 +29,15 @@ from .origins import AllowedHosts
 from .redis_full import redis_full_handler
 from .render import STATIC_DIR, is_htmx, render, render_fragment
 from .security import SecurityMiddleware, parse_credentials
+from .views.campaigns import (
+    api_campaign,
+    api_campaigns,
+    campaign_cancel,
+    campaign_page,
+    campaign_pause,
+    campaign_resume,
+    campaigns_page,
+)
 from .views.events import api_events, events_page
 from .views.find import api_find_job, find_job
 from .views.flows import api_flow, flow_page
@@ -86,6 +95,15 @@ from .views.suppressions import (
     suppression_add,
     suppression_remove,
     suppressions_page,
+)
+from .views.templates_page import (
+    api_template,
+    api_templates,
+    template_page,
+    template_preview,
+    template_preview_html,
+    template_send_test,
+    templates_page,
 )
 from .views.workers import api_workers, workers_page
 
@@ -171,6 +189,21 @@ def routes() -> list[Route | Mount]:
               name="suppression_remove"),
         Route("/api/suppressions/{address:path}", suppression_remove, methods=["DELETE"],
               name="api_suppression_remove"),
+        Route("/campaigns", campaigns_page, name="campaigns_page"),
+        Route("/api/campaigns", api_campaigns, name="api_campaigns"),
+        Route("/campaigns/{campaign_id}", campaign_page, name="campaign_page"),
+        Route("/api/campaigns/{campaign_id}", api_campaign, name="api_campaign"),
+        *action("/campaigns/{campaign_id}/pause", campaign_pause, "campaign_pause"),
+        *action("/campaigns/{campaign_id}/resume", campaign_resume, "campaign_resume"),
+        *action("/campaigns/{campaign_id}/cancel", campaign_cancel, "campaign_cancel"),
+        Route("/templates", templates_page, name="templates_page"),
+        Route("/api/templates", api_templates, name="api_templates"),
+        Route("/templates/{name}", template_page, name="template_page"),
+        Route("/api/templates/{name}", api_template, name="api_template"),
+        Route("/templates/{name}/preview", template_preview, name="template_preview"),
+        Route("/templates/{name}/preview.html", template_preview_html,
+              name="template_preview_html"),
+        *action("/templates/{name}/send-test", template_send_test, "template_send_test"),
         Route("/live", live, name="live"),
         Route("/api/events/stream", event_stream, name="api_event_stream"),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),

@@ -1,0 +1,174 @@
+"""Campaigns on the dashboard (issue 13, point 4): the list, one campaign live, its pause,
+resume and cancel, and their JSON twins.
+
+Everything goes through the manager layer (`MailManager.campaigns`, `record_audit`). A
+running campaign's page polls its progress fragment every 2 s (htmx); the fragment it gets
+back stops the polling once the campaign has ended (no `hx-trigger` left), so a finished
+campaign costs nothing. An action answers with its result and the fragment out of band, so
+the buttons that apply to the new state show at once.
+
+Campaign names, templates, pause reasons and the reasons recipients were skipped come from
+whoever made the campaign or its recipient list: untrusted text, escaped like everything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from mailqueue.campaigns import CampaignError
+
+from ..actions import ActionResult, mail_of, safe_redirect, wants_json
+from ..context import page_context
+from ..render import is_htmx, path_for, render, render_fragment
+from ..security import identity_of
+
+LIST_LIMIT = 100
+POLL_STATES = frozenset({"enqueuing", "running", "paused"})  # what can still change by itself
+ENDED_STATES = frozenset({"completed", "cancelled"})
+# The actions that apply to a state (the page shows only those; the manager refuses others).
+ACTIONS: dict[str, tuple[str, ...]] = {
+    "enqueuing": ("pause", "cancel"), "running": ("pause", "cancel"),
+    "paused": ("resume", "cancel"), "completed": (), "cancelled": (),
+}
+VERBS = ("pause", "resume", "cancel")
+
+
+def valid_id(campaign_id: str) -> bool:
+    """A campaign id as the manager makes them (hex); anything else is no campaign."""
+    return 0 < len(campaign_id) <= 40 and campaign_id.isascii() and campaign_id.isalnum()
+
+
+def campaign_view(c: dict[str, Any]) -> dict[str, Any]:
+    """A campaign as the pages show it: its figures, a percentage, what may be done."""
+    total = int(c.get("total") or 0)
+    done = int(c.get("done") or 0)
+    return {
+        **c,
+        "percent": round(100 * done / total, 1) if total else (100.0 if c["state"] in
+                                                             ENDED_STATES else 0.0),
+        "live": c["state"] in POLL_STATES,
+        "actions": ACTIONS.get(c["state"], ()),
+    }
+
+
+async def _campaign_or_none(request: Request) -> dict[str, Any] | None:
+    campaign_id = request.path_params["campaign_id"]
+    if not valid_id(campaign_id):
+        return None
+    try:
+        return await mail_of(request).campaigns.get(campaign_id)
+    except CampaignError:
+        return None
+
+
+async def campaigns_page(request: Request) -> Response:
+    campaigns = [campaign_view(c) for c in await mail_of(request).campaigns.list(LIST_LIMIT)]
+    context = {"campaigns": campaigns, "live": any(c["live"] for c in campaigns)}
+    if is_htmx(request):  # the poll: the table alone, no sidebar to read
+        return render(request, "partials/_campaigns_table.html", context)
+    context.update(await page_context(request, "campaigns_page"))
+    return render(request, "pages/campaigns.html", context)
+
+
+async def api_campaigns(request: Request) -> Response:
+    return JSONResponse({"campaigns": await mail_of(request).campaigns.list(LIST_LIMIT)})
+
+
+async def campaign_page(request: Request) -> Response:
+    campaign = await _campaign_or_none(request)
+    if campaign is None:
+        context = await page_context(request, "campaigns_page")
+        context["campaign_id"] = request.path_params["campaign_id"]
+        return render(request, "pages/campaign.html", {**context, "campaign": None},
+                      status_code=404)
+    view = campaign_view(campaign)
+    if is_htmx(request):  # the poll: the live fragment alone, no sidebar to read
+        return render(request, "partials/_campaign_live.html", {"campaign": view})
+    context = await page_context(request, "campaigns_page", current_queue=campaign["queue"])
+    context.update(campaign=view, queue_exists=await mail_of(request).queues.queue_exists(
+        campaign["queue"]))
+    return render(request, "pages/campaign.html", context)
+
+
+async def api_campaign(request: Request) -> Response:
+    campaign = await _campaign_or_none(request)
+    if campaign is None:
+        return JSONResponse({"error": f"No campaign {request.path_params['campaign_id']!r}"},
+                            status_code=404)
+    return JSONResponse(campaign)
+
+
+def _verb_endpoint(verb: str) -> Any:
+    async def endpoint(request: Request) -> Response:
+        return await _campaign_action(request, verb)
+
+    endpoint.__name__ = f"campaign_{verb}"
+    endpoint.__doc__ = {"pause": "Pause sending (jobs in flight finish).",
+                        "resume": "Resume a paused campaign.",
+                        "cancel": "Remove what has not been sent; jobs in flight finish."}[verb]
+    return endpoint
+
+
+async def _campaign_action(request: Request, verb: str) -> Response:
+    """Pause, resume or cancel through the manager; audited either way, as the CLI does.
+    An unknown campaign is a 404, an action its state does not allow a 409 (its one line)."""
+    mail = mail_of(request)
+    campaign_id = request.path_params["campaign_id"]
+    actor = identity_of(request).user
+    status = 200
+    campaign: dict[str, Any] | None = None
+    if not valid_id(campaign_id):
+        message, status = f"no campaign {campaign_id!r}", 404
+    else:
+        try:
+            if verb == "pause":
+                campaign = await mail.campaigns.pause(
+                    campaign_id, f"paused by {actor} on the dashboard")
+            else:
+                campaign = await getattr(mail.campaigns, verb)(campaign_id)
+            message = _done_message(verb, campaign)
+        except CampaignError as exc:
+            message = str(exc)
+            status = 404 if message.startswith("no campaign") else 409
+    await mail.record_audit(actor, f"campaign-{verb}", campaign_id,
+                            "ok" if status == 200 else "refused",
+                            message if status != 200 else "")
+    result = ActionResult(message, campaign_id, ok=status == 200)
+    if wants_json(request):
+        body: dict[str, Any] = {"ok": result.ok, "message": message, "target": campaign_id}
+        if campaign is not None:
+            body["campaign"] = campaign
+        return JSONResponse(body, status_code=status)
+    if is_htmx(request):
+        html = render_fragment(request, "partials/_action_result.html", {"result": result})
+        if status != 404:  # the live part, out of band: the buttons of the new state
+            if campaign is None:
+                try:
+                    campaign = await mail.campaigns.get(campaign_id)
+                except CampaignError:
+                    campaign = None
+            if campaign is not None:
+                html += render_fragment(request, "partials/_campaign_live.html",
+                                        {"campaign": campaign_view(campaign), "oob": True})
+        return HTMLResponse(html, status_code=status)
+    if not result.ok:
+        return render(request, "pages/action_error.html", {"result": result},
+                      status_code=status)
+    fallback = str(path_for(request, "campaign_page", campaign_id=campaign_id))
+    return RedirectResponse(safe_redirect(request, fallback), status_code=303)
+
+
+def _done_message(verb: str, c: dict[str, Any]) -> str:
+    if verb == "pause":
+        return f"Paused campaign {c['id']}: jobs in flight finish, nothing else is sent"
+    if verb == "resume":
+        return f"Resumed campaign {c['id']}: {c['remaining']:,} to send"
+    return f"Cancelled campaign {c['id']}: {c['reason'] or 'nothing left to send'}"
+
+
+campaign_pause = _verb_endpoint("pause")
+campaign_resume = _verb_endpoint("resume")
+campaign_cancel = _verb_endpoint("cancel")
