@@ -253,8 +253,9 @@ def _make_handler(
 ) -> Handler:
     async def handler(data: Any, job: Any) -> dict[str, Any]:
         try:
-            name, mail, message = service.prepare(data, template, job)
-            mode = service.delivery_mode(data, name)
+            fields = normalize_mail_data(data)  # once: every step below reads these
+            name, mail, message = service.prepare(fields, template, job)
+            mode = service.delivery_mode(fields, name)
             if getattr(job, "attemptsMade", 0):
                 # A retry: what this run sends (the first run's is in its return value).
                 # No progress steps and no log line on a first run: each is a Redis round
@@ -265,7 +266,7 @@ def _make_handler(
                     f"{mail.subject!r} as {message.message_id} to "
                     f"{len(message.recipients)} recipient(s), {len(message.data):,} bytes"
                 )
-            return await service.deliver(job, message, mode, name, service.campaign_of(data))
+            return await service.deliver(job, message, mode, name, service.campaign_of(fields))
         except PutBackError as exc:
             await put_back(job, exc)
         except PermanentMailError as exc:
