@@ -8,8 +8,8 @@ that prepends a `DKIM-Signature` (rsa-sha256, relaxed/relaxed) to `message.data`
 those of MAIL_DKIM_HEADERS the message has. Whatever is wrong with the settings or the key
 is a `DkimSettingsError`, one line, raised where the signer is made: `mailqueue worker` and
 `mailqueue run` make it before they start anything (exit code 2), so a bad key is never a
-failure per job. Signing costs one RSA-2048 private-key operation per message, in pure
-Python (docs/performance.md has the figure).
+failure per job. Signing costs one RSA-2048 private-key operation per message, made by
+OpenSSL (mailqueue/mail/dkim_rsa.py; docs/performance.md has the figures).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mailqueue.errors import MailQueueError
+from mailqueue.mail import dkim_rsa
 from mailqueue.mail.errors import InvalidMailDataError
 from mailqueue.mail.message import OutgoingMessage
 from mailqueue.settings import Settings
@@ -214,6 +215,7 @@ class DkimSigner:
         self._domain, self._selector = domain.encode(), selector.encode()
         self._pem = pem
         self._headers = tuple(h.lower().encode() for h in headers)
+        dkim_rsa.register(pem)  # the RSA step through OpenSSL: ~20x faster, same bytes
 
     def __call__(self, message: OutgoingMessage) -> OutgoingMessage:
         dkim = self._dkim
