@@ -51,7 +51,8 @@ def _parse(pem: bytes) -> Any:
 
 
 def _sign(digest: Any, private_key: Any) -> bytes:
-    key = _KEYS.get(private_key.get("modulus")) if isinstance(private_key, dict) else None
+    modulus = private_key.get("modulus") if isinstance(private_key, dict) else None
+    key = _KEYS.get(modulus) if isinstance(modulus, int) else None
     algorithm = _HASHES.get(str(getattr(digest, "name", "")).lower())
     if key is None or algorithm is None:
         return bytes(_dkimpy_sign(digest, private_key))
