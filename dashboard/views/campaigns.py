@@ -66,7 +66,7 @@ async def _campaign_or_none(request: Request) -> dict[str, Any] | None:
 
 async def campaigns_page(request: Request) -> Response:
     campaigns = [campaign_view(c) for c in await mail_of(request).campaigns.list(LIST_LIMIT)]
-    context = {"campaigns": campaigns, "live": any(c["live"] for c in campaigns)}
+    context = {"campaigns": campaigns, "polling": any(c["live"] for c in campaigns)}
     if is_htmx(request):  # the poll: the table alone, no sidebar to read
         return render(request, "partials/_campaigns_table.html", context)
     context.update(await page_context(request, "campaigns_page"))
