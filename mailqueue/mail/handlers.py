@@ -135,13 +135,31 @@ class MailService:
         `job` needs only `queue.name` and `id` (for the Message-ID); `mailqueue send` checks
         a job with this before enqueueing it.
         """
-        fields = normalize_mail_data(data)
+        fields = self._with_unsubscribe_link(normalize_mail_data(data), job)
         name, mail = self.render(fields, template)
-        return name, mail, self.build(fields, job, mail)
+        return name, mail, self.build(fields, job, mail, signed_link=False)
+
+    def _with_unsubscribe_link(self, fields: MailJobData, job: Any) -> MailJobData:
+        """A newsletter's signed one-click URL (mailqueue.mail.unsubscribe), made before the
+        rendering so that the footer link is the List-Unsubscribe one; the job's own wins."""
+        if fields.options.get("unsubscribe_url") is not None:
+            return fields
+        try:
+            to = parse_address_list(fields.options.get("to"), fields.name_of("to"))
+        except InvalidMailDataError:
+            return fields  # build() says what is wrong with it
+        url = url_for_job(self.settings, job, fields, to)
+        if url is not None:
+            fields.options["unsubscribe_url"] = url
+            fields.variables.setdefault("unsubscribe_url", url)
+        return fields
 
     def build(self, data: Any, job: Any, mail: RenderedMail,
-              unsubscribe_url: str | None = None) -> OutgoingMessage:
-        """The message for `data`'s options (either spelling); `unsubscribe_url` overrides."""
+              unsubscribe_url: str | None = None, signed_link: bool = True
+              ) -> OutgoingMessage:
+        """The message for `data`'s options (either spelling); `unsubscribe_url` overrides.
+        `signed_link`: give a newsletter without a link its signed one (prepare() has done
+        that before rendering)."""
         fields = normalize_mail_data(data)
         options, name, quoted = fields.options, fields.name_of, fields.quoted
         to = parse_address_list(options.get("to"), name("to"))
@@ -158,7 +176,7 @@ class MailService:
             raise InvalidMailDataError(f"{quoted('headers')} must be an object of name -> value")
         headers = {**(headers or {}), **_threading_headers(fields)}
         url = unsubscribe_url if unsubscribe_url is not None else options.get("unsubscribe_url")
-        if url is None:  # a newsletter: a signed one-click link (MAIL_UNSUBSCRIBE_URL set)
+        if url is None and signed_link:  # a newsletter: a signed one-click link
             url = url_for_job(self.settings, job, fields, to)
         if url is not None:
             url = check_unsubscribe_url(url, name("unsubscribe_url"))

@@ -299,3 +299,17 @@ def test_signing_is_cheap() -> None:
     for i in range(2000):
         unsubscribe_url(settings, f"reader{i}@example.com")
     assert (time.perf_counter() - start) / 2000 < 0.001  # well under a millisecond a link
+
+
+def test_the_footer_link_is_the_signed_one_click_url() -> None:
+    service = MailService(unsub_settings())
+    _, mail, message = service.prepare({"to": "ada@example.com"}, "newsletter",
+                                       job("send-newsletter"))
+    parsed = message_from_bytes(message.data, policy=policy.default)
+    url = parsed["List-Unsubscribe"][1:-1]
+    assert f'href="{url}"' in mail.html and url in mail.text
+    # A job's own URL wins, in the footer too.
+    _, own, _ = service.prepare({"to": "ada@example.com",
+                                 "unsubscribe_url": "https://mine.example/u/1"},
+                                "newsletter", job("send-newsletter"))
+    assert 'href="https://mine.example/u/1"' in own.html and BASE not in own.html
