@@ -20,7 +20,7 @@ from starlette.staticfiles import StaticFiles
 from mailqueue.cluster import redis_error_reason
 from mailqueue.errors import RedisUnavailableError
 from mailqueue.manager import MailManager
-from mailqueue.redis_server import redact_url
+from mailqueue.redact import redact_url
 from mailqueue.settings import Settings
 
 from .live import event_stream, live

@@ -211,7 +211,7 @@ class FailureAlerts:
                 name = await self._client.hget(f"{self.prefix}:{queue}:{job_id}", "name")
             if name:
                 self.remember_job_name(queue, job_id, name)
-        return name
+        return str(name) if name else None
 
     async def watch(self, event: Event) -> None:
         """Count a failure per queue and per (queue, job name); alert at the threshold."""

@@ -128,7 +128,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class RateLimitAwareWorker(Worker):
+class RateLimitAwareWorker(Worker):  # type: ignore[misc]  # bullmq is untyped
     """A bullmq Worker that honours `limiter` (and `Queue.setGlobalRateLimit`), probes the
     Redis version before it runs (sub-second delays) and closes cleanly (see below)."""
 
@@ -325,7 +325,7 @@ class RateLimitAwareWorker(Worker):
                 log.debug("Worker %s: disconnecting: %s", self.workerName, err)
 
 
-class _LockManagerKeptWhileDraining(LockManager):
+class _LockManagerKeptWhileDraining(LockManager):  # type: ignore[misc]  # untyped
     """bullmq's run() closes the lock manager when its loop ends; while a close drains the
     jobs that are still running, their locks must keep being renewed: the close closes it."""
 

@@ -30,7 +30,8 @@ from mailqueue.mail.message import parse_sender
 from mailqueue.mail.sink import MailSink, Outbox, registered_sink_url
 from mailqueue.mail.templates import BUILTIN_TEMPLATES
 from mailqueue.queues import QueueManager, redis_memory
-from mailqueue.redis_server import RedisTarget, redact_url, resolve_redis
+from mailqueue.redact import redact_url
+from mailqueue.redis_server import RedisTarget, resolve_redis
 from mailqueue.settings import Settings
 from mailqueue.types import ScheduleInfo
 from mailqueue.worker_gates import gate_warnings

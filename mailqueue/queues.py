@@ -428,7 +428,7 @@ class QueueManager(JobReads):
 
     async def get_job_logs(self, queue: str, job_id: str, start: int = 0, end: int = -1
                            ) -> list[str]:
-        return (await self.get_job_log_page(queue, job_id, start, end))["logs"]
+        return list((await self.get_job_log_page(queue, job_id, start, end))["logs"])
 
     async def retry_job(self, queue: str, job_id: str) -> None:
         job = await self._job(queue, job_id)

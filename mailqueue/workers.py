@@ -47,7 +47,7 @@ METRICS_MAX_DATA_POINTS = 10_080
 _RESERVED_OPTIONS = {"connection", "prefix", "autorun", "concurrency"}
 
 
-class UnknownJobNameFailure(UnknownJobNameError, UnrecoverableError):
+class UnknownJobNameFailure(UnknownJobNameError, UnrecoverableError):  # type: ignore[misc]
     """Raised for a job whose name has no handler: the job fails at once, without retries."""
 
 

@@ -48,7 +48,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class NativeWorker(Worker):
+class NativeWorker(Worker):  # type: ignore[misc]  # bullmq is untyped
     """A bullmq Worker (same options, events, connections, client names) with Node's loop.
 
     Events emitted: active, completed, failed, stalled, error, paused, resumed, closed.
