@@ -13,6 +13,8 @@ from bullmq import Job
 
 from mailqueue.manager import MailManager
 from tests.browser.conftest import BrowserLog
+from tests.browser.test_campaign_and_templates_browser import fill_campaign
+from tests.browser.test_mail_desk_pages import fill_desk
 from tests.dashboard.test_job_page import job_url, wait_for_state
 
 BUDGET = 60 * 1024
@@ -71,10 +73,18 @@ async def test_first_load_weighs_under_60_kb(mail: MailManager, live_server: str
         await wait_for_state(mail, "mail.bounces", str(job.id), "failed")
     await mail.stop_worker("mail.bounces")
 
+    entry = await fill_desk(mail, rows=60)  # full pages: 50 log entries, 50 addresses
+
+    campaign = await fill_campaign(mail)
+
     weights = {}
     for label, path in [("overview", "/"), ("queue page", "/queues/mail.welcome"),
                         ("failed list", "/queues/mail.bounces?state=failed"),
-                        ("job page", job_url("mail.digest", str(failed.id)))]:
+                        ("job page", job_url("mail.digest", str(failed.id))),
+                        ("campaigns", "/campaigns"), ("campaign", f"/campaigns/{campaign}"),
+                        ("templates", "/templates"), ("template", "/templates/newsletter"),
+                        ("messages", "/messages"), ("message", f"/messages/{entry}"),
+                        ("suppressions", "/suppressions")]:
         total, per_resource = await first_load_bytes(page, live_server + path)
         weights[label] = total
         detail = ", ".join(f"{name} {n / 1024:.1f}" for name, n in sorted(per_resource.items()))

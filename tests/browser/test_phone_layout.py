@@ -23,7 +23,9 @@ from playwright.async_api import expect
 
 from mailqueue.manager import MailManager
 from tests.browser.conftest import _CSP_LISTENER, BrowserLog
+from tests.browser.test_campaign_and_templates_browser import fill_campaign
 from tests.browser.test_dashboard_browser import wait_live
+from tests.browser.test_mail_desk_pages import fill_desk
 from tests.dashboard.test_job_page import job_url, wait_for_state
 
 QUEUE = "tenant-acme-corporation.transactional.password-reset-notifications"
@@ -106,6 +108,7 @@ async def fill(mail: MailManager) -> tuple[asyncio.Event, dict[str, str]]:
                             cron="0 9 * * 1-5",
                             scheduler_id="weekly-digest-for-enterprise-customers-europe-west")
 
+    campaign = await fill_campaign(mail)  # paused part-way (its mail is in the outbox)
     sink = await mail.start_dev_sink()
     message = EmailMessage()
     message["From"] = ("Acme Corporation Notifications "
@@ -119,6 +122,7 @@ async def fill(mail: MailManager) -> tuple[asyncio.Event, dict[str, str]]:
     message.add_alternative("<h1>Reset your password</h1><p>Hello, <a href='#'>reset it</a>.</p>",
                             subtype="html")
     await aiosmtplib.send(message, hostname=sink.host, port=sink.port, start_tls=False)
+    entry = await fill_desk(mail)  # the delivery log and the suppression list
     return release, {
         "overview": "/",
         "queue": f"/queues/{QUEUE}?state=failed",
@@ -129,6 +133,13 @@ async def fill(mail: MailManager) -> tuple[asyncio.Event, dict[str, str]]:
         "workers": "/workers",
         "events": "/events",
         "outbox": "/outbox",
+        "campaigns": "/campaigns",
+        "campaign": f"/campaigns/{campaign}",
+        "templates": "/templates",
+        "template": "/templates/newsletter",
+        "messages": "/messages",
+        "message": f"/messages/{entry}",
+        "suppressions": "/suppressions",
         # outbox-message: found from the outbox page's first link
     }
 

@@ -82,7 +82,7 @@ async def test_did_ada_get_her_reset_email(client: httpx.AsyncClient, mail: Mail
     assert len(found) == 2  # newest first: sent, then the deferred first attempt
     assert "state-completed" in found[0] and ">sent<" in found[0]
     assert "state-delayed" in found[1] and ">deferred<" in found[1]
-    assert "<code>250</code>" in found[0] and "<code>451</code>" in found[1]
+    assert "250 Message accepted" in found[0] and "<code>451</code>" in found[1]
     assert "reset-password" in found[0] and "Ada@example.com" in found[0]
     assert f'href="{job_url(QUEUE, reset["id"])}"' in found[0]
     assert "for recipient ADA@example.com" in html.unescape(page.text)
