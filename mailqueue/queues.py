@@ -40,6 +40,7 @@ from mailqueue.job_reads import (
     job_info,
     listed_state,
 )
+from mailqueue.queue_alerts import QueueAlerts
 from mailqueue.types import JOB_STATES, JobInfo, JobPage, ScheduleInfo
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ async def redis_full_error(client: aioredis.Redis, what: str) -> RedisFullError:
     )
 
 
-class QueueManager(JobReads):
+class QueueManager(JobReads, QueueAlerts):
     """Creates queues, adds jobs, and carries out every queue-level operation."""
 
     def __init__(

@@ -23,6 +23,7 @@ from mailqueue.manager import MailManager
 from ..actions import mail_of
 from ..charts import sparkline
 from ..context import live_url, page_context
+from ..queue_warnings import as_json, queue_warnings
 from ..render import render, render_fragment
 
 # Every state column of the overview, in reading order.
@@ -35,8 +36,11 @@ async def overview_rows(mail: MailManager, names: list[str]) -> list[dict[str, A
     """These queues with counts, paused flag, workers and throughput."""
     # Two round trips in all, side by side: one pipeline for the queues' counts, paused
     # flags and last hour's throughput (queue_stats), and one CLIENT LIST for the workers.
-    data, workers = await asyncio.gather(mail.queues.get_overview(names),
-                                         mail.workers.list_workers())
+    # A third pipeline, beside them, reads what holds a queue back (rate limit, overdue
+    # schedulers): the row's warnings.
+    data, workers, alerts = await asyncio.gather(mail.queues.get_overview(names),
+                                                 mail.workers.list_workers(),
+                                                 mail.queues.get_queue_alerts(names))
     per_queue = Counter(w["queue"] for w in workers)
     return [
         {
@@ -45,6 +49,8 @@ async def overview_rows(mail: MailManager, names: list[str]) -> list[dict[str, A
             "completed_per_minute": data[name]["completed_per_minute"],
             "failed_per_minute": data[name]["failed_per_minute"],
             "series": data[name]["series"],
+            "warnings": queue_warnings(data[name]["counts"], per_queue.get(name, 0),
+                                       data[name]["paused"], alerts[name]),
         }
         for name in names
     ]
@@ -121,6 +127,7 @@ async def _overview_context(request: Request, params: Mapping[str, str]) -> dict
         row["spark"] = sparkline(row.pop("series"))
     kept = {k: v for k, v in p.items() if v and k != "page"}
     return {"queues": rows, "groups": group_rows(rows, p["group"]) if p["group"] else None,
+            "warned": [row for row in rows if row["warnings"]],
             "unusable": unusable_queues(mail),
             "states": OVERVIEW_STATES, "filter": p["q"], "group": p["group"],
             "pager": {"page": page, "pages": pages, "total": len(names),
@@ -146,6 +153,7 @@ async def api_queues(request: Request) -> Response:
     rows = await overview_rows(mail, await queue_names(mail, p["q"]))
     for row in rows:  # the per-minute lists stay; the full series would bloat a long list
         row.pop("series")
+        row["warnings"] = as_json(row["warnings"])
     return JSONResponse({"queues": rows, "unusable_queues": unusable_queues(mail)})
 
 

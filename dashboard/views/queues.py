@@ -26,6 +26,7 @@ from mailqueue.types import JOB_STATES
 from ..actions import mail_of
 from ..charts import queue_charts
 from ..context import live_url, page_context
+from ..queue_warnings import as_json, queue_warnings
 from ..render import is_htmx, render, render_fragment
 from .failed_rows import add_failure_stacks
 from .queue_actions import CLEANABLE_STATES
@@ -149,16 +150,18 @@ def _page_links(p: Mapping[str, Any], pages: int) -> dict[str, Any]:
 async def _queue_context(request: Request, name: str, p: Mapping[str, Any]
                          ) -> dict[str, Any]:
     mail = mail_of(request)
-    listing, paused, workers = await asyncio.gather(
+    listing, paused, workers, alerts = await asyncio.gather(
         job_listing(mail, name, p), mail.queues.is_paused(name),
-        mail.workers.list_workers(name),
+        mail.workers.list_workers(name), mail.queues.get_queue_alerts([name]),
     )
     live = {"view": "queue", "queue": name, "state": p["state"], "page": p["page"],
             "per_page": p["per_page"], "sort": p["sort"]}
     if p["q"]:
         live.update(q=p["q"], by=p["by"])
+    warnings = queue_warnings(listing["counts"], len(workers), paused, alerts[name])
     return {"queue": name, "listing": listing, "params": p, "paused": paused,
-            "workers": workers, "states": JOB_STATES, "cleanable_states": CLEANABLE_STATES,
+            "workers": workers, "warnings": warnings,
+            "states": JOB_STATES, "cleanable_states": CLEANABLE_STATES,
             "per_page_choices": PER_PAGE_CHOICES,
             "links": _page_links(p, listing["pages"]), "live_url": live_url(request, live)}
 
@@ -190,11 +193,14 @@ async def api_queue(request: Request) -> Response:
     mail = mail_of(request)
     try:
         stats = await mail.get_queue_stats(name)
-        workers = await mail.workers.list_workers(name)
+        workers, alerts = await asyncio.gather(mail.workers.list_workers(name),
+                                               mail.queues.get_queue_alerts([name]))
     except MailQueueError as exc:
         return JSONResponse({"error": str(exc)}, status_code=404)
+    warnings = queue_warnings(stats.get("counts", {}), len(workers),
+                              bool(stats.get("paused")), alerts[name])
     return JSONResponse({**stats, "name": name, "workers": len(workers),
-                         "worker_list": workers})
+                         "worker_list": workers, "warnings": as_json(warnings)})
 
 
 async def api_queue_jobs(request: Request) -> Response:

@@ -23,6 +23,7 @@ PAIRS: list[tuple[str, tuple[str, ...]]] = [
     ("failed", ("accent-soft",)),  # the current queue's failed count in the sidebar
     *((token, ("panel",)) for token in ("j-key", "j-str", "j-num", "j-lit", "j-punct")),
     ("on-accent", ("accent",)),  # a primary button
+    ("warn-fg", ("warn-bg",)),  # warnings: a queue that will not move
 ]
 
 
