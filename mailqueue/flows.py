@@ -36,6 +36,7 @@ from mailqueue.errors import (
     MailQueueError,
 )
 from mailqueue.job_options import merge_job_options, validate_job_options, validate_queue_name
+from mailqueue.mail import flow_builders
 from mailqueue.queues import QueueManager, is_redis_full, redis_full_error
 
 # Root flows added through add_flow, newest kept: score = timestamp, member "<queue>:<id>".
@@ -560,32 +561,25 @@ class FlowManager:
             },
         }
 
-    # --- the e-mail workflows (built in mailqueue/mail/flows.py) -------------------------------
+    # --- the e-mail workflows (mailqueue/mail/flow_builders.py) ---------------------------------
 
     async def create_email_flow(self, template: str, to: Any, **kwargs: Any) -> dict[str, Any]:
-        """validate-email -> render-email -> send-rendered; see mail.flows.create_email_flow."""
-        from mailqueue.mail.flows import create_email_flow
-
-        return await create_email_flow(self, template, to, **kwargs)
+        """validate-email -> render-email -> send-rendered; see mail.flow_builders."""
+        return await flow_builders.create_email_flow(self, template, to, **kwargs)
 
     async def create_newsletter_flow(
         self, campaign: Mapping[str, Any], recipients: Iterable[Any], **kwargs: Any
     ) -> dict[str, Any]:
-        """A campaign parent and its recipients in batches; see mail.flows."""
-        from mailqueue.mail.flows import create_newsletter_flow
-
-        return await create_newsletter_flow(self, self._queues, campaign, recipients, **kwargs)
+        """A campaign parent and its recipients in batches; see mail.flow_builders."""
+        return await flow_builders.create_newsletter_flow(self, self._queues, campaign,
+                                                          recipients, **kwargs)
 
     async def create_conditional_flow(
         self, template: str, to: Any, **kwargs: Any
     ) -> dict[str, Any]:
-        """check-condition, then send or skip with the reason; see mail.flows."""
-        from mailqueue.mail.flows import create_conditional_flow
-
-        return await create_conditional_flow(self, template, to, **kwargs)
+        """check-condition, then send or skip with the reason; see mail.flow_builders."""
+        return await flow_builders.create_conditional_flow(self, template, to, **kwargs)
 
     async def create_retry_flow(self, template: str, to: Any, **kwargs: Any) -> dict[str, Any]:
-        """Retries with backoff, then a fallback transport or an admin notice; see mail.flows."""
-        from mailqueue.mail.flows import create_retry_flow
-
-        return await create_retry_flow(self, template, to, **kwargs)
+        """Retries with backoff, then a fallback relay or an admin notice (mail.flow_builders)."""
+        return await flow_builders.create_retry_flow(self, template, to, **kwargs)

@@ -1,6 +1,6 @@
-"""The four e-mail workflows (the seed's createEmailFlow, createNewsletterFlow,
-createConditionalFlow, createRetryFlow): builders that add BullMQ flows, and the job
-handlers that run them.
+"""The job handlers that run the four e-mail workflows (the seed's createEmailFlow,
+createNewsletterFlow, createConditionalFlow, createRetryFlow); their builders, which add
+the flows, are in mailqueue/mail/flow_builders.py.
 
 In a BullMQ flow a parent runs after its children, so a chain "A then B then C" is the tree
 C(parent) <- B <- A(leaf), and each step reads what the step below returned with
@@ -22,10 +22,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import redis.asyncio as aioredis
@@ -41,6 +41,7 @@ from mailqueue.mail.errors import (
     TransientDeliveryError,
     TransientMailError,
 )
+from mailqueue.mail.flow_builders import check_conditions_shape
 from mailqueue.mail.handlers import (
     EmailHandlers,
     Handler,
@@ -55,17 +56,6 @@ from mailqueue.mail.transport import SmtpTransport
 from mailqueue.mail.workflow import workflow_steps
 from mailqueue.settings import Settings
 
-if TYPE_CHECKING:
-    from mailqueue.flows import FlowManager
-    from mailqueue.queues import QueueManager
-
-DEFAULT_BATCH_SIZE = 100
-# Batches added per Redis round trip (one MULTI pipeline each): 10 x 100 recipients.
-DEFAULT_BATCHES_PER_CALL = 10
-# The newsletter's gate child holds the summary back until every batch is enqueued; it is
-# promoted at once when the builder ends. Should the builder die half-way, the gate opens
-# by itself after this long and the summary reports what was enqueued.
-GATE_HOLD_MS = 24 * 3600 * 1000
 MAX_LISTED_FAILURES = 20
 BATCH_CONCURRENCY = 5  # sends in flight per batch job, like the SMTP pool's default size
 _ADDRESS_FIELDS = ("to", "cc", "bcc", "reply_to")
@@ -74,181 +64,6 @@ _PER_RECIPIENT = frozenset({"template", "unsubscribe_url", "to", "cc", "bcc"})
 _PASSED_OPTIONS = ("from", "headers", "attachments", "unsubscribe_url", "subject", "in_reply_to",
                    "references")
 _CONTROL_FIELDS = frozenset({"fallback_smtp_url", "admin", "conditions", "context", "not_after"})
-
-
-# --- builders --------------------------------------------------------------------------------
-
-
-def _mail_data(template: str, to: Any, variables: Mapping[str, Any]) -> dict[str, Any]:
-    if not isinstance(template, str) or not template:
-        raise MailQueueError(f"template must be a template name, not {template!r}")
-    if to is None or to == [] or to == "":
-        raise MailQueueError("'to' is required: an address, or a list of them")
-    return {**variables, "template": template, "to": to}
-
-
-async def create_email_flow(
-    flows: FlowManager, template: str, to: Any, *, queue: str = "emails",
-    opts: Mapping[str, Any] | None = None, **variables: Any,
-) -> dict[str, Any]:
-    """validate-email -> render-email -> send-rendered, three jobs; returns add_flow's answer.
-
-    A failed step fails the steps after it (failParentOnFailure), so the flow's root shows
-    why nothing was sent.
-    """
-    data = _mail_data(template, to, variables)
-    step_opts = {**(opts or {}), "failParentOnFailure": True}
-    return await flows.add_flow({
-        "name": "send-rendered", "queueName": queue, "data": {"template": template},
-        "opts": dict(opts or {}),
-        "children": [{
-            "name": "render-email", "queueName": queue, "data": {"template": template},
-            "opts": step_opts,
-            "children": [{
-                "name": "validate-email", "queueName": queue, "data": data, "opts": step_opts,
-            }],
-        }],
-    })
-
-
-async def create_conditional_flow(
-    flows: FlowManager, template: str, to: Any, *,
-    conditions: list[Mapping[str, Any]] | None = None,
-    context: Mapping[str, Any] | None = None, not_after: int | None = None,
-    queue: str = "emails", **variables: Any,
-) -> dict[str, Any]:
-    """check-condition, then conditional-send sends or skips, recording the reason.
-
-    `conditions`: [{"field": "user.plan", "equals": "pro"}, {"field": "opt_in",
-    "exists": True}, {"field": "country", "in": ["FR", "BE"]}, {"field": "x",
-    "not_equals": 0}] checked against `context`; `not_after` (ms since the epoch): skip when
-    the check runs later than that (a reminder that would arrive too late).
-    """
-    data = _mail_data(template, to, variables)
-    checks = list(conditions or [])
-    _check_conditions_shape(checks)
-    check = {"conditions": checks, "context": dict(context or {}), "not_after": not_after}
-    return await flows.add_flow({
-        "name": "conditional-send", "queueName": queue, "data": data,
-        "children": [{
-            "name": "check-condition", "queueName": queue, "data": check,
-            "opts": {"failParentOnFailure": True},
-        }],
-    })
-
-
-async def create_retry_flow(
-    flows: FlowManager, template: str, to: Any, *, attempts: int = 5,
-    backoff: Mapping[str, Any] | None = None, fallback_smtp_url: str | None = None,
-    admin: str | None = None, queue: str = "emails", **variables: Any,
-) -> dict[str, Any]:
-    """retry-send (transient failures back off), then fallback-send, then retry-summary.
-
-    When retry-send fails for good (a 5xx, or its attempts are used up), fallback-send sends
-    the message through `fallback_smtp_url`, or else tells `admin` it could not be sent.
-    retry-summary records which path delivered: primary, fallback-transport or
-    admin-notification.
-    """
-    if not fallback_smtp_url and not admin:
-        raise MailQueueError("a retry flow needs fallback_smtp_url or admin (or both)")
-    if admin:
-        parse_address(admin, "admin")
-    data = _mail_data(template, to, variables)
-    fallback = {**data, "fallback_smtp_url": fallback_smtp_url, "admin": admin}
-    return await flows.add_flow({
-        "name": "retry-summary", "queueName": queue,
-        "data": {"template": template, "to": to},
-        "children": [{
-            "name": "fallback-send", "queueName": queue, "data": fallback,
-            "opts": {"failParentOnFailure": True},
-            "children": [{
-                "name": "retry-send", "queueName": queue, "data": data,
-                "opts": {
-                    "attempts": attempts,
-                    "backoff": dict(backoff or {"type": "exponential", "delay": 1000}),
-                    "ignoreDependencyOnFailure": True,
-                },
-            }],
-        }],
-    })
-
-
-async def create_newsletter_flow(
-    flows: FlowManager, queues: QueueManager, campaign: Mapping[str, Any],
-    recipients: Iterable[Any], *, queue: str = "emails", batch_size: int = DEFAULT_BATCH_SIZE,
-    batches_per_call: int = DEFAULT_BATCHES_PER_CALL,
-) -> dict[str, Any]:
-    """One newsletter-summary parent per campaign, its recipients in newsletter-batch children.
-
-    `campaign`: {"campaign": title, "articles": [...], "unsubscribe_url": "...{email}...",
-    other template variables}. `recipients`: any iterable (a generator reading a file or a
-    cursor is fine) of addresses or {"email", "name"}; it is read once, in step with the
-    enqueueing, so the list is never held in memory. Each Redis call adds
-    `batches_per_call` batches. Returns {flow_id, queue, job_id, batches, recipients}.
-    """
-    if batch_size < 1 or batches_per_call < 1:
-        raise MailQueueError("batch_size and batches_per_call must be >= 1")
-    title = campaign.get("campaign") or campaign.get("name")
-    if not isinstance(title, str) or not title.strip():
-        raise MailQueueError("campaign needs a 'campaign' (or 'name'): the newsletter's title")
-    variables = {k: v for k, v in campaign.items() if k != "name"}
-    variables["campaign"] = title
-    added = await flows.add_flow({
-        "name": "newsletter-summary", "queueName": queue, "data": variables,
-        "children": [{
-            "name": "newsletter-gate", "queueName": queue, "data": {},
-            "opts": {"delay": GATE_HOLD_MS},
-        }],
-    })
-    parent_id = str(added["job_id"])
-    [gate] = added["tree"]["children"]
-    parent = {"id": parent_id, "queue": f"{flows.prefix}:{queue}"}
-    batch_opts = {"parent": parent, "ignoreDependencyOnFailure": True}
-
-    total = batches = 0
-    pending: list[dict[str, Any]] = []
-    current: list[Any] = []
-
-    async def flush() -> None:
-        if pending:
-            await queues.add_jobs(queue, pending)
-            pending.clear()
-
-    for recipient in recipients:
-        current.append(recipient)
-        if len(current) == batch_size:
-            pending.append({"name": "newsletter-batch",
-                            "data": {"batch": batches, "recipients": current},
-                            "opts": batch_opts})
-            batches += 1
-            total += len(current)
-            current = []
-            if len(pending) == batches_per_call:
-                await flush()
-    if current:
-        pending.append({"name": "newsletter-batch",
-                        "data": {"batch": batches, "recipients": current}, "opts": batch_opts})
-        batches += 1
-        total += len(current)
-    await flush()
-    q = await queues.get_queue(queue)
-    gate_job = await q.getJob(gate["id"])
-    if gate_job is not None:
-        await gate_job.updateData({"batches": batches, "recipients": total})
-    await queues.promote_job(queue, gate["id"])
-    return {"flow_id": added["flow_id"], "queue": queue, "job_id": parent_id,
-            "batches": batches, "recipients": total}
-
-
-def _check_conditions_shape(conditions: list[Any]) -> None:
-    for index, condition in enumerate(conditions):
-        ops = set(condition) - {"field"} if isinstance(condition, Mapping) else set()
-        if not isinstance(condition, Mapping) or not isinstance(condition.get("field"), str) \
-                or len(ops) != 1 or not ops <= {"equals", "not_equals", "in", "exists"}:
-            raise MailQueueError(
-                f"conditions[{index}]: expected {{'field': 'a.b', one of equals, not_equals, "
-                f"in, exists: value}}, not {condition!r}"
-            )
 
 
 # --- handlers --------------------------------------------------------------------------------
@@ -528,7 +343,7 @@ class MailHandlers(EmailHandlers):
             if not isinstance(data, dict):
                 raise UnrecoverableError("check-condition: job data must be an object")
             try:
-                _check_conditions_shape(list(data.get("conditions") or []))
+                check_conditions_shape(list(data.get("conditions") or []))
             except MailQueueError as exc:
                 raise UnrecoverableError(str(exc)) from exc
             decision = evaluate_conditions(data)
