@@ -162,13 +162,15 @@ def variables_of(renderer: TemplateRenderer, name: str) -> tuple[str, list[Varia
         if source not in var.sources:
             var.sources.append(source)
 
-    description, sources = "", {}
+    sources: dict[str, str] = {}
     for part in PARTS:
         try:
             sources[part] = source_of(renderer, f"{name}/{part}")[0]
         except jinja2.TemplateNotFound:
             continue
     description, sections = parse_header(sources.get("body.html", ""))
+    description = re.sub(rf"^{re.escape(name)}\s*[—–-]+\s*", "", description)  # the page says it
+    description = description[:1].upper() + description[1:]
     for label, items in sections.items():
         for text in items:
             item = _item(text)

@@ -81,7 +81,8 @@ async def test_a_sent_campaign_shows_its_figures_in_the_list_and_on_its_page(
     figures = {k: stat(body, k) for k in ("total", "sent", "failed", "suppressed", "remaining")}
     assert figures == {"total": "13", "sent": "12", "failed": "0", "suppressed": "1",
                        "remaining": "0"}
-    assert re.search(r"[\d.]+ e-mails/s", stat(body, "rate"))
+    assert re.fullmatch(r"[\d,]+\.\d", stat(body, "rate"))
+    assert "finished 20" in body
     assert '<progress max="13" value="13"' in body
     assert f'href="http://127.0.0.1:3000/queues/campaign-{campaign["id"]}"' in body
     # The invalid recipients skipped, with their reasons (escaped).

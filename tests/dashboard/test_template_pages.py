@@ -105,7 +105,7 @@ async def test_the_list_shows_every_template_with_its_variables_and_their_origin
     reset = card("reset-password")
     assert "<code>60</code>" in reset  # expires_in_minutes (default 60)
     digest = card("digest")
-    assert "MAIL_TEMPLATE_DIR" in digest and "the day&#39;s updates" in digest
+    assert "MAIL_TEMPLATE_DIR" in digest and ">The day&#39;s updates.<" in digest
     assert "<code>See you tomorrow</code>" in digest
     strict = card("strict")
     assert "<code>user</code>" in strict and "used in the template&#39;s source" in strict
