@@ -294,7 +294,7 @@ class Settings(BaseSettings):
         # Only what needs no file: the key itself is checked where the signer is made.
         if value is None:
             return None
-        from mailqueue.mail.dkim import check_dns_name
+        from mailqueue.mail.dkim_names import check_dns_name
 
         what = "domain" if info.field_name == "mail_dkim_domain" else "selector"
         name = check_dns_name(value, what)
@@ -306,7 +306,7 @@ class Settings(BaseSettings):
     @field_validator("mail_dkim_headers")
     @classmethod
     def _dkim_headers(cls, value: str) -> str:
-        from mailqueue.mail.dkim import signed_header_names
+        from mailqueue.mail.dkim_names import signed_header_names
 
         return ", ".join(signed_header_names(value))
 

@@ -141,12 +141,13 @@ class EventManager:
         """
         return Subscription(self, queues, last_id)
 
-    def _attach(self, sub: _Subscriber, queues: frozenset[str] | None) -> None:
+    def attach(self, sub: _Subscriber, queues: frozenset[str] | None) -> None:
+        """A subscription's place in the fan-out (its queues watched)."""
         for queue in queues or (None,):
             self._add_interest(queue)
         self._subscribers.add(sub)
 
-    def _detach(self, sub: _Subscriber, queues: frozenset[str] | None) -> None:
+    def detach(self, sub: _Subscriber, queues: frozenset[str] | None) -> None:
         if sub in self._subscribers:
             self._subscribers.discard(sub)
             for queue in queues or (None,):
@@ -196,13 +197,18 @@ class EventManager:
     def _to_redis_ms(self, local_ms: float) -> int:
         return int(local_ms + (self._clock_offset_ms or 0.0)) - CLOCK_MARGIN_MS
 
+    def redis_ms(self, local_ms: float) -> int | None:
+        """`local_ms` on Redis's clock (a stream id's time), less a margin; None until the
+        clock offset has been measured."""
+        return None if self._clock_offset_ms is None else self._to_redis_ms(local_ms)
+
     async def _measure_clock(self, conn: aioredis.Redis) -> None:
         before = now_ms()
         seconds, micros = await conn.time()
         after = now_ms()
         self._clock_offset_ms = seconds * 1000 + micros / 1000 - (before + after) / 2
 
-    async def _ensure_clock(self) -> None:
+    async def ensure_clock(self) -> None:
         if self._clock_offset_ms is None:
             await self._measure_clock(self._client)
 
@@ -293,7 +299,7 @@ class EventManager:
             self.alerts.remember_job_name(event["queue"], str(event.get("jobId")),
                                           str(event["name"]))
 
-    async def _replay_batch(
+    async def replay_batch(
         self, queues: frozenset[str] | None, positions: dict[str, str], floor: str
     ) -> list[Event]:
         """The next events after `positions` (else `floor`) in the given queues' streams."""

@@ -14,14 +14,11 @@ import re
 import weakref
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from mailqueue.errors import MailQueueError
 from mailqueue.events.streams import Event, EventCallback, id_key, now_ms
 from mailqueue.job_options import validate_queue_name
-
-if TYPE_CHECKING:
-    from mailqueue.events.reader import EventManager
 
 SUBSCRIBER_BUFFER = 1000
 CLOCK_MARGIN_MS = 5  # starting a stream a few ms early beats missing an event
@@ -64,6 +61,21 @@ class _Subscriber:
             self.buffer.get_nowait()
 
 
+class EventSource(Protocol):
+    """What a subscription needs of the reader (mailqueue.events.reader.EventManager)."""
+
+    def attach(self, sub: _Subscriber, queues: frozenset[str] | None) -> None: ...
+
+    def detach(self, sub: _Subscriber, queues: frozenset[str] | None) -> None: ...
+
+    def redis_ms(self, local_ms: float) -> int | None: ...
+
+    async def ensure_clock(self) -> None: ...
+
+    async def replay_batch(self, queues: frozenset[str] | None, positions: dict[str, str],
+                           floor: str) -> list[Event]: ...
+
+
 class Subscription:
     """Events as an async iterator, each carrying a `cursor` that resumes the whole stream set.
 
@@ -75,7 +87,7 @@ class Subscription:
     """
 
     def __init__(
-        self, manager: EventManager, queues: list[str] | None, last_id: str | None
+        self, manager: EventSource, queues: list[str] | None, last_id: str | None
     ) -> None:
         self._manager = manager
         self._queues = frozenset(validate_queue_name(q) for q in queues) if queues else None
@@ -89,10 +101,10 @@ class Subscription:
         self._backlog: deque[Event] = deque()
         self._closed = False
         self._sub = _Subscriber(self._queues)
-        manager._attach(self._sub, self._queues)
+        manager.attach(self._sub, self._queues)
         # A consumer that vanishes without aclose() (a dropped SSE client) must not keep its
         # place in the fan-out, nor keep its queues watched, forever.
-        self._release = weakref.finalize(self, manager._detach, self._sub, self._queues)
+        self._release = weakref.finalize(self, manager.detach, self._sub, self._queues)
 
     def _parse_last_id(self, last_id: str) -> None:
         if _PLAIN_ID.match(last_id):
@@ -123,9 +135,10 @@ class Subscription:
 
     def _floor_id(self) -> str:
         if self._floor is None:
-            if self._manager._clock_offset_ms is None:
+            redis_ms = self._manager.redis_ms(self._created_ms)
+            if redis_ms is None:
                 return f"{int(self._created_ms) - CLOCK_MARGIN_MS}-0"  # not memoised yet
-            self._floor = f"{self._manager._to_redis_ms(self._created_ms)}-0"
+            self._floor = f"{redis_ms}-0"
         return self._floor
 
     def _accept(self, event: Event) -> bool:
@@ -150,8 +163,8 @@ class Subscription:
                     self._sub.overflowed = False
                     self._sub.discard_buffered()
                     self._replaying = True
-                await self._manager._ensure_clock()
-                batch = await self._manager._replay_batch(
+                await self._manager.ensure_clock()
+                batch = await self._manager.replay_batch(
                     self._queues, self._positions, self._floor_id()
                 )
                 self._backlog.extend(batch)

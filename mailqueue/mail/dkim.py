@@ -27,6 +27,7 @@ from typing import Any
 
 from mailqueue.errors import MailQueueError
 from mailqueue.mail import dkim_rsa
+from mailqueue.mail.dkim_names import signed_header_names
 from mailqueue.mail.errors import InvalidMailDataError
 from mailqueue.mail.message import OutgoingMessage
 from mailqueue.settings import Settings
@@ -35,23 +36,10 @@ log = logging.getLogger(__name__)
 
 Signer = Callable[[OutgoingMessage], OutgoingMessage]
 
-# What MAIL_DKIM_HEADERS defaults to: the headers mailqueue writes that a receiver shows or
-# acts on. Only those a message has are signed (h= lists them).
-DEFAULT_SIGNED_HEADERS = (
-    "From", "To", "Cc", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type",
-    "Reply-To", "List-Unsubscribe", "List-Unsubscribe-Post",
-)
-# RFC 6376 5.4: headers a signature should not cover (relays add or change them); dkimpy
-# refuses to sign them.
-UNSIGNABLE_HEADERS = frozenset(
-    {"return-path", "received", "comments", "keywords", "bcc", "resent-bcc", "dkim-signature"}
-)
 # RFC 8301 3.2: verifiers must refuse signatures by RSA keys shorter than 1024 bits.
 MIN_RSA_BITS = 1024
 _MAX_KEY_FILE_BYTES = 64 * 1024  # a PEM RSA key of 16,384 bits is ~12 KB
 
-_HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")
-_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _PEM_BLOCK = re.compile(
     rb"-----BEGIN ([A-Z0-9 ]+)-----\s*(.*?)\s*-----END \1-----", re.DOTALL
 )
@@ -61,43 +49,6 @@ _EC_OID = b"\x06\x07\x2a\x86\x48\xce\x3d\x02\x01"  # 1.2.840.10045.2.1
 
 class DkimSettingsError(MailQueueError, ValueError):
     """DKIM settings or a key file that cannot sign: one line naming the setting."""
-
-
-# --- checks of the settings' text (settings.py calls these: no file is read) -----------------
-
-def check_dns_name(value: str, what: str) -> str:
-    """`value` as a DNS name of LDH labels (a ValueError says what is wrong); a trailing dot,
-    as zone files write names, is dropped."""
-    name = value.strip().removesuffix(".")
-    if not name:
-        raise ValueError(f"{what} is empty")
-    if not name.isascii():
-        raise ValueError(f"{value!r} is not ASCII: give the xn-- (IDNA) form of the {what}")
-    bad = [label for label in name.split(".") if not _LABEL.match(label)]
-    if bad:
-        raise ValueError(
-            f"{value!r} is not a {what}: {bad[0]!r} is not a DNS label (letters, digits and "
-            "inner hyphens, at most 63)"
-        )
-    if len(name) > 253:
-        raise ValueError(f"{value!r} is longer than a DNS name may be (253)")
-    return name
-
-
-def signed_header_names(value: str) -> tuple[str, ...]:
-    """MAIL_DKIM_HEADERS as header names, checked: From among them, none that relays change."""
-    first: dict[str, str] = {}  # one of each, case aside, in the order given
-    for name in value.replace(",", " ").split():
-        first.setdefault(name.lower(), name)
-    names = tuple(first.values())
-    for name in names:
-        if not _HEADER_NAME.match(name):
-            raise ValueError(f"{name!r} is not a header name")
-        if name.lower() in UNSIGNABLE_HEADERS:
-            raise ValueError(f"{name} must not be signed (RFC 6376 5.4: relays add or change it)")
-    if "from" not in (n.lower() for n in names):
-        raise ValueError("must include From (RFC 6376 5.4: the one header a signature must cover)")
-    return names
 
 
 # --- the key ---------------------------------------------------------------------------------

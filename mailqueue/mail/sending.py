@@ -19,8 +19,9 @@ and this one takes no job until the breaker closes (mailqueue.worker_gates).
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, Protocol
 
 import redis.asyncio as aioredis
 from bullmq.custom_errors import DelayedError
@@ -36,12 +37,21 @@ from mailqueue.mail.errors import (
     UnconfirmedSendError,
 )
 from mailqueue.mail.message import OutgoingMessage
-from mailqueue.mail.message_log import Attempt, LogEntry
+from mailqueue.mail.message_log import Attempt, LogEntry, Retention
 from mailqueue.mail.suppressions import SuppressionList
+from mailqueue.mail.transport import SmtpTransport
 from mailqueue.worker_gates import hold_worker
 
-if TYPE_CHECKING:
-    from mailqueue.mail.handlers import MailService
+
+class SendingService(Protocol):
+    """What sending needs of the service that runs it (mailqueue.mail.handlers.MailService)."""
+
+    redis: aioredis.Redis | None
+    log_retention: Retention
+    ignored_suppressions: frozenset[str]
+    on_campaign_errors: Callable[[str, int], Awaitable[None]] | None
+
+    async def transport(self, redis: aioredis.Redis, prefix: str) -> SmtpTransport: ...
 
 DeliveryMode = Literal["at-least-once", "at-most-once"]
 AT_LEAST_ONCE: DeliveryMode = "at-least-once"
@@ -60,7 +70,7 @@ def check_delivery_mode(value: Any, where: str) -> DeliveryMode:
     )
 
 
-async def send_once(service: MailService, job: Any, message: OutgoingMessage,
+async def send_once(service: SendingService, job: Any, message: OutgoingMessage,
                     mode: DeliveryMode = AT_LEAST_ONCE, template: str | None = None,
                     ignore_suppressions: bool = False, campaign: str | None = None
                     ) -> dict[str, Any]:
