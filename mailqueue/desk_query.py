@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from mailqueue.desk import InvalidSearchError, MailDesk
+from mailqueue.mail.message_log import OUTCOMES
 from mailqueue.mail.suppressions import REASONS, Suppression, SuppressionList
 
 SearchKind = Literal["", "address", "domain", "message_id"]
@@ -36,6 +37,7 @@ _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?Z?$")
 SINCE_CHOICES: tuple[tuple[str, str], ...] = (
     ("1h", "last hour"), ("24h", "last 24 h"), ("7d", "last 7 days"), ("30d", "last 30 days"),
 )
+_ENTRY_ID = re.compile(r"^\d{1,13}-\d{1,10}$")  # as MailDesk checks a cursor
 # An address as the search box understands one: dot-atom local part, a dotted domain.
 _ADDRESS = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 
@@ -151,27 +153,43 @@ class MessageSearch:
         return ""
 
 
-async def search_messages(desk: MailDesk, query: MessageQuery,
-                          now_ms: int | None = None) -> MessageSearch:
-    """Run `query` against the delivery log (see the module's docstring)."""
+def resolve(query: MessageQuery, now_ms: int | None = None
+            ) -> tuple[SearchKind, str, dict[str, Any]]:
+    """What `query` searches (kind, value) and the log's filters, every one checked here,
+    without Redis: a command line is refused before anything connects."""
     if sum(bool(v.strip()) for v in (query.text, query.to, query.message_id)) > 1:
         raise InvalidSearchError("give one of the search text, to and message_id")
+    kind: SearchKind
     if query.to.strip():
         kind, value = classify(query.to)
         if kind == "message_id":
             raise InvalidSearchError("to must be an address or @domain")
     elif query.message_id.strip():
-        kind, value = "message_id", query.message_id.strip()
+        kind, value = classify(query.message_id)  # no spaces
+        kind = "message_id"
     else:
         kind, value = classify(query.text)
+    outcome = query.outcome.strip()
+    if outcome and outcome not in OUTCOMES:
+        raise InvalidSearchError(f"outcome must be one of {', '.join(OUTCOMES)}")
+    before = query.before.strip()
+    if before and not _ENTRY_ID.match(before):
+        raise InvalidSearchError("before must be an entry id like 1733300000000-0")
+    if not 1 <= query.limit <= 500:
+        raise InvalidSearchError("limit must be between 1 and 500")
     since_ms = parse_time(query.since, "since", now_ms=now_ms)
     until_ms = parse_time(query.until, "until", now_ms=now_ms, end_of_day=True)
     if since_ms is not None and until_ms is not None and since_ms > until_ms:
         raise InvalidSearchError("since must come before until")
-    filters: dict[str, Any] = {
-        "outcome": query.outcome.strip(), "template": query.template.strip(),
-        "since_ms": since_ms, "until_ms": until_ms, "before": query.before.strip(),
-        "limit": query.limit}
+    return kind, value, {"outcome": outcome, "template": query.template.strip(),
+                         "since_ms": since_ms, "until_ms": until_ms, "before": before,
+                         "limit": query.limit}
+
+
+async def search_messages(desk: MailDesk, query: MessageQuery,
+                          now_ms: int | None = None) -> MessageSearch:
+    """Run `query` against the delivery log (see the module's docstring)."""
+    kind, value, filters = resolve(query, now_ms)
     if kind == "message_id":
         entries, cursor = await desk.search_messages(message_id=value, **filters)
     else:
