@@ -5,9 +5,11 @@ sink."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -18,11 +20,9 @@ from mailqueue.mail.handlers import EmailHandlers, create_email_handlers
 from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
 from tests.dashboard.conftest import csrf_token
-from tests.mailqueue import test_campaigns as campaign_tests
 from tests.mailqueue.mail import conftest as mail_fixtures
 
 sink = mail_fixtures.sink  # the mail tests' SMTP sink fixture
-until = campaign_tests.until
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 NEWS = {"campaign": "Spring news", "intro": "Hello"}
@@ -35,6 +35,20 @@ async def handlers(mail: MailManager, sink: MailSink) -> AsyncIterator[EmailHand
     await mail.stop_serving_campaigns()
     await mail.workers.close()
     await made.close()
+
+
+async def until(check: Callable[[], Awaitable[Any]], timeout: float = 30) -> Any:
+    """Wait for `check()` to be truthy (polled, never a fixed sleep); return its value."""
+    deadline = time.monotonic() + timeout
+    while not (value := await check()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+    return value
+
+
+async def paused(mail: MailManager, campaign_id: str) -> dict[str, Any] | None:
+    campaign = await mail.campaigns.get(campaign_id)
+    return campaign if campaign["state"] == "paused" else None
 
 
 async def ended(mail: MailManager, campaign_id: str) -> dict[str, Any] | None:
@@ -204,7 +218,7 @@ async def test_a_campaign_that_paused_itself_says_why_and_offers_resume(
     campaign = await mail.campaigns.create("newsletter", addresses, variables=NEWS,
                                            error_limit=3, name="Broken relay")
     mail.serve_campaigns(handlers, concurrency=1)
-    await until(lambda: campaign_tests._paused(mail, campaign["id"]))
+    await until(lambda: paused(mail, campaign["id"]))
     page = (await client.get(f"/campaigns/{campaign['id']}")).text
     assert re.search(r"paused after \d+ send errors in a row; check the SMTP relay, then "
                      r"resume", page)

@@ -23,11 +23,10 @@ from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
 from mailqueue.settings import Settings
 from tests.dashboard.conftest import csrf_token
-from tests.mailqueue import test_campaigns as campaign_tests
+from tests.dashboard.test_campaign_pages import until
 from tests.mailqueue.mail import conftest as mail_fixtures
 
 sink = mail_fixtures.sink
-until = campaign_tests.until
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 FRAME_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
