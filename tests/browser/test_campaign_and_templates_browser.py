@@ -16,7 +16,7 @@ from playwright.async_api import expect
 from mailqueue.mail.handlers import create_email_handlers
 from mailqueue.manager import MailManager
 from tests.browser.conftest import BrowserLog
-from tests.mailqueue.test_campaigns import until
+from tests.waiting import eventually
 
 LONG_NAME = ("Spring newsletter for the enterprise customers of Acme Corporation in Europe, "
              "Middle East and Africa")
@@ -40,7 +40,7 @@ async def fill_campaign(mail: MailManager, recipients: int = 40, sent: int = 15)
     sink.reply_delay_s, sink.reply_delay_commands = 0.02, ("DATA",)
     mail.serve_campaigns(handlers, concurrency=1)
     try:
-        await until(lambda: _sent_at_least(mail, campaign["id"], sent))
+        await eventually(lambda: _sent_at_least(mail, campaign["id"], sent))
         await mail.campaigns.pause(campaign["id"], "paused by ada to check the open rate")
     finally:
         await mail.stop_serving_campaigns()
@@ -95,7 +95,7 @@ async def test_a_campaign_page_moves_while_a_worker_sends_and_its_buttons_work(
         await expect(page.locator("#campaign-pause")).to_have_count(0)
         await expect(page.locator(".campaign-reason")).to_contain_text(
             "paused by anonymous on the dashboard")
-        await until(lambda: _quiet(mail, campaign["queue"]))
+        await eventually(lambda: _quiet(mail, campaign["queue"]))
         assert (await mail.campaigns.get(cid))["remaining"] > 0
 
         await page.locator("#campaign-resume").click()
@@ -166,7 +166,7 @@ async def test_the_template_preview_rerenders_and_its_frame_is_sandboxed(
     await expect(result).to_contain_text("Queued a test of notification to grace@example.com")
     mail.start_worker(mail.settings.default_queue, handlers)
     try:
-        messages = await until(lambda: _received(mail))
+        messages = await eventually(lambda: _received(mail))
         assert messages[0]["envelope_to"] == ["grace@example.com"]
         assert messages[0]["subject"] == "Sent from the page"
     finally:

@@ -21,7 +21,7 @@ import redis
 from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
 from tests.faults.system import MailqueueProcess
-from tests.mailqueue.mail.test_mail_faults import wait_for
+from tests.waiting import eventually
 
 MAILQUEUE = [sys.executable, "-m", "mailqueue.cli"]
 EXPECTED_SMTP = "(expected smtp://user:pass@host:587?starttls=true or smtps://user:pass@host:465)"
@@ -168,7 +168,7 @@ async def test_the_worker_closes_its_smtp_pool_at_shutdown(mail: MailManager, tm
             async def all_sent() -> bool:
                 return await sink.outbox.count() == 5
 
-            await wait_for(all_sent, 30)
+            await eventually(all_sent, 30)
         finally:
             # In a thread: the sink, on this loop, must answer the pool's QUIT meanwhile.
             code = await asyncio.to_thread(worker.stop)

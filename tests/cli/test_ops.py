@@ -23,7 +23,7 @@ from mailqueue.manager import MailManager
 from mailqueue.types import JOB_STATES
 from tests.cli.test_errors import assert_one_line, cli, cli_env
 from tests.faults.system import MailqueueProcess
-from tests.mailqueue.mail.test_mail_faults import wait_for
+from tests.waiting import eventually
 
 ACTOR = f"cli:{getpass.getuser()}"
 DEAD_REDIS = "redis://127.0.0.1:1"
@@ -74,7 +74,7 @@ async def finished_jobs(mail: MailManager, queue: str, count: int, fail: bool) -
     async def all_done() -> bool:
         return (await mail.queues.get_job_counts(queue))[state] == count
 
-    await wait_for(all_done, 20)
+    await eventually(all_done, 20)
     await mail.stop_worker(queue)
     return [str(job.id) for job in jobs]
 

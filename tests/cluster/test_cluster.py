@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from mailqueue.redis_server import find_redis_binary, free_port
 from mailqueue.settings import Settings
 from tests.cluster.redis_cluster import LocalCluster
 from tests.dashboard.conftest import read_sse
+from tests.waiting import eventually
 
 PREFIX = "{mail}"
 
@@ -58,16 +58,6 @@ async def mail(cluster: LocalCluster, tmp_path: Path) -> AsyncIterator[MailManag
         await manager.workers.close(5)
         for name in await manager.queues.list_queues(refresh=True):
             await manager.queues.obliterate(name, force=True)
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_prefix_without_hash_tag_is_refused(cluster: LocalCluster, tmp_path: Path

@@ -20,7 +20,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +28,7 @@ import pytest
 
 from mailqueue.redis_server import LOCAL_DEFAULT_URL, free_port, ping
 from tests.faults.system import MailqueueProcess
-
-
-def wait_until(condition: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"{what} after {timeout} s"
-        time.sleep(0.1)
-    return value
+from tests.waiting import eventually_sync
 
 
 def test_a_second_run_does_not_break_the_first(tmp_path: Path, prefix: str) -> None:
@@ -87,7 +79,7 @@ def test_a_second_run_does_not_break_the_first(tmp_path: Path, prefix: str) -> N
             messages = httpx.get(f"{base}/api/outbox", timeout=5).json()["messages"]
             return [m for m in messages if m["envelope_to"] == ["ada@example.com"]]
 
-        wait_until(delivered, 30, "no mail in the outbox")
+        eventually_sync(delivered, 30, "no mail in the outbox")
         status = subprocess.run(
             [sys.executable, "-m", "mailqueue.cli", "status", "--json"],
             env=cli_env,

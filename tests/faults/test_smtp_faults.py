@@ -28,6 +28,7 @@ from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
 from mailqueue.redis_server import EmbeddedRedis
 from mailqueue.settings import Settings
+from tests.waiting import eventually
 
 from .system import MailqueueProcess, own_redis, start_worker
 
@@ -111,9 +112,7 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float,
                    what: str = "condition") -> float:
     """Poll until `predicate()`; returns the seconds it took."""
     started = time.monotonic()
-    while not await predicate():
-        assert time.monotonic() - started < timeout, f"no {what} after {timeout} s"
-        await asyncio.sleep(0.1)
+    await eventually(predicate, timeout, what, interval=0.1)
     return time.monotonic() - started
 
 

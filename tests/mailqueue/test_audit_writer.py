@@ -7,13 +7,12 @@ a Redis of the test's own, count commands per client with MONITOR, and SIGKILL t
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import hashlib
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +29,11 @@ from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
 from mailqueue.settings import Settings
 from tests.faults.system import MailqueueProcess, own_redis
+from tests.waiting import eventually
 
 LEASE_MS = 1500  # in-process tests: a short lease keeps takeovers quick
 NOTIFY = {"title": "Disk full", "message": "Free some space"}
 FAST_STALLS = {"WORKER_LOCK_DURATION_MS": "2000", "WORKER_STALLED_INTERVAL_MS": "1000"}
-
-
-async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        await asyncio.sleep(0.05)
 
 
 async def lifecycle_entries(mail: MailManager) -> collections.Counter[tuple[str, str]]:
@@ -98,7 +91,7 @@ async def run_jobs(mail: MailManager, redis_url: str, prefix: str, queue: str,
             return (counts["completed"] + counts["failed"]
                     >= before.get("completed", 0) + before.get("failed", 0) + len(jobs))
 
-        await until(done, 30, "jobs processed")
+        await eventually(done, 30, "jobs processed")
     finally:
         await worker.close()
 
@@ -117,7 +110,7 @@ async def test_one_holder_writes_each_entry_once_and_the_others_read_nothing(
     async def written() -> bool:
         return sum((await lifecycle_entries(managers[0])).values()) >= 60
 
-    await until(written, 10, "60 audit entries")
+    await eventually(written, 10, "60 audit entries")
     assert await lifecycle_entries(managers[0]) == expected
     for mail in managers:
         if mail not in holders:  # no reader task at all in the other processes
@@ -137,7 +130,7 @@ async def test_handover_and_a_gap_without_holder_lose_and_double_nothing(
     async def all_written() -> bool:
         return await lifecycle_entries(third) == await finished_jobs(redis_client, prefix, "ho")
 
-    await until(all_written, 10, "first holder's entries")
+    await eventually(all_written, 10, "first holder's entries")
     # A clean close releases the lease: the standby takes over well within the TTL.
     started = time.monotonic()
     await first.events.close()
@@ -147,16 +140,16 @@ async def test_handover_and_a_gap_without_holder_lose_and_double_nothing(
     async def second_holds() -> bool:
         return writer.holding
 
-    await until(second_holds, LEASE_MS / 1000, "takeover after a clean close")
+    await eventually(second_holds, LEASE_MS / 1000, "takeover after a clean close")
     assert time.monotonic() - started < LEASE_MS / 1000
     await run_jobs(third, redis_url, prefix, "ho", 20)
-    await until(all_written, 10, "second holder's entries")
+    await eventually(all_written, 10, "second holder's entries")
     # Nobody holds the lease while more jobs finish; a later holder resumes from the cursor.
     await second.events.close()
     await run_jobs(third, redis_url, prefix, "ho", 20)
     assert sum((await lifecycle_entries(third)).values()) == 40
     await third.events.setup_audit_listeners(lease_ms=LEASE_MS)
-    await until(all_written, 10, "entries for the jobs finished while nobody held the lease")
+    await eventually(all_written, 10, "entries for the jobs finished while nobody held the lease")
     assert sum((await lifecycle_entries(third)).values()) == 60
 
 
@@ -174,7 +167,7 @@ async def test_a_holder_that_lost_its_lease_writes_nothing(
     async def stepped_down() -> bool:
         return not writer.holding
 
-    await until(stepped_down, 10, "the fenced holder stops")
+    await eventually(stepped_down, 10, "the fenced holder stops")
     assert await lifecycle_entries(mail) == collections.Counter()
     # The lease comes free: a successor takes it and writes each of those entries once.
     await redis_client.delete(writer.lease_key)
@@ -183,7 +176,7 @@ async def test_a_holder_that_lost_its_lease_writes_nothing(
     async def all_written() -> bool:
         return await lifecycle_entries(mail) == await finished_jobs(redis_client, prefix, "fe")
 
-    await until(all_written, 10, "entries after retaking the lease")
+    await eventually(all_written, 10, "entries after retaking the lease")
 
 
 async def test_a_batch_written_twice_is_written_once(
@@ -297,7 +290,7 @@ async def wait_all_audited(mail: MailManager, total: int, timeout: float) -> Non
         expected = await finished_jobs(client, prefix, "emails")
         return sum(expected.values()) == total and await lifecycle_entries(mail) == expected
 
-    await until(done, timeout, f"{total} jobs finished, each with one audit entry")
+    await eventually(done, timeout, f"{total} jobs finished, each with one audit entry")
 
 
 async def test_two_worker_processes_one_reader_one_entry_per_job(
@@ -358,7 +351,7 @@ async def test_sigkill_the_lease_holder_mid_run(
             counts = await mail.queues.get_job_counts("emails")
             return counts["completed"] + counts["failed"] >= total // 5
 
-        await until(some_done, 60, "a fifth of the mails sent")
+        await eventually(some_done, 60, "a fifth of the mails sent")
         victim.kill()
         killed_at = time.monotonic()
         assert sum((await finished_jobs(mail.client, prefix, "emails")).values()) < total, \
@@ -367,7 +360,7 @@ async def test_sigkill_the_lease_holder_mid_run(
         async def taken_over() -> bool:
             return holder_pid(await mail.client.get(lease)) == survivor.process.pid
 
-        await until(taken_over, LEASE_TTL_MS / 1000 + 2, "the survivor takes the lease")
+        await eventually(taken_over, LEASE_TTL_MS / 1000 + 2, "the survivor takes the lease")
         takeover_s = time.monotonic() - killed_at
         # The lease was renewed at most a third of a TTL before the kill, so it ran out
         # within the TTL; the survivor woke up just after (plus this loop's polling).

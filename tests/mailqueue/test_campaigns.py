@@ -4,10 +4,8 @@ workers (the built-in handlers), the development SMTP sink."""
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,6 +15,7 @@ from mailqueue.mail.handlers import EmailHandlers, create_email_handlers
 from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
 from tests.mailqueue.mail import conftest as mail_fixtures
+from tests.waiting import eventually
 
 sink = mail_fixtures.sink  # the mail tests' SMTP sink fixture
 
@@ -30,16 +29,6 @@ async def handlers(mail: MailManager, sink: MailSink) -> AsyncIterator[EmailHand
     await mail.stop_serving_campaigns()
     await mail.workers.close()
     await made.close()
-
-
-async def until(check: Callable[[], Awaitable[Any]], timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_campaign_sends_to_each_recipient_once_and_reports_progress(
@@ -59,7 +48,7 @@ async def test_a_campaign_sends_to_each_recipient_once_and_reports_progress(
     assert batches[0] == (10, 0) and batches[-1] == (28, 2)  # read and sent in batches
 
     mail.serve_campaigns(handlers)
-    done = await until(lambda: _finished(mail, campaign["id"]))
+    done = await eventually(lambda: _finished(mail, campaign["id"]))
     assert done["state"] == "completed" and done["remaining"] == 0
     assert (done["sent"], done["suppressed"], done["failed"]) == (27, 1, 0)
     assert done["done"] == 28 and done["rate"] > 0
@@ -88,16 +77,16 @@ async def test_pause_resume_and_cancel_never_remove_what_is_in_flight(
     paused = await mail.campaigns.pause(campaign["id"], "by the test")
     assert paused["state"] == "paused" and paused["reason"] == "by the test"
     mail.serve_campaigns(handlers, concurrency=2)
-    await until(lambda: _serving(mail, campaign["id"]))
+    await eventually(lambda: _serving(mail, campaign["id"]))
     assert await sink.outbox.count() == 0  # paused: nothing goes
     sink.reply_delay_s, sink.reply_delay_commands = 0.3, ("DATA",)
     resumed = await mail.campaigns.resume(campaign["id"])
     assert resumed["state"] == "running"
-    await until(lambda: _active_at_least(mail, campaign["queue"], 2))
+    await eventually(lambda: _active_at_least(mail, campaign["queue"], 2))
     cancelled = await mail.campaigns.cancel(campaign["id"])
     assert cancelled["state"] == "cancelled"
     # The two in flight finish and are sent; nothing else is.
-    final = await until(lambda: _settled(mail, campaign["id"]))
+    final = await eventually(lambda: _settled(mail, campaign["id"]))
     assert final["remaining"] == 0 and 2 <= final["sent"] <= 4
     assert await sink.outbox.count() == final["sent"]
     with pytest.raises(CampaignError, match="cancelled"):
@@ -126,10 +115,10 @@ async def test_a_campaign_pauses_itself_after_send_errors_in_a_row(
     campaign = await mail.campaigns.create("newsletter", addresses, variables=NEWS,
                                            error_limit=5)
     mail.serve_campaigns(handlers, concurrency=2)
-    paused = await until(lambda: _paused(mail, campaign["id"]))
+    paused = await eventually(lambda: _paused(mail, campaign["id"]))
     found = re.search(r"after (\d+) send errors in a row", paused["reason"])
     assert found is not None and int(found[1]) >= 5, paused["reason"]
-    settled = await until(lambda: _quiet(mail, campaign["queue"]))
+    settled = await eventually(lambda: _quiet(mail, campaign["queue"]))
     failed = (await mail.campaigns.get(campaign["id"]))["failed"]
     assert 5 <= failed <= 8 and settled  # stopped, not burnt through the list
     assert (await mail.campaigns.get(campaign["id"]))["remaining"] >= 50

@@ -22,16 +22,9 @@ from mailqueue.events import subscriptions as events_subscriptions
 from mailqueue.manager import MailManager
 from mailqueue.redis_server import EmbeddedRedis
 from mailqueue.settings import Settings
+from tests.waiting import eventually
 
 Processor = Callable[[Job, str], Awaitable[Any]]
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 async def take(sub: Subscription, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:

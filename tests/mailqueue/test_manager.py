@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +25,7 @@ from mailqueue.manager import MailManager
 from mailqueue.redis_server import LOCAL_DEFAULT_URL, EmbeddedRedis, free_port, ping
 from mailqueue.settings import Settings
 from mailqueue.types import JOB_STATES
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
+from tests.waiting import eventually
 
 
 async def completed(mail: MailManager, queue: str, n: int) -> bool:

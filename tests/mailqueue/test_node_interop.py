@@ -7,34 +7,12 @@ these tests skip with a loud reason; under CI (`CI` set) they fail instead.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from mailqueue.manager import MailManager
-
-T = TypeVar("T")
-
-
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], timeout: float = 10,
-    interval: float = 0.05,
-) -> T:
-    """Poll `probe` until `check(result)` holds; return the last result (assert on timeout)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = await probe()
-        if check(result):
-            return result
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s; last value: {result!r}")
-        await asyncio.sleep(interval)
-
+from tests.waiting import eventually
 
 # --- jobs ------------------------------------------------------------------------------------
 
@@ -59,7 +37,7 @@ async def test_node_jobs_are_discovered_and_processed_by_a_python_worker(
 
     mail.start_worker(queue, {"double": double}, concurrency=2)
     counts = await eventually(lambda: mail.queues.get_job_counts(queue),
-                              lambda c: c["completed"] == 3)
+                              accept=lambda c: c["completed"] == 3)
     assert counts["waiting"] == 0 and counts["failed"] == 0 and counts["active"] == 0
 
     for job_id, n in zip(ids, (1, 2, 3), strict=True):
@@ -144,7 +122,7 @@ async def test_node_flow_across_two_queues_reads_as_a_tree(mail: MailManager, no
     # Python finishes Node's children; the Node-made parent moves on to waiting.
     mail.start_worker("flow-child", {"render": render})
     tree = await eventually(lambda: mail.get_flow("flow-parent", made["id"]),
-                            lambda t: t["state"] == "waiting")
+                            accept=lambda t: t["state"] == "waiting")
     assert {c["state"] for c in tree["children"]} == {"completed"}
     assert sorted(c["return_value"] for c in tree["children"]) == ["<html>", "<text>"]
     assert (tree["pending"], tree["processed"]) == (0, 2)
@@ -187,14 +165,14 @@ async def test_a_running_node_worker_is_listed_once_as_node(mail: MailManager, n
 
     workers = await eventually(
         lambda: mail.workers.list_workers(queue),
-        lambda ws: sorted(w["language"] for w in ws) == ["node", "python"],
+        accept=lambda ws: sorted(w["language"] for w in ws) == ["node", "python"],
     )
     assert len(workers) == 2, f"one worker each, not one per connection: {workers}"
 
     done = await worker.stop()
     assert done[-1]["reason"] == "signal"
     workers = await eventually(lambda: mail.workers.list_workers(queue),
-                               lambda ws: [w["language"] for w in ws] == ["python"])
+                               accept=lambda ws: [w["language"] for w in ws] == ["python"])
     assert len(workers) == 1
 
 
@@ -205,7 +183,7 @@ async def test_an_idle_named_node_worker_on_another_queue_is_not_listed(
     worker = await node.start("work", queue="elsewhere", name="reporter", seconds=30)
     await worker.wait_for("ready")
     workers = await eventually(lambda: mail.workers.list_workers("elsewhere"),
-                               lambda ws: len(ws) == 1)
+                               accept=lambda ws: len(ws) == 1)
     assert workers[0]["language"] == "node"
     assert await mail.workers.list_workers("quiet") == []
     await worker.stop()
@@ -219,7 +197,8 @@ async def test_node_workers_are_found_whatever_the_queue_name(
 ) -> None:
     worker = await node.start("work", queue=queue, seconds=30)
     await worker.wait_for("ready")
-    mine = await eventually(lambda: mail.workers.list_workers(queue), lambda ws: len(ws) == 1)
+    mine = await eventually(lambda: mail.workers.list_workers(queue),
+                            accept=lambda ws: len(ws) == 1)
     assert mine[0]["language"] == "node" and mine[0]["queue"] == queue
     everywhere = await mail.workers.list_workers()
     assert [(w["queue"], w["language"]) for w in everywhere] == [(queue, "node")]
@@ -248,7 +227,7 @@ async def test_events_of_a_node_worker_reach_python_listeners(
     job_id = added[0]["id"]
     await node.run("work", queue=queue, jobs=1, seconds=15)
 
-    await eventually(lambda: _value(completed), lambda c: len(c) == 1)
+    await eventually(lambda: completed, accept=lambda c: len(c) == 1)
     assert completed[0]["jobId"] == job_id and completed[0]["queue"] == queue
     assert completed[0]["returnvalue"]["by"] == "node"
     kinds = [e["event"] for e in seen if e.get("jobId") == job_id]
@@ -258,5 +237,3 @@ async def test_events_of_a_node_worker_reach_python_listeners(
     assert progress["data"] == 40
 
 
-async def _value(value: T) -> T:
-    return value

@@ -26,6 +26,7 @@ from mailqueue.errors import (
 from mailqueue.queues import QueueManager
 from mailqueue.settings import Settings
 from mailqueue.types import JOB_STATES
+from tests.waiting import eventually
 
 Processor = Callable[[Job, str], Awaitable[Any]]
 
@@ -54,14 +55,6 @@ async def running_worker(
         yield worker
     finally:
         await worker.close()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 async def ok(job: Job, token: str) -> str:

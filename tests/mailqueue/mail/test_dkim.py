@@ -33,7 +33,7 @@ from mailqueue.manager import MailManager
 from mailqueue.settings import Settings
 from tests.cli.test_errors import assert_one_line, cli, cli_env
 from tests.faults.system import MailqueueProcess
-from tests.mailqueue.mail.test_mail_faults import wait_for
+from tests.waiting import eventually
 
 DOMAIN, SELECTOR = "example.com", "mq2026"
 DnsFunc = Callable[..., bytes | None]
@@ -449,7 +449,7 @@ async def test_mailqueue_worker_signs_what_it_sends(
             async def sent() -> bool:
                 return await sink.outbox.count() == 1
 
-            await wait_for(sent, 30)
+            await eventually(sent, 30)
         finally:
             code = await asyncio.to_thread(worker.stop)
         [raw] = await delivered(sink)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
+from tests.waiting import eventually
 
 from .worker_process import WorkerProcess
 
@@ -26,13 +27,6 @@ async def big_sink(redis_client: aioredis.Redis, prefix: str) -> AsyncIterator[M
     await server.start()
     yield server
     await server.stop()
-
-
-async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s"
-        await asyncio.sleep(0.1)
 
 
 async def message_ids(sink: MailSink) -> collections.Counter[str]:
@@ -60,7 +54,7 @@ async def test_smtp_down_then_up_every_message_delivered_once(
         await asyncio.sleep(1.0)  # every job fails at least once
         assert await big_sink.outbox.count() == 0
         await big_sink.start()
-        await wait_for(lambda: drained(mail), 30)
+        await eventually(lambda: drained(mail), 30)
     finally:
         worker.stop()
     for job in jobs:
@@ -85,7 +79,7 @@ async def test_550_for_one_recipient_fails_that_job_only(
     worker = WorkerProcess(tmp_path, redis_url, prefix, big_sink.url)
     try:
         await worker.wait_ready(mail)
-        await wait_for(lambda: drained(mail), 20)
+        await eventually(lambda: drained(mail), 20)
     finally:
         worker.stop()
     states = {}
@@ -123,7 +117,7 @@ async def test_worker_sigkilled_mid_way_through_1000_sends(
         async def some_sent() -> bool:
             return await big_sink.outbox.count() >= total * 3 // 10
 
-        await wait_for(some_sent, 30)
+        await eventually(some_sent, 30)
         first.kill()
         at_kill = await big_sink.outbox.count()
         assert at_kill < total, "the worker finished before it was killed"
@@ -135,7 +129,7 @@ async def test_worker_sigkilled_mid_way_through_1000_sends(
 
         # Jobs that were mid-send come back once their lock expires; their send claim ends
         # with that lock (docs/mail.md), so they go out within seconds.
-        await wait_for(all_delivered, 50)
+        await eventually(all_delivered, 50)
     finally:
         first.stop()
         if second is not None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
-from tests.mailqueue.test_node_interop import eventually
+from tests.waiting import eventually
 
 from .conftest import received
 
@@ -83,13 +83,14 @@ async def test_the_seed_examples_written_in_node_are_delivered(
     root_id = flow["tree"]["id"]
 
     # The scheduled run waits for 9:00; run it now, as 9:00 would.
-    await eventually(lambda: mail.queues.get_job_counts("emails"), lambda c: c["delayed"] == 1)
+    await eventually(lambda: mail.queues.get_job_counts("emails"),
+                     accept=lambda c: c["delayed"] == 1)
     assert await mail.queues.promote_delayed("emails") == 1
 
     await eventually(lambda: mail.queues.get_job_counts("emails"),
-                     lambda c: c["completed"] == 3 and c["failed"] == 1, timeout=30)
+                     accept=lambda c: c["completed"] == 3 and c["failed"] == 1, timeout=30)
     root = await eventually(lambda: mail.queues.get_job("email-processing", root_id),
-                            lambda j: j["state"] in ("completed", "failed"), timeout=30)
+                            accept=lambda j: j["state"] in ("completed", "failed"), timeout=30)
 
     # The workflow: every step ran and the parent completed, having seen the sent message.
     assert root["state"] == "completed", root["failed_reason"]

@@ -3,9 +3,7 @@ points 7 and 9), against real Redis, real bullmq jobs and locks, and the real si
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,15 +25,9 @@ from mailqueue.mail.sink import MailSink
 from mailqueue.mail.transport import SmtpTransport
 from mailqueue.manager import MailManager
 from mailqueue.settings import Settings
+from tests.waiting import eventually
 
 NOTIFY = {"to": "ops@example.com", "title": "Disk full", "message": "Free some space"}
-
-
-async def wait_until(predicate: Any, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -74,7 +66,7 @@ async def test_a_claim_lasts_as_long_as_its_attempts_lock(
     async def lock_gone() -> bool:
         return not await redis_client.exists(lock_key)
 
-    await wait_until(lock_gone)  # nobody renewed it: the first attempt is dead
+    await eventually(lock_gone)  # nobody renewed it: the first attempt is dead
     taken = await log.claim("<m1@x>", second)
     assert isinstance(taken, Claim) and taken.status == "taken"
     # The claim's own TTL is not what ends it (the lock is): no fixed 30 s left to wait.
@@ -94,7 +86,7 @@ async def test_at_most_once_a_dead_attempts_claim_is_an_unconfirmed_send(
     async def lock_gone() -> bool:
         return not await redis_client.exists(lock_key)
 
-    await wait_until(lock_gone)
+    await eventually(lock_gone)
     rerun = await Job.fromId(queue, job.id)
     assert rerun is not None
     rerun.token = "attempt-2"  # the stalled job's automatic re-run: attemptsMade unchanged
@@ -124,7 +116,7 @@ async def test_a_live_claim_puts_the_job_back_without_spending_an_attempt(
             state = (await mail.queues.get_job("emails", job.id))["state"]
             return state in ("completed", "failed")
 
-        await wait_until(done)
+        await eventually(done)
     finally:
         await mail.stop_worker("emails")
         await handlers.close()
@@ -169,7 +161,7 @@ async def test_at_most_once_an_unknown_outcome_waits_for_an_operator(
         async def state_is(state: str) -> bool:
             return bool((await mail.queues.get_job("emails", job.id))["state"] == state)
 
-        await wait_until(lambda: state_is("failed"))
+        await eventually(lambda: state_is("failed"))
         info = await mail.queues.get_job("emails", job.id)
         assert info["attempts_made"] == 1  # not retried automatically
         reason = info["failed_reason"] or ""
@@ -177,7 +169,7 @@ async def test_at_most_once_an_unknown_outcome_waits_for_an_operator(
         assert "check the recipient's mailbox / the outbox before retrying" in reason
         slow_data_sink.reply_delay_s = 0  # the operator looked: it never arrived
         await mail.queues.retry_job("emails", job.id)
-        await wait_until(lambda: state_is("completed"))
+        await eventually(lambda: state_is("completed"))
     finally:
         await mail.stop_worker("emails")
         await handlers.close()
