@@ -14,29 +14,27 @@ from tests.dashboard.conftest import csrf_token
 
 
 @pytest.mark.parametrize(("pattern", "words"), [
-    ("0 9 * * *", "At 09:00 every day"),
+    ("0 9 * * *", "At 09:00"),
     ("*/5 * * * *", "Every 5 minutes"),
-    ("30 8 * * 1-5", "At 08:30 on Monday through Friday"),
-    ("30 8 * * MON-FRI", "At 08:30 on Monday through Friday"),
+    ("30 8 * * 1-5", "At 08:30, Monday through Friday"),
+    ("30 8 * * MON-FRI", "At 08:30, Monday through Friday"),
     ("* * * * *", "Every minute"),
-    ("0 * * * *", "Every hour, on the hour"),
-    ("15 * * * *", "At 15 minutes past every hour"),
     ("0 */2 * * *", "Every 2 hours"),
-    ("0 9 * * 1", "At 09:00 on Monday"),
-    ("0 9 * * 0", "At 09:00 on Sunday"),
-    ("0 9 * * 1,3,5", "At 09:00 on Monday, Wednesday and Friday"),
-    ("0 9,17 * * *", "At 09:00 and 17:00 every day"),
-    ("0 9 1 * *", "At 09:00 on day 1 of the month"),
-    ("0 0 1 1 *", "At 00:00 on 1 January"),
-    ("0 0 9 * * *", "At 09:00 every day"),
+    ("0 9 * * 1,3,5", "At 09:00, only on Monday, Wednesday, and Friday"),
+    ("0 9,17 * * *", "At 09:00 and 17:00"),
+    ("0 0 1 1 *", "At 00:00, on day 1 of the month, only in January"),
+    ("0 0 9 * * *", "At 09:00"),
     ("*/10 * * * * *", "Every 10 seconds"),
+    # Forms the hand-written text gave up on, cron-descriptor reads.
+    ("5/15 * * * *", "Every 15 minutes, starting at 5 minutes past the hour"),
+    ("0 9 L * *", "At 09:00, on the last day of the month"),
 ])
 def test_cron_to_words(pattern: str, words: str) -> None:
     assert cron_to_words(pattern) == words
 
 
-@pytest.mark.parametrize("pattern", ["0 9 1-7 * 1", "5/15 * * * *", "0 9 L * *", "bad", "1 2 3"])
-def test_unusual_cron_falls_back_to_the_pattern(pattern: str) -> None:
+@pytest.mark.parametrize("pattern", ["bad", "1 2 3", ""])
+def test_a_pattern_that_cannot_be_read_comes_back_as_it_is(pattern: str) -> None:
     assert cron_to_words(pattern) == pattern
 
 
@@ -55,7 +53,7 @@ async def test_page_lists_schedulers_in_words(client: httpx.AsyncClient, mail: M
     page = await client.get("/schedules")
     assert page.status_code == 200
     text = html.unescape(page.text)
-    assert "At 08:30 on Monday through Friday" in text
+    assert "At 08:30, Monday through Friday" in text
     assert "Europe/Paris" in text
     assert "Every 5 minutes" in text
     assert "send-digest" in text and '"list": "weekly"' in text
@@ -68,7 +66,7 @@ async def test_page_lists_schedulers_in_words(client: httpx.AsyncClient, mail: M
 
     api = (await client.get("/api/schedules")).json()
     by_id = {s["id"]: s for s in api["schedules"]}
-    assert by_id["send-digest"]["words"] == "At 08:30 on Monday through Friday"
+    assert by_id["send-digest"]["words"] == "At 08:30, Monday through Friday"
     assert by_id["send-digest"]["tz"] == "Europe/Paris"
     assert by_id["tick"]["every_ms"] == 300_000
     assert by_id["tick"]["next_run"] and by_id["tick"]["data"] == {"n": 1}
