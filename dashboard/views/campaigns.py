@@ -13,12 +13,19 @@ whoever made the campaign or its recipient list: untrusted text, escaped like ev
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+from collections.abc import Iterator
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from mailqueue.campaigns import CampaignError
+from mailqueue.campaigns import DEFAULT_ERROR_LIMIT, CampaignError
+from mailqueue.errors import MailQueueError
+from mailqueue.mail.templates import TemplateRenderer
+from mailqueue.manager import MailManager
 
 from ..actions import ActionResult, mail_of, safe_redirect, wants_json
 from ..context import page_context
@@ -26,6 +33,7 @@ from ..render import is_htmx, path_for, render, render_fragment
 from ..security import identity_of
 
 LIST_LIMIT = 100
+MAX_PART_BYTES = 10 * 1024 * 1024  # a pasted list of recipients (the middleware caps ~11 MB)
 POLL_STATES = frozenset({"enqueuing", "running", "paused"})  # what can still change by itself
 ENDED_STATES = frozenset({"completed", "cancelled"})
 # The actions that apply to a state (the page shows only those; the manager refuses others).
@@ -65,12 +73,22 @@ async def _campaign_or_none(request: Request) -> dict[str, Any] | None:
 
 
 async def campaigns_page(request: Request) -> Response:
-    campaigns = [campaign_view(c) for c in await mail_of(request).campaigns.list(LIST_LIMIT)]
+    mail = mail_of(request)
+    campaigns = [campaign_view(c) for c in await mail.campaigns.list(LIST_LIMIT)]
     context = {"campaigns": campaigns, "polling": any(c["live"] for c in campaigns)}
     if is_htmx(request):  # the poll: the table alone, no sidebar to read
         return render(request, "partials/_campaigns_table.html", context)
     context.update(await page_context(request, "campaigns_page"))
+    context.update(templates=_renderer(mail).list_templates(),
+                   default_error_limit=DEFAULT_ERROR_LIMIT)
     return render(request, "pages/campaigns.html", context)
+
+
+def _renderer(mail: MailManager) -> TemplateRenderer:
+    try:
+        return TemplateRenderer(mail.settings.mail_template_dir)
+    except MailQueueError:  # MAIL_TEMPLATE_DIR missing: the built-ins (/templates says why)
+        return TemplateRenderer(None)
 
 
 async def api_campaigns(request: Request) -> Response:
@@ -172,3 +190,117 @@ def _done_message(verb: str, c: dict[str, Any]) -> str:
 campaign_pause = _verb_endpoint("pause")
 campaign_resume = _verb_endpoint("resume")
 campaign_cancel = _verb_endpoint("cancel")
+
+
+def recipients_from_text(text: str) -> Iterator[Any]:
+    """As `mailqueue newsletter send` reads a file: CSV with a header holding `email` (or
+    `to`) gives a mapping per row (the other columns are the recipient's variables); else
+    one address per line (blank lines and `#` comments skipped)."""
+    lines = io.StringIO(text.lstrip("\ufeff"))
+    first = lines.readline()
+    header = [c.strip().lower() for c in next(csv.reader([first]))] if first.strip() else []
+    if "email" in header or "to" in header:
+        for row in csv.DictReader(lines, fieldnames=header):
+            yield {k: v for k, v in row.items() if k}
+        return
+    for line in (first, *lines):
+        if line.strip() and not line.lstrip().startswith("#"):
+            yield line.strip()
+
+
+async def _create_fields(request: Request) -> tuple[dict[str, Any], str]:
+    """The new campaign's fields from a form (an uploaded file's text included) or JSON,
+    and the recipients' text (or a JSON list, as `recipients`)."""
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            body = await request.json()
+        except ValueError:
+            raise CampaignError("the body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise CampaignError("the body must be a JSON object")
+        recipients = body.get("recipients")
+        text = "\n".join(recipients) if isinstance(recipients, list) and all(
+            isinstance(r, str) for r in recipients) else None
+        if text is None:
+            raise CampaignError("recipients: a list of addresses")
+        return body, text
+    form = await request.form(max_part_size=MAX_PART_BYTES)
+    try:
+        fields: dict[str, Any] = {k: v for k, v in form.items() if isinstance(v, str)}
+        text = fields.get("recipients", "")
+        upload = form.get("recipients_file")
+        if isinstance(upload, str) and upload:
+            raise CampaignError("uploading a file needs JavaScript: paste the list instead")
+        if upload is not None and not isinstance(upload, str) and upload.filename:
+            try:
+                text = (await upload.read()).decode("utf-8-sig") + "\n" + text
+            except UnicodeDecodeError:
+                raise CampaignError(f"{upload.filename}: not UTF-8 text (CSV or one "
+                                    "address per line)") from None
+    finally:
+        await form.close()
+    variables = fields.get("variables") or "{}"
+    try:
+        fields["variables"] = json.loads(variables)
+    except ValueError as exc:
+        raise CampaignError(f"variables: not JSON ({exc})") from None
+    return fields, text
+
+
+async def campaign_create(request: Request) -> Response:
+    """A campaign from the form (a pasted list or an uploaded CSV) or JSON: audited as
+    campaign-create; anything the manager refuses (CampaignError) is a 400 in one line."""
+    mail = mail_of(request)
+    actor = identity_of(request).user
+    campaign: dict[str, Any] | None = None
+    template = ""
+    try:
+        fields, text = await _create_fields(request)
+        template = str(fields.get("template") or "").strip()
+        variables = fields.get("variables") or {}
+        if not isinstance(variables, dict):
+            raise CampaignError("variables: a JSON object of name -> value")
+        if not _renderer(mail).exists(template):
+            raise CampaignError(f"no template {template!r}")
+        try:
+            error_limit = int(fields.get("error_limit") or DEFAULT_ERROR_LIMIT)
+        except (TypeError, ValueError):
+            raise CampaignError("error_limit must be a whole number") from None
+        rows = recipients_from_text(text)
+        first = next(rows, None)
+        if first is None:
+            raise CampaignError("no recipients: paste addresses or upload a CSV file")
+        campaign = await mail.campaigns.create(
+            template, _chain(first, rows), variables=variables, created_by=actor,
+            name=str(fields.get("name") or ""), error_limit=error_limit)
+        message = (f"Campaign {campaign['id']}: {campaign['total']:,} recipients queued"
+                   + (f", {campaign['invalid']:,} invalid skipped" if campaign["invalid"]
+                      else ""))
+    except CampaignError as exc:
+        message = str(exc)
+    target = campaign["id"] if campaign else template or "*"
+    await mail.record_audit(actor, "campaign-create", target,
+                            "ok" if campaign else "refused", message)
+    status = 200 if campaign else 400
+    if wants_json(request):
+        return JSONResponse({"ok": campaign is not None, "message": message,
+                             **({"campaign": campaign} if campaign else {})},
+                            status_code=status)
+    result = ActionResult(message, target, ok=campaign is not None)
+    link = str(path_for(request, "campaign_page", campaign_id=campaign["id"])) \
+        if campaign else None
+    if is_htmx(request):
+        response = render(request, "partials/_action_result.html", {"result": result},
+                          status_code=status)
+        if link:
+            response.headers["HX-Redirect"] = link  # a full page load, not a swap
+        return response
+    if link is None:
+        return render(request, "pages/action_error.html", {"result": result},
+                      status_code=status)
+    return RedirectResponse(link, status_code=303)
+
+
+def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    yield first
+    yield from rest

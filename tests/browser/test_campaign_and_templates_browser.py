@@ -182,3 +182,31 @@ async def test_the_template_preview_rerenders_and_its_frame_is_sandboxed(
 async def _received(mail: MailManager) -> list[dict[str, Any]] | None:
     messages = await mail.outbox.list_messages(5)
     return [dict(m) for m in messages] if messages else None
+
+
+async def test_a_new_campaign_from_the_form_with_an_uploaded_csv(
+        mail: MailManager, live_server: str, page: Any, browser_log: BrowserLog,
+        tmp_path: Any) -> None:
+    listing = tmp_path / "readers.csv"
+    listing.write_text("email,name\nada@example.com,Ada\nbob@example.com,Bob\nnot-an-address,X\n")
+    await page.goto(f"{live_server}/campaigns")
+    await expect(page.locator("#campaigns-table")).to_contain_text("No campaign yet")
+    await page.locator("#new-campaign > summary").click()
+    form = page.locator("#new-campaign form")
+    await form.locator('input[name="name"]').fill("From the form")
+    await form.locator('select[name="template"]').select_option("newsletter")
+    await form.locator('input[name="recipients_file"]').set_input_files(str(listing))
+    await form.locator('textarea[name="recipients"]').fill("grace@example.com")
+    await form.locator('textarea[name="variables"]').fill(json.dumps(NEWS))
+    await page.get_by_role("button", name="Enqueue the campaign").click()
+    # htmx goes to the new campaign's page (HX-Redirect).
+    await expect(page).to_have_url(re.compile(rf"{live_server}/campaigns/[0-9a-f]+$"))
+    await expect(page.locator("#campaign-live h1")).to_have_text("From the form")
+    await expect(page.locator('#campaign-live [data-stat="total"]')).to_have_text("3")
+    await expect(page.locator(".invalid-reasons")).to_contain_text("not-an-address")
+    # A mistake is said in place, one line.
+    await page.goto(f"{live_server}/campaigns")
+    await page.locator("#new-campaign > summary").click()
+    await page.get_by_role("button", name="Enqueue the campaign").click()
+    await expect(page.locator("#new-campaign-result")).to_contain_text("no recipients")
+    browser_log.assert_clean(expected_statuses=(400,))

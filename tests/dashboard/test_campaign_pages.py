@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -199,6 +200,8 @@ async def test_read_only_sees_campaigns_but_cannot_change_them(mail: MailManager
                                  base_url="http://127.0.0.1:3000") as viewer:
         page = await viewer.get(f"/campaigns/{campaign['id']}")
         assert page.status_code == 200 and 'id="campaign-pause"' not in page.text
+        listing = await viewer.get("/campaigns")
+        assert listing.status_code == 200 and 'id="new-campaign"' not in listing.text
         token = await csrf_token(viewer, f"/campaigns/{campaign['id']}")
         for verb in ("pause", "cancel"):
             for path in (f"/campaigns/{campaign['id']}/{verb}",
@@ -206,7 +209,11 @@ async def test_read_only_sees_campaigns_but_cannot_change_them(mail: MailManager
                 refused = await viewer.post(path, data={"csrf_token": token},
                                             headers={"X-CSRF-Token": token})
                 assert refused.status_code == 403, path
+        refused = await viewer.post("/campaigns", data={
+            "csrf_token": token, "template": "welcome", "recipients": "a@example.com"})
+        assert refused.status_code == 403
     assert (await mail.campaigns.get(campaign["id"]))["state"] == "running"
+    assert len(await mail.campaigns.list()) == 1
 
 
 async def test_a_campaign_that_paused_itself_says_why_and_offers_resume(
@@ -224,3 +231,71 @@ async def test_a_campaign_that_paused_itself_says_why_and_offers_resume(
                      r"resume", page)
     assert 'id="campaign-resume"' in page and 'id="campaign-cancel"' in page
     assert int(stat(page, "failed")) >= 3
+
+
+async def test_a_new_campaign_from_a_pasted_list_an_uploaded_csv_or_json(
+        mail: MailManager, client: httpx.AsyncClient) -> None:
+    token = await csrf_token(client, "/campaigns")
+    page = (await client.get("/campaigns")).text
+    assert 'id="new-campaign"' in page and '<option value="newsletter" selected>' in page
+
+    # Without script: a urlencoded form, a pasted list; back to the new campaign's page.
+    answer = await client.post("/campaigns", data={
+        "csrf_token": token, "name": f"Pasted {HOSTILE}", "template": "newsletter",
+        "recipients": "ada@example.com\n# a comment\n\nGrace <grace@example.com>\nnope\n",
+        "variables": json.dumps(NEWS), "error_limit": "7"})
+    assert answer.status_code == 303
+    cid = answer.headers["location"].rsplit("/", 1)[1]
+    made = await mail.campaigns.get(cid)
+    assert (made["total"], made["invalid"], made["error_limit"]) == (2, 1, 7)
+    assert made["created_by"] == "anonymous" and made["variables"] == NEWS
+    assert made["name"] == f"Pasted {HOSTILE}"
+    entry = (await mail.get_audit_log(1))[0]
+    assert (entry["action"], entry["target"], entry["result"]) == ("campaign-create", cid, "ok")
+
+    # htmx: an uploaded CSV (multipart, the token in the header); the columns are variables.
+    csv_text = "email,name,city\nada@example.com,Ada,London\nbob@example.com,Bob,Paris\n"
+    answer = await client.post(
+        "/campaigns", headers={"HX-Request": "true", "X-CSRF-Token": token},
+        data={"template": "welcome", "name": "From a file", "variables": ""},
+        files={"recipients_file": ("list.csv", csv_text.encode(), "text/csv")})
+    assert answer.status_code == 200, answer.text
+    assert "2 recipients queued" in answer.text
+    cid2 = answer.headers["hx-redirect"].rsplit("/", 1)[1]
+    assert (await mail.campaigns.get(cid2))["total"] == 2
+    jobs = (await mail.queues.get_jobs(f"campaign-{cid2}", "waiting"))["jobs"]
+    assert {(j["data"]["to"], j["data"]["city"]) for j in jobs} == {
+        ("ada@example.com", "London"), ("bob@example.com", "Paris")}
+
+    # The JSON twin.
+    answer = await client.post("/api/campaigns", headers={"X-CSRF-Token": token}, json={
+        "template": "notification", "recipients": ["c@example.com"],
+        "variables": {"title": "t", "message": "m"}})
+    assert answer.status_code == 200 and answer.json()["campaign"]["total"] == 1
+
+    # Refusals: 400 with one line, audited; the manager's CampaignError included.
+    cases = [
+        ({"template": "nope", "recipients": "a@example.com"}, "no template 'nope'"),
+        ({"template": "welcome", "recipients": " \n# only a comment\n"}, "no recipients"),
+        ({"template": "welcome", "recipients": "a@example.com", "variables": "{x"},
+         "variables: not JSON"),
+        ({"template": "welcome", "recipients": "a@example.com", "variables": "[1]"},
+         "variables: a JSON object"),
+        ({"template": "welcome", "recipients": "a@example.com", "error_limit": "0"},
+         "error_limit and batch must be at least 1"),
+        ({"template": "welcome", "recipients_file": "list.csv"}, "needs JavaScript"),
+    ]
+    before = len(await mail.campaigns.list())
+    for form, said in cases:
+        answer = await client.post("/campaigns", data={"csrf_token": token, **form})
+        assert answer.status_code == 400, (form, answer.text)
+        assert said in html.unescape(answer.text), (form, answer.text)
+        entry = (await mail.get_audit_log(1))[0]
+        assert (entry["action"], entry["result"]) == ("campaign-create", "refused")
+    assert len(await mail.campaigns.list()) == before
+    api = await client.post("/api/campaigns", headers={"X-CSRF-Token": token},
+                            json={"template": "welcome", "recipients": "a@example.com"})
+    assert api.status_code == 400 and api.json()["message"] == "recipients: a list of addresses"
+    assert (await client.post("/campaigns", data={"template": "welcome",
+                                                  "recipients": "a@example.com"})
+            ).status_code == 403  # no CSRF token
