@@ -503,9 +503,11 @@ class MailManager:
         """What an operator wants to know about the Redis: version, memory, clients, load.
 
         On a cluster: memory, clients and load summed over the masters (`nodes` of them),
-        uptime the shortest.
+        uptime the shortest. `memory`: used against maxmemory with the fragmentation ratio,
+        as /health reports it (the fullest master's on a cluster).
         """
         infos = [info for _, info in await node_infos(self.client)]
+        memory = await redis_memory(self.client)
         first = infos[0]
 
         def total(field: str) -> int:
@@ -524,6 +526,7 @@ class MailManager:
             "ops_per_sec": total("instantaneous_ops_per_sec"),
             "total_commands": total("total_commands_processed"),
             "uptime_s": min(int(info.get("uptime_in_seconds", 0)) for info in infos),
+            "memory": memory,
         }
 
     async def run_schedule_now(self, queue: str, scheduler_id: str) -> Job:

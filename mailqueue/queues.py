@@ -69,7 +69,8 @@ def _megabytes(n: int) -> str:
 
 
 async def redis_memory(client: aioredis.Redis) -> dict[str, Any]:
-    """Used memory against `maxmemory` (0: no limit), the policy, and the share used.
+    """Used memory against `maxmemory` (0: no limit), the policy, the share used, and the
+    fragmentation ratio (RSS over used; None where INFO has none).
 
     On a cluster, the fullest master's (the one that refuses writes first; with a hash-tag
     prefix every queue lives on one master), with `node` naming it.
@@ -82,11 +83,19 @@ async def redis_memory(client: aioredis.Redis) -> dict[str, Any]:
             "maxmemory": limit,
             "maxmemory_policy": info.get("maxmemory_policy"),
             "used_ratio": round(used / limit, 3) if limit else None,
+            "fragmentation_ratio": _ratio(info.get("mem_fragmentation_ratio")),
         }
         if node:
             reading["node"] = node
         readings.append(reading)
     return max(readings, key=lambda r: (r["used_ratio"] or 0.0, r["used_memory"]))
+
+
+def _ratio(value: Any) -> float | None:
+    try:
+        return round(float(value), 2) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
 
 
 async def redis_full_error(client: aioredis.Redis, what: str) -> RedisFullError:
