@@ -84,6 +84,14 @@ from .views.queue_actions import (
     queues_pause_all,
     queues_resume_all,
 )
+from .views.queue_controls import (
+    api_queue_limits,
+    queue_limits_line,
+    queue_release_concurrency,
+    queue_release_rate_limit,
+    queue_set_concurrency,
+    queue_set_rate_limit,
+)
 from .views.queues import api_queue, api_queue_jobs, queue_page
 from .views.schedules import (
     api_schedules,
@@ -148,6 +156,14 @@ def routes() -> list[Route | Mount]:
         *action(f"{queue}/add-job", queue_add_job, "queue_add_job"),
         *action(f"{queue}/selected/retry", queue_retry_selected, "queue_retry_selected"),
         *action(f"{queue}/selected/remove", queue_remove_selected, "queue_remove_selected"),
+        Route(f"/api{queue}/limits", api_queue_limits, name="api_queue_limits"),
+        Route(f"{queue}/limits-line", queue_limits_line, name="queue_limits_line"),
+        *action(f"{queue}/concurrency", queue_set_concurrency, "queue_set_concurrency"),
+        *action(f"{queue}/concurrency/release", queue_release_concurrency,
+                "queue_release_concurrency"),
+        *action(f"{queue}/rate-limit", queue_set_rate_limit, "queue_set_rate_limit"),
+        *action(f"{queue}/rate-limit/release", queue_release_rate_limit,
+                "queue_release_rate_limit"),
         Route(f"{job}/flow", flow_page, name="flow_page"),
         Route(f"/api{job}/flow", api_flow, name="api_flow"),
         Route(f"{job}/data.json", job_data, name="job_data"),

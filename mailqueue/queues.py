@@ -41,6 +41,7 @@ from mailqueue.job_reads import (
     listed_state,
 )
 from mailqueue.queue_alerts import QueueAlerts
+from mailqueue.queue_controls import QueueControls
 from mailqueue.types import JOB_STATES, JobInfo, JobPage, ScheduleInfo
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ async def redis_full_error(client: aioredis.Redis, what: str) -> RedisFullError:
     )
 
 
-class QueueManager(JobReads, QueueAlerts):
+class QueueManager(JobReads, QueueAlerts, QueueControls):
     """Creates queues, adds jobs, and carries out every queue-level operation."""
 
     def __init__(

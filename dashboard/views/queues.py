@@ -30,6 +30,7 @@ from ..queue_warnings import as_json, queue_warnings
 from ..render import is_htmx, render, render_fragment
 from .failed_rows import add_failure_stacks
 from .queue_actions import CLEANABLE_STATES
+from .queue_controls import queue_limits_context
 
 PER_PAGE_CHOICES = (25, 50, 100, 200)
 DEFAULT_PER_PAGE = 50
@@ -175,9 +176,10 @@ async def queue_page(request: Request) -> Response:
         if is_htmx(request):  # only the job rows are swapped: no charts to read
             context = await _queue_context(request, name, p)
         else:
-            context, charts = await asyncio.gather(_queue_context(request, name, p),
-                                                   queue_charts(mail, name))
-            context["charts"] = charts
+            context, charts, limits = await asyncio.gather(
+                _queue_context(request, name, p), queue_charts(mail, name),
+                queue_limits_context(mail, name))
+            context.update(limits, charts=charts)
     except (BadParameterError, MailQueueError) as exc:
         # The parameters are checked first, so a MailQueueError here is about the queue.
         status = 422 if isinstance(exc, BadParameterError) else 404
