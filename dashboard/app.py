@@ -86,6 +86,8 @@ from .views.queue_actions import (
 )
 from .views.queue_controls import (
     api_queue_limits,
+    job_change_delay,
+    job_change_priority,
     queue_limits_line,
     queue_release_concurrency,
     queue_release_rate_limit,
@@ -176,6 +178,8 @@ def routes() -> list[Route | Mount]:
         *action(f"{job}/remove", job_remove, "job_remove"),
         *action(f"{job}/duplicate", job_duplicate, "job_duplicate"),
         *action(f"{job}/data", job_update_data, "job_update_data"),
+        *action(f"{job}/delay", job_change_delay, "job_change_delay"),
+        *action(f"{job}/priority", job_change_priority, "job_change_priority"),
         Route(job, job_page, name="job_page"),
         Route(f"/api{job}", api_job, name="api_job"),
         Route("/health", health, name="health"),

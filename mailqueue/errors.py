@@ -52,3 +52,8 @@ class UnknownJobNameError(MailQueueError):
 
 class RedisFullError(MailQueueError):
     """Redis is at its `maxmemory` and refuses writes (policy `noeviction`): no job was added."""
+
+
+class JobStateError(MailQueueError):
+    """The job is in a state the operation does not apply to (a delay change of a job that is
+    not delayed): the message names its state."""

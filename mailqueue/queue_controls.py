@@ -10,17 +10,23 @@ worker, Node's and ours alike.
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import redis.asyncio as aioredis
 from bullmq import Queue
 
 from mailqueue.errors import (
+    JobNotFoundError,
+    JobStateError,
     MailQueueError,
 )
 
 MAX_CONCURRENCY = 1_000_000
 MAX_DURATION_MS = 7 * 24 * 3600 * 1000
+MAX_DELAY_MS = 10 * 365 * 24 * 3600 * 1000
+MAX_PRIORITY = 2_097_152  # BullMQ's limit (2^21)
 
 
 class RateLimit(TypedDict):
@@ -63,6 +69,10 @@ def _int_or_none(value: Any) -> int | None:
         return None
 
 
+def iso_utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 class QueueControls:
     """Limits, delay and priority changes, scheduler edits and the "latest" listing."""
 
@@ -71,6 +81,7 @@ class QueueControls:
     if TYPE_CHECKING:
         def key(self, queue: str, *parts: str) -> str: ...
         async def get_queue(self, name: str) -> Queue: ...
+        async def _job_state(self, q: Queue, job_id: str) -> str: ...
 
     # --- global concurrency and rate limit --------------------------------------------------
 
@@ -108,3 +119,57 @@ class QueueControls:
     async def remove_global_rate_limit(self, queue: str) -> bool:
         q = await self.get_queue(queue)
         return bool(await q.removeGlobalRateLimit())
+
+    # --- one job: delay and priority ------------------------------------------------------
+
+    async def change_delay(self, queue: str, job_id: str, delay_ms: Any) -> int:
+        """Run the delayed job `delay_ms` from now (bullmq's Job.changeDelay, whose script
+        Python's bullmq ships without the method). JobStateError unless the job is delayed."""
+        ms = _whole(delay_ms, "The delay (ms)", 0, MAX_DELAY_MS)
+        q = await self.get_queue(queue)
+        keys = [self.key(queue, "delayed"), self.key(queue, "meta"),
+                self.key(queue, "marker"), self.key(queue, "events")]
+        args = [ms, str(int(time.time() * 1000)), job_id, self.key(queue, job_id)]
+        result = await _change_delay_script(q)(keys=keys, args=args)
+        if result == -1:
+            raise JobNotFoundError(f"No job {job_id!r} in queue {queue!r}")
+        if result == -3:
+            state = await self._job_state(q, job_id)
+            raise JobStateError(f"Job {job_id!r} is {state}; only a delayed job's delay "
+                                "can change")
+        return ms
+
+    async def change_priority(self, queue: str, job_id: str, priority: Any,
+                              lifo: bool = False) -> int:
+        """Give a waiting or prioritized job another priority (0: none; 1 is the highest);
+        bullmq's Job.changePriority. JobStateError for a job in another state (bullmq would
+        only rewrite the number there, which changes nothing)."""
+        n = _whole(priority, "The priority", 0, MAX_PRIORITY)
+        q = await self.get_queue(queue)
+        state = await self._job_state(q, job_id)
+        if state == "unknown":
+            raise JobNotFoundError(f"No job {job_id!r} in queue {queue!r}")
+        if state not in ("waiting", "prioritized", "paused"):
+            raise JobStateError(f"Job {job_id!r} is {state}; only a waiting or prioritized "
+                                "job's priority can change")
+        job = await q.getJob(job_id)
+        if job is None:
+            raise JobNotFoundError(f"No job {job_id!r} in queue {queue!r}")
+        try:
+            await job.changePriority({"priority": n, "lifo": lifo})
+        except Exception as exc:  # bullmq raises a bare Exception with its own message
+            raise MailQueueError(f"Cannot change the priority of job {job_id!r}: {exc}"
+                                 ) from None
+        return n
+
+
+def _change_delay_script(q: Queue) -> Any:
+    """bullmq's changeDelay script (shipped, not registered by bullmq 3.4.4), on the queue's
+    connection; registered once per queue handle."""
+    script = getattr(q, "_mailqueue_change_delay", None)
+    if script is None:
+        from bullmq.redis_connection import loadScript
+
+        script = q.client.register_script(loadScript("changeDelay-4.lua"))
+        q._mailqueue_change_delay = script
+    return script

@@ -9,17 +9,20 @@ state is a 409 with the reason, one line.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mailqueue.errors import (
+    JobStateError,
     MailQueueError,
 )
 from mailqueue.manager import MailManager
 from mailqueue.queue_controls import (
     QueueLimits,
+    iso_utc,
 )
 
 from ..actions import (
@@ -140,3 +143,49 @@ async def api_queue_limits(request: Request) -> Response:
     except MailQueueError as exc:
         return JSONResponse({"error": str(exc)}, status_code=404)
     return JSONResponse({"queue": name, **limits})
+
+
+# --- one job: delay and priority ---------------------------------------------------------
+
+def _job_ids(request: Request) -> tuple[str, str]:
+    return str(request.path_params["name"]), str(request.path_params["job_id"])
+
+
+def _wrong_state(exc: JobStateError, target: str) -> ActionResult:
+    return ActionResult(str(exc), target, ok=False, status=409)
+
+
+@operator_action("job.change-delay")
+async def job_change_delay(request: Request, mail: MailManager) -> ActionResult:
+    """Run a delayed job N seconds from now (not from when it was added)."""
+    queue, job_id = _job_ids(request)
+    target = f"{queue}/{job_id}"
+    form = await form_data(request)
+    if form.get("delay_ms", "").strip():
+        delay_ms: Any = form["delay_ms"]
+    else:
+        try:
+            delay_ms = round(float(form.get("delay_s", "")) * 1000)
+        except ValueError:
+            raise ValueError("The delay is a number of seconds") from None
+    try:
+        ms = await mail.queues.change_delay(queue, job_id, delay_ms)
+    except JobStateError as exc:
+        return _wrong_state(exc, target)
+    due = int(time.time() * 1000) + ms
+    return ActionResult(f"Job {job_id} now runs in {ms / 1000:g} s ({iso_utc(due)})", target,
+                        data={"delay_ms": ms, "due_ms": due})
+
+
+@operator_action("job.change-priority")
+async def job_change_priority(request: Request, mail: MailManager) -> ActionResult:
+    """Another priority for a waiting or prioritized job (0: none; 1 runs first)."""
+    queue, job_id = _job_ids(request)
+    target = f"{queue}/{job_id}"
+    form = await form_data(request)
+    lifo = form.get("lifo", "") in ("1", "on", "true", "yes")
+    try:
+        n = await mail.queues.change_priority(queue, job_id, form.get("priority", ""), lifo)
+    except JobStateError as exc:
+        return _wrong_state(exc, target)
+    return ActionResult(f"Job {job_id} now has priority {n}", target, data={"priority": n})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from typing import Any
 
 import httpx
@@ -125,3 +126,73 @@ async def test_limits_and_job_controls_need_csrf_and_write_access(mail: MailMana
             assert refused.status_code == 403, path
     assert await (await mail.queues.get_queue("q")).getGlobalConcurrency() is None
     assert (await mail.queues.get_job("q", str(job.id)))["delay"] == 600_000
+
+
+# --- a job's delay and priority -----------------------------------------------------------
+
+async def test_change_a_delayed_jobs_delay(mail: MailManager, client: httpx.AsyncClient,
+                                           redis_client: aioredis.Redis) -> None:
+    job = await mail.add_job("q", "later", {}, delay=3_600_000)
+    page = (await client.get(f"/queues/q/jobs/{job.id}")).text
+    assert "Change delay" in page and "Change priority" not in page
+    token = await csrf_token(client, f"/queues/q/jobs/{job.id}")
+    before = int(time.time() * 1000)
+    answer = await client.post(f"/queues/q/jobs/{job.id}/delay", headers=HX,
+                               data={"csrf_token": token, "delay_s": "120"})
+    assert answer.status_code == 200 and f"Job {job.id} now runs in 120 s" in answer.text
+    score = await redis_client.zscore(f"{mail.settings.queue_prefix}:q:delayed", str(job.id))
+    due = int(score or 0) // 0x1000
+    assert before + 120_000 <= due <= time.time() * 1000 + 120_000  # from now, not from added
+    assert (await mail.queues.get_job("q", str(job.id)))["delay"] == 120_000
+    entry = await _audit(mail)
+    assert entry["action"] == "job.change-delay" and entry["target"] == f"q/{job.id}"
+    # JSON twin, in ms.
+    answer = await client.post(f"/api/queues/q/jobs/{job.id}/delay",
+                               headers={"X-CSRF-Token": token}, json={"delay_ms": 5000})
+    assert answer.status_code == 200 and answer.json()["delay_ms"] == 5000
+
+
+async def test_wrong_state_is_a_409_with_the_reason(mail: MailManager,
+                                                    client: httpx.AsyncClient) -> None:
+    waiting = await mail.add_job("q", "now", {})
+    delayed = await mail.add_job("q", "later", {}, delay=600_000)
+    token = await csrf_token(client, "/queues/q")
+    answer = await client.post(f"/queues/q/jobs/{waiting.id}/delay", headers=HX,
+                               data={"csrf_token": token, "delay_s": "10"})
+    assert answer.status_code == 409
+    assert f"Job &#39;{waiting.id}&#39; is waiting; only a delayed job" in answer.text
+    entry = await _audit(mail)
+    assert entry["action"] == "job.change-delay" and entry["result"] == "error"
+    answer = await client.post(f"/api/queues/q/jobs/{delayed.id}/priority",
+                               headers={"X-CSRF-Token": token}, json={"priority": 3})
+    assert answer.status_code == 409
+    assert answer.json()["message"] == (f"Job '{delayed.id}' is delayed; only a waiting or "
+                                        "prioritized job's priority can change")
+    assert (await mail.queues.get_job("q", str(delayed.id)))["priority"] == 0
+    missing = await client.post("/queues/q/jobs/nope/delay", headers=HX,
+                                data={"csrf_token": token, "delay_s": "1"})
+    assert missing.status_code == 404
+    bad = await client.post(f"/queues/q/jobs/{delayed.id}/delay", headers=HX,
+                            data={"csrf_token": token, "delay_s": "soon"})
+    assert bad.status_code == 422
+
+
+async def test_change_priority_reorders_the_waiting_jobs(mail: MailManager,
+                                                         client: httpx.AsyncClient) -> None:
+    first = await mail.add_job("q", "a", {}, priority=5)
+    second = await mail.add_job("q", "b", {}, priority=5)
+    plain = await mail.add_job("q", "c", {})
+    page = (await client.get(f"/queues/q/jobs/{second.id}")).text
+    assert "Change priority" in page and 'value="5"' in page
+    token = await csrf_token(client, f"/queues/q/jobs/{second.id}")
+    answer = await client.post(f"/queues/q/jobs/{second.id}/priority", headers=HX,
+                               data={"csrf_token": token, "priority": "1"})
+    assert answer.status_code == 200 and "now has priority 1" in answer.text
+    # A plain waiting job becomes prioritized too.
+    answer = await client.post(f"/queues/q/jobs/{plain.id}/priority", headers=HX,
+                               data={"csrf_token": token, "priority": "9"})
+    assert answer.status_code == 200
+    q = await mail.queues.get_queue("q")
+    order = [j.id for j in await q.getJobs(["prioritized"], 0, -1, True)]
+    assert order == [str(second.id), str(first.id), str(plain.id)]
+    assert (await _audit(mail))["action"] == "job.change-priority"
