@@ -93,6 +93,8 @@ from .views.queue_controls import (
     queue_release_rate_limit,
     queue_set_concurrency,
     queue_set_rate_limit,
+    schedule_preview,
+    schedule_update,
 )
 from .views.queues import api_queue, api_queue_jobs, queue_page
 from .views.schedules import (
@@ -186,6 +188,9 @@ def routes() -> list[Route | Mount]:
         Route("/metrics", metrics, name="metrics"),
         Route("/schedules", schedules_page, name="schedules_page"),
         Route("/api/schedules", api_schedules, name="api_schedules"),
+        Route("/schedules/preview", schedule_preview, name="schedule_preview"),
+        Route("/api/schedules/preview", schedule_preview, name="api_schedule_preview"),
+        *action(f"{schedule}/update", schedule_update, "schedule_update"),
         *action(f"{schedule}/run", schedule_run_now, "schedule_run_now"),
         *action(f"{schedule}/remove", schedule_remove, "schedule_remove"),
         Route("/workers", workers_page, name="workers_page"),

@@ -18,15 +18,20 @@ import redis.asyncio as aioredis
 from bullmq import Queue
 
 from mailqueue.errors import (
+    InvalidScheduleError,
     JobNotFoundError,
     JobStateError,
     MailQueueError,
 )
 
+if TYPE_CHECKING:
+    from mailqueue.types import ScheduleInfo
+
 MAX_CONCURRENCY = 1_000_000
 MAX_DURATION_MS = 7 * 24 * 3600 * 1000
 MAX_DELAY_MS = 10 * 365 * 24 * 3600 * 1000
 MAX_PRIORITY = 2_097_152  # BullMQ's limit (2^21)
+PREVIEW_RUNS = 5
 
 
 class RateLimit(TypedDict):
@@ -69,6 +74,48 @@ def _int_or_none(value: Any) -> int | None:
         return None
 
 
+def next_runs(cron: str | None = None, every_ms: int | None = None, tz: str | None = None,
+              count: int = PREVIEW_RUNS, now_ms: int | None = None) -> list[int]:
+    """The next `count` runs (epoch ms) of a cron pattern (with its time zone) or an interval,
+    computed as bullmq computes them: croniter through bullmq's own repeat strategy (6 fields:
+    seconds first); an `every` lines up on multiples of the interval. InvalidScheduleError,
+    one line, for a pattern, interval or zone that cannot be scheduled."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from bullmq.job_scheduler import default_repeat_strategy
+
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    if (cron is None) == (every_ms is None):
+        raise InvalidScheduleError("Give a cron pattern or an interval, not both")
+    if tz:
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise InvalidScheduleError(f"Unknown time zone {tz!r}") from None
+    if every_ms is not None:
+        if every_ms <= 0:
+            raise InvalidScheduleError("The interval must be a positive number of ms")
+        first = (now // every_ms) * every_ms + every_ms
+        return [first + i * every_ms for i in range(count)]
+    assert cron is not None
+    if len(cron.split()) not in (5, 6):
+        raise InvalidScheduleError(
+            f"Bad cron pattern {cron!r}: expected 5 fields (min hour day month weekday) or 6")
+    runs: list[int] = []
+    base = now
+    try:
+        for _ in range(count):
+            nxt = default_repeat_strategy(base, {"pattern": cron, "tz": tz})
+            if nxt is None:
+                break
+            runs.append(int(nxt))
+            base = int(nxt)
+    except Exception as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise InvalidScheduleError(f"Bad cron pattern {cron!r}: {reason}") from None
+    return runs
+
+
 def iso_utc(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -82,6 +129,12 @@ class QueueControls:
         def key(self, queue: str, *parts: str) -> str: ...
         async def get_queue(self, name: str) -> Queue: ...
         async def _job_state(self, q: Queue, job_id: str) -> str: ...
+        async def list_schedules(self, queue: str | None = None) -> list[ScheduleInfo]: ...
+        async def schedule_job(
+            self, queue: str, name: str, data: Any = None, *, cron: str | None = None,
+            every_ms: int | None = None, tz: str | None = None,
+            scheduler_id: str | None = None, limit: int | None = None,
+            opts: dict[str, Any] | None = None) -> ScheduleInfo: ...
 
     # --- global concurrency and rate limit --------------------------------------------------
 
@@ -162,6 +215,27 @@ class QueueControls:
                                  ) from None
         return n
 
+    # --- job schedulers -------------------------------------------------------------------
+
+    async def update_schedule(self, queue: str, scheduler_id: str, *, cron: str | None = None,
+                              every_ms: int | None = None, tz: str | None = None,
+                              data: Any = None) -> ScheduleInfo:
+        """Change a job scheduler's pattern or interval, time zone and data: upserted under
+        the same id, with its job name, limit and job options kept."""
+        for schedule in await self.list_schedules(queue):
+            if schedule["id"] == scheduler_id:
+                break
+        else:
+            raise JobNotFoundError(f"No job scheduler {scheduler_id!r} in queue {queue!r}")
+        next_runs(cron, every_ms, tz, count=1)  # the one-line reason before bullmq's
+        template = schedule["template"] or {}
+        opts = {k: v for k, v in dict(template.get("opts") or {}).items()
+                if k not in _TEMPLATE_ONLY_OPTIONS}
+        return await self.schedule_job(
+            queue, schedule["name"], template.get("data") if data is None else data,
+            cron=cron, every_ms=every_ms, tz=tz or None, scheduler_id=scheduler_id,
+            limit=schedule["limit"], opts=opts)
+
 
 def _change_delay_script(q: Queue) -> Any:
     """bullmq's changeDelay script (shipped, not registered by bullmq 3.4.4), on the queue's
@@ -173,3 +247,8 @@ def _change_delay_script(q: Queue) -> Any:
         script = q.client.register_script(loadScript("changeDelay-4.lua"))
         q._mailqueue_change_delay = script
     return script
+
+
+# A scheduler's template options that belong to one run, not to the scheduler.
+_TEMPLATE_ONLY_OPTIONS = frozenset({"repeat", "jobId", "repeatJobKey", "delay", "prevMillis",
+                                    "timestamp"})

@@ -9,6 +9,7 @@ state is a 409 with the reason, one line.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -16,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mailqueue.errors import (
+    InvalidScheduleError,
     JobStateError,
     MailQueueError,
 )
@@ -23,6 +25,7 @@ from mailqueue.manager import MailManager
 from mailqueue.queue_controls import (
     QueueLimits,
     iso_utc,
+    next_runs,
 )
 
 from ..actions import (
@@ -31,7 +34,9 @@ from ..actions import (
     form_data,
     mail_of,
     operator_action,
+    wants_json,
 )
+from ..formatting import ago
 from ..render import is_htmx, render
 
 
@@ -189,3 +194,76 @@ async def job_change_priority(request: Request, mail: MailManager) -> ActionResu
     except JobStateError as exc:
         return _wrong_state(exc, target)
     return ActionResult(f"Job {job_id} now has priority {n}", target, data={"priority": n})
+
+
+# --- job schedulers ----------------------------------------------------------------------
+
+def _schedule_fields(form: dict[str, str]) -> tuple[str | None, int | None, str | None]:
+    """cron or every (ms) and time zone of an edit form; ValueError, one line, if unusable."""
+    cron = " ".join(form.get("cron", "").split()) or None
+    every_text = form.get("every_ms", "").strip()
+    every: int | None = None
+    if every_text:
+        try:
+            every = int(every_text)
+        except ValueError:
+            raise InvalidScheduleError("every is a whole number of ms") from None
+    if cron is not None and every is not None:
+        raise InvalidScheduleError("Give a cron pattern or an interval, not both")
+    if cron is None and every is None:
+        raise InvalidScheduleError("Give a cron pattern or an interval (ms)")
+    tz = form.get("tz", "").strip() or None
+    return cron, every, tz
+
+
+def preview_rows(cron: str | None, every_ms: int | None, tz: str | None,
+                 now_ms: float | None = None) -> dict[str, Any]:
+    """`preview`: the next runs ({ms, utc, in}), or `preview_error`: why there are none."""
+    now = time.time() * 1000 if now_ms is None else now_ms
+    try:
+        runs = next_runs(cron, every_ms, tz, now_ms=int(now))
+    except InvalidScheduleError as exc:
+        return {"preview": [], "preview_error": str(exc)[:300]}
+    return {"preview": [{"ms": ms, "utc": iso_utc(ms), "in": ago(ms, now)} for ms in runs],
+            "preview_error": None}
+
+
+async def schedule_preview(request: Request) -> Response:
+    """The next runs of a pattern or interval as typed (GET: it changes nothing). An error
+    is its one line, with status 200 for htmx (it is shown in place) and 422 for JSON."""
+    form = {k: v for k, v in request.query_params.items()}
+    try:
+        cron, every, tz = _schedule_fields(form)
+    except InvalidScheduleError as exc:
+        cron, every, tz, error = None, None, None, str(exc)[:300]
+    else:
+        rows = preview_rows(cron, every, tz)
+        error = rows["preview_error"]
+    if wants_json(request) and not is_htmx(request):
+        if error:
+            return JSONResponse({"error": error}, status_code=422)
+        return JSONResponse({"runs": rows["preview"], "tz": tz or "UTC"})
+    if error:
+        return render(request, "partials/_schedule_preview.html", {"error": error})
+    return render(request, "partials/_schedule_preview.html",
+                  {"runs": rows["preview"], "tz": tz})
+
+
+@operator_action("schedule.update")
+async def schedule_update(request: Request, mail: MailManager) -> ActionResult:
+    """Change a scheduler's pattern or interval, time zone and data; same id."""
+    queue, scheduler_id = request.path_params["queue"], request.path_params["scheduler_id"]
+    form = await form_data(request)
+    cron, every, tz = _schedule_fields(form)
+    data: Any = None
+    if form.get("data", "").strip():
+        try:
+            data = json.loads(form["data"])
+        except ValueError as exc:
+            raise ValueError(f"Data is not valid JSON: {exc}") from None
+    saved = await mail.queues.update_schedule(queue, scheduler_id, cron=cron, every_ms=every,
+                                              tz=tz, data=data)
+    when = saved["cron"] or f"every {saved['every_ms']} ms"
+    nxt = f", next run {iso_utc(saved['next_run'])}" if saved["next_run"] else ""
+    return ActionResult(f"Scheduler {scheduler_id} saved: {when}{nxt}",
+                        f"{queue}/{scheduler_id}", data={"schedule": dict(saved)})

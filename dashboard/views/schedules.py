@@ -17,6 +17,7 @@ from ..context import page_context
 from ..cron_words import cron_to_words, every_to_words
 from ..formatting import ago
 from ..render import render
+from .queue_controls import preview_rows
 
 
 def schedule_row(schedule: ScheduleInfo, now_ms: float) -> dict[str, Any]:
@@ -32,6 +33,7 @@ def schedule_row(schedule: ScheduleInfo, now_ms: float) -> dict[str, Any]:
         "data": template.get("data"),
         "opts": template.get("opts") or {},
         "next_run_in": ago(schedule["next_run"], now_ms) if schedule["next_run"] else None,
+        **preview_rows(schedule["cron"], schedule["every_ms"], schedule["tz"], now_ms),
     }
 
 

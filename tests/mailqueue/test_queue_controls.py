@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from bullmq import Job
 
+from mailqueue.errors import InvalidScheduleError
+from mailqueue.queue_controls import next_runs
 from mailqueue.settings import Settings
 from tests.mailqueue.conftest import open_stack, wait_for_counts
 
@@ -80,3 +83,24 @@ async def test_global_concurrency_one_is_obeyed_by_two_workers(
     # The same run without the limit does overlap: the measure can see a breach.
     most, sampled, _ = await _max_active(settings, redis_url, runtime, None, jobs)
     assert most > 1, most
+
+def test_next_runs_follow_the_pattern_zone_and_interval() -> None:
+    now = int(datetime(2026, 1, 9, 12, 0, tzinfo=UTC).timestamp() * 1000)
+
+    def utc(runs: list[int]) -> list[str]:
+        return [datetime.fromtimestamp(ms / 1000, UTC).strftime("%m-%d %H:%M") for ms in runs]
+
+    # 9:00 in Paris is 8:00 UTC in winter; weekdays only skip the weekend.
+    assert utc(next_runs("0 9 * * 1-5", tz="Europe/Paris", now_ms=now)) == [
+        "01-12 08:00", "01-13 08:00", "01-14 08:00", "01-15 08:00", "01-16 08:00"]
+    assert utc(next_runs("0 9 * * *", now_ms=now)) == [
+        "01-10 09:00", "01-11 09:00", "01-12 09:00", "01-13 09:00", "01-14 09:00"]
+    # Six fields: seconds first, as bullmq reads them.
+    assert utc(next_runs("0 30 12 * * *", now_ms=now))[0] == "01-09 12:30"
+    assert next_runs(every_ms=60_000, now_ms=now + 1) == [now + 60_000 * i
+                                                          for i in range(1, 6)]
+    for cron, tz, reason in [("61 * * * *", None, "Bad cron pattern '61 * * * *'"),
+                             ("* * *", None, "expected 5 fields"),
+                             ("0 9 * * *", "Mars/Olympus", "Unknown time zone")]:
+        with pytest.raises(InvalidScheduleError, match=reason.replace("*", r"\*")):
+            next_runs(cron, tz=tz, now_ms=now)
