@@ -85,9 +85,11 @@ from .views.queue_actions import (
     queues_resume_all,
 )
 from .views.queue_controls import (
+    api_queue_latest,
     api_queue_limits,
     job_change_delay,
     job_change_priority,
+    queue_latest,
     queue_limits_line,
     queue_release_concurrency,
     queue_release_rate_limit,
@@ -160,6 +162,8 @@ def routes() -> list[Route | Mount]:
         *action(f"{queue}/add-job", queue_add_job, "queue_add_job"),
         *action(f"{queue}/selected/retry", queue_retry_selected, "queue_retry_selected"),
         *action(f"{queue}/selected/remove", queue_remove_selected, "queue_remove_selected"),
+        Route(f"{queue}/latest", queue_latest, name="queue_latest"),
+        Route(f"/api{queue}/latest", api_queue_latest, name="api_queue_latest"),
         Route(f"/api{queue}/limits", api_queue_limits, name="api_queue_limits"),
         Route(f"{queue}/limits-line", queue_limits_line, name="queue_limits_line"),
         *action(f"{queue}/concurrency", queue_set_concurrency, "queue_set_concurrency"),

@@ -10,6 +10,7 @@ worker, Node's and ours alike.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -27,6 +28,11 @@ from mailqueue.errors import (
 if TYPE_CHECKING:
     from mailqueue.types import ScheduleInfo
 
+# The newest jobs of a queue: this many of each state are read, then merged by timestamp.
+LATEST_PER_STATE = 50
+# The states "latest" merges, as bullmq names the lists and sets that hold them.
+LATEST_STATES = ("active", "waiting", "paused", "prioritized", "delayed", "waiting-children",
+                 "completed", "failed")
 MAX_CONCURRENCY = 1_000_000
 MAX_DURATION_MS = 7 * 24 * 3600 * 1000
 MAX_DELAY_MS = 10 * 365 * 24 * 3600 * 1000
@@ -129,6 +135,8 @@ class QueueControls:
         def key(self, queue: str, *parts: str) -> str: ...
         async def get_queue(self, name: str) -> Queue: ...
         async def _job_state(self, q: Queue, job_id: str) -> str: ...
+        async def _read_summaries(self, queue: str, ids: list[str],
+                                  state: str | None) -> list[dict[str, Any]]: ...
         async def list_schedules(self, queue: str | None = None) -> list[ScheduleInfo]: ...
         async def schedule_job(
             self, queue: str, name: str, data: Any = None, *, cron: str | None = None,
@@ -235,6 +243,35 @@ class QueueControls:
             queue, schedule["name"], template.get("data") if data is None else data,
             cron=cron, every_ms=every_ms, tz=tz or None, scheduler_id=scheduler_id,
             limit=schedule["limit"], opts=opts)
+
+    # --- the newest jobs, whatever their state ----------------------------------------------
+
+    async def get_latest_jobs(self, queue: str, limit: int = LATEST_PER_STATE
+                              ) -> list[dict[str, Any]]:
+        """The newest `limit` jobs of the queue by creation time, across states: the newest
+        `limit` ids of each state's list or set (bounded reads, whatever the queue's size),
+        their summaries, merged newest first. Each row says its state."""
+        from mailqueue.job_reads import listed_state
+
+        limit = max(1, min(limit, 500))
+        q = await self.get_queue(queue)
+
+        async def newest(state: str) -> tuple[str, list[str]]:
+            listed = await listed_state(q, state)
+            if listed is None:
+                return state, []
+            raw = await q.backend.getRanges([listed], 0, limit - 1, False)
+            return state, [i.decode() if isinstance(i, bytes) else str(i) for i in raw]
+
+        found = await asyncio.gather(*(newest(s) for s in LATEST_STATES))
+        seen: set[str] = set()
+        rows: list[dict[str, Any]] = []
+        for state, ids in found:
+            fresh = [i for i in ids if i not in seen]
+            seen.update(fresh)
+            rows += await self._read_summaries(queue, fresh, state)
+        rows.sort(key=lambda r: (int(r.get("timestamp") or 0), str(r.get("id"))), reverse=True)
+        return rows[:limit]
 
 
 def _change_delay_script(q: Queue) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -27,6 +28,7 @@ from mailqueue.queue_controls import (
     iso_utc,
     next_runs,
 )
+from mailqueue.types import JOB_STATES
 
 from ..actions import (
     ActionResult,
@@ -36,8 +38,11 @@ from ..actions import (
     operator_action,
     wants_json,
 )
+from ..context import page_context
 from ..formatting import ago
 from ..render import is_htmx, render
+
+LATEST_ROWS = 50
 
 
 def _name(request: Request) -> str:
@@ -267,3 +272,39 @@ async def schedule_update(request: Request, mail: MailManager) -> ActionResult:
     nxt = f", next run {iso_utc(saved['next_run'])}" if saved["next_run"] else ""
     return ActionResult(f"Scheduler {scheduler_id} saved: {when}{nxt}",
                         f"{queue}/{scheduler_id}", data={"schedule": dict(saved)})
+
+
+# --- the "latest" tab -------------------------------------------------------------------
+
+async def _latest(request: Request, name: str) -> dict[str, Any]:
+    mail = mail_of(request)
+    jobs = await mail.queues.get_latest_jobs(name, LATEST_ROWS)
+    counts = await mail.queues.get_job_counts(name)
+    return {"queue": name, "jobs": jobs, "counts": counts}
+
+
+async def queue_latest(request: Request) -> Response:
+    name = _name(request)
+    try:
+        latest = await _latest(request, name)
+    except MailQueueError as exc:
+        context = await page_context(request, "overview", name)
+        context.update(queue=name, problem=str(exc), status=404)
+        return render(request, "pages/queue.html", context, status_code=404)
+    base = str(request.url_for("queue_page", name=name))
+    context = await page_context(request, "overview", name)
+    context.update(
+        queue=name, jobs=latest["jobs"], states=JOB_STATES,
+        listing={"counts": latest["counts"]}, params={"state": "latest"},
+        links={"tabs": {s: f"{base}?{urlencode({'state': s})}" for s in JOB_STATES}},
+        now_ms=time.time() * 1000,
+    )
+    return render(request, "pages/queue_latest.html", context)
+
+
+async def api_queue_latest(request: Request) -> Response:
+    name = _name(request)
+    try:
+        return JSONResponse(await _latest(request, name))
+    except MailQueueError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=404)

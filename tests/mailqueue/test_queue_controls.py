@@ -84,6 +84,26 @@ async def test_global_concurrency_one_is_obeyed_by_two_workers(
     most, sampled, _ = await _max_active(settings, redis_url, runtime, None, jobs)
     assert most > 1, most
 
+
+async def test_latest_merges_the_newest_of_every_state(settings: Settings, redis_url: str
+                                                       ) -> None:
+    async with open_stack(settings, redis_url) as stack:
+        q = "latest"
+        old = await stack.queues.add_jobs(q, [{"name": "old", "data": {}} for _ in range(60)])
+        delayed = await stack.queues.add_job(q, "later", {}, {"delay": 600_000})
+        prioritized = await stack.queues.add_job(q, "urgent", {}, {"priority": 2})
+        newest = await stack.queues.add_job(q, "new", {})
+        # Push the hashes' timestamps apart (adds in one millisecond tie).
+        for i, job in enumerate([*old, delayed, prioritized, newest]):
+            await stack.client.hset(stack.queues.key(q, str(job.id)), "timestamp",
+                                    str(1_700_000_000_000 + i))
+        rows = await stack.queues.get_latest_jobs(q, 5)
+        assert [r["id"] for r in rows] == [str(newest.id), str(prioritized.id),
+                                          str(delayed.id), str(old[-1].id), str(old[-2].id)]
+        assert [r["state"] for r in rows[:3]] == ["waiting", "prioritized", "delayed"]
+        assert len(await stack.queues.get_latest_jobs(q, 50)) == 50
+
+
 def test_next_runs_follow_the_pattern_zone_and_interval() -> None:
     now = int(datetime(2026, 1, 9, 12, 0, tzinfo=UTC).timestamp() * 1000)
 
