@@ -140,3 +140,38 @@ async def test_the_job_page_keeps_open_traces_and_folds_across_swaps(
     await assert_not_reloaded(page)
     await mail.stop_worker(QUEUE)
     browser_log.assert_clean()
+
+
+COUNT_MESSAGES = """document.addEventListener('htmx:sseBeforeMessage', e => {
+  window.__messages = window.__messages || {};
+  window.__messages[e.target.id] = (window.__messages[e.target.id] || 0) + 1; });"""
+
+
+async def test_a_swap_waits_while_a_selection_is_being_drawn(
+        mail: MailManager, live_server: str, page: Any, browser_log: BrowserLog) -> None:
+    for n in range(3):
+        await mail.add_job(QUEUE, "send-welcome", {"n": n})
+    await page.add_init_script(COUNT_MESSAGES)
+    await page.goto(f"{live_server}/queues/{QUEUE}?state=waiting")
+    await wait_live(page)
+    await mark(page)
+    await expect(page.locator(ROWS)).to_have_count(3)
+    name = page.locator(f"{ROWS} td.jobname").first
+    box = await name.bounding_box()
+    await page.mouse.move(box["x"] + 2, box["y"] + box["height"] / 2)
+    await page.mouse.down()  # drawing a selection over the names
+    await page.mouse.move(box["x"] + box["width"] - 2, box["y"] + box["height"] / 2, steps=4)
+    before = int(await page.evaluate("(window.__messages || {})['queue-rows'] || 0"))
+    await mail.add_job(QUEUE, "send-welcome", {"n": 3})
+    # The new rows came (the message is in) but are not swapped in under the mouse...
+    await page.wait_for_function(
+        f"() => ((window.__messages || {{}})['queue-rows'] || 0) > {before}")
+    await expect(page.locator(ROWS)).to_have_count(3)
+    # ...until the button comes up; the selection drawn is still there.
+    await page.mouse.up()
+    selected = await page.evaluate("window.getSelection().toString()")
+    assert selected.strip() == "send-welcome", selected
+    await expect(page.locator(ROWS)).to_have_count(4)
+    assert (await page.evaluate("window.getSelection().toString()")) == selected
+    await assert_not_reloaded(page)
+    browser_log.assert_clean()
