@@ -15,7 +15,6 @@ Every mistake is an InvalidSearchError (a ValueError) with one line saying what 
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -212,38 +211,9 @@ async def list_suppressions(suppressions: SuppressionList, text: str = "",
 
     A page is every entry of the HSCAN calls made (COUNT `limit`) until `limit` are found:
     HSCAN hands out whole buckets, so a page may hold a few more than `limit`, and none is
-    ever dropped between pages. (SuppressionList.search cuts what one call found to `limit`
-    yet moves its cursor past all of it: the entries cut are on no page.) At most
-    `max_calls` calls a page, so a filter that matches little stays fast on a long list.
+    ever dropped between pages (SuppressionList.search). At most `max_calls` calls a page,
+    so a filter that matches little stays fast on a long list.
     """
     if reason and reason not in REASONS:
         raise InvalidSearchError(f"reason must be one of {', '.join(REASONS)}")
-    pattern = f"*{_glob_escape(text.strip().lower())}*" if text.strip() else "*"
-    found: list[Suppression] = []
-    for _ in range(max_calls):
-        cursor, chunk = await suppressions.redis.hscan(suppressions.key, cursor,
-                                                       match=pattern, count=limit)
-        assert isinstance(chunk, dict)
-        for value in chunk.values():
-            entry = _suppression(value)
-            if entry is not None and (not reason or entry.reason == reason):
-                found.append(entry)
-        if cursor == 0 or len(found) >= limit:
-            break
-    found.sort(key=lambda e: e.at, reverse=True)
-    return found, int(cursor)
-
-
-def _glob_escape(text: str) -> str:
-    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
-
-
-def _suppression(value: Any) -> Suppression | None:
-    try:
-        data = json.loads(value.decode() if isinstance(value, bytes) else str(value))
-        return Suppression(address=str(data["address"]), reason=str(data["reason"]),
-                           at=int(data.get("at", 0)), by=str(data.get("by", "")),
-                           note=str(data.get("note", "")), reply=str(data.get("reply", "")),
-                           code=data.get("code"))
-    except (ValueError, KeyError, TypeError):
-        return None  # not an entry this version wrote: left out
+    return await suppressions.search(text, reason or None, cursor, limit, max_calls)

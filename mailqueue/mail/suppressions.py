@@ -135,26 +135,28 @@ class SuppressionList:
         return {reason: max(found.get(reason, 0), 0) for reason in REASONS}
 
     async def search(self, text: str = "", reason: str | None = None, cursor: int = 0,
-                     limit: int = 50, scan_limit: int = 10_000
-                     ) -> tuple[list[Suppression], int]:
-        """Entries whose address contains `text` (any case), optionally of one `reason`,
-        newest first within what was read; and the HSCAN cursor to go on from (0: done).
-        Reads at most `scan_limit` addresses per call, so a list of millions stays fast."""
+                     limit: int = 50, max_calls: int = 20) -> tuple[list[Suppression], int]:
+        """Entries whose address contains `text` (any case), of one `reason` if given, newest
+        first; and the HSCAN cursor of the next page (0: the end).
+
+        A page is every entry of the HSCAN calls made (COUNT `limit`) until `limit` are found:
+        HSCAN hands out whole buckets, so a page may hold a few more than `limit`, and none
+        is dropped between pages. At most `max_calls` calls a page, so a filter that matches
+        little stays fast on a long list.
+        """
         pattern = f"*{_glob_escape(text.strip().lower())}*" if text.strip() else "*"
         found: list[Suppression] = []
-        scanned = 0
-        while True:
-            cursor, chunk = await self.redis.hscan(self.key, cursor, match=pattern, count=500)
+        for _ in range(max_calls):
+            cursor, chunk = await self.redis.hscan(self.key, cursor, match=pattern, count=limit)
             assert isinstance(chunk, dict)
-            scanned += 500
             for value in chunk.values():
                 entry = _entry(value)
                 if entry is not None and (reason is None or entry.reason == reason):
                     found.append(entry)
-            if cursor == 0 or len(found) >= limit or scanned >= scan_limit:
+            if cursor == 0 or len(found) >= limit:
                 break
         found.sort(key=lambda e: e.at, reverse=True)
-        return found[:limit], int(cursor)
+        return found, int(cursor)
 
 
 def _glob_escape(text: str) -> str:
