@@ -4,7 +4,7 @@
 REDIS_URL (any node of the cluster). BullMQ keeps a queue's keys apart only by prefix, and its
 Lua scripts touch many keys of a queue (and of a flow's other queues) at once, which Redis
 Cluster allows only within one hash slot: the prefix must be a hash tag such as `{mail}`, so
-that every key of every queue lands on one slot (BULLMQ-NOTES "Redis Cluster").
+that every key of every queue lands on one slot (docs/bullmq-notes.md, "Redis Cluster").
 
 What differs on a cluster, and is handled here:
 - bullmq's `addBulk` and `FlowProducer.add` run its scripts (EVALSHA) in a MULTI pipeline,

@@ -1,6 +1,6 @@
 """FlowManager: adds BullMQ flows (trees of dependent jobs) and reads them back from Redis.
 
-bullmq for Python has no getFlow / getDependencies (BULLMQ-NOTES item 5), so a tree is read
+bullmq for Python has no getFlow / getDependencies (docs/bullmq-notes.md #5), so a tree is read
 from the keys BullMQ keeps for each parent job:
 
     <prefix>:<queue>:<id>:dependencies   set   child keys not yet processed

@@ -80,8 +80,8 @@ class MailManager:
                 )
         self.redis = await self._resolve_redis()
         # Two kinds of connection. Blocking reads (a Worker's BZPOPMIN/BRPOPLPUSH, the event
-        # reader's XREAD BLOCK) wait on purpose and must never time out (BULLMQ-NOTES item
-        # 1): `connection`, no socket timeout. Every other command (pages, /health, adding
+        # reader's XREAD BLOCK) wait on purpose and must never time out (docs/bullmq-notes.md
+        # #1): `connection`, no socket timeout. Every other command (pages, /health, adding
         # jobs) is answered in microseconds by a Redis that works: `commands` gives up after
         # REDIS_COMMAND_TIMEOUT_S, so a stalled Redis is reported (a 503 with a banner)
         # instead of hanging every page until it wakes.

@@ -603,7 +603,7 @@ class QueueManager(JobReads, QueueAlerts, QueueControls):
                           ) -> dict[str, Any]:
         """Per-minute counts written by workers with metrics on (newest first).
 
-        bullmq for Python has no getMetrics (BULLMQ-NOTES item 4); this reads the same keys
+        bullmq for Python has no getMetrics (docs/bullmq-notes.md #4); this reads the same keys
         Node's getMetrics reads: `<prefix>:<queue>:metrics:<kind>` and its `:data` list.
         """
         if kind not in ("completed", "failed"):

@@ -103,7 +103,7 @@ class RateLimitAwareWorker(Worker):  # type: ignore[misc]  # bullmq is untyped
         self._limit_wakeup.clear()
         super().resume()
 
-    # --- Clean close (not in BULLMQ-NOTES yet) -------------------------------------------------
+    # --- Clean close (docs/bullmq-notes.md #3) -------------------------------------------------
     # bullmq's close() waits for the tasks in `processing` *when close is called*, then closes
     # the connections. But a getNextJob task that is inside moveToActive at that moment still
     # gets a job, and the run loop turns it into a new processJob task nobody waits for: its

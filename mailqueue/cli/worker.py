@@ -110,7 +110,7 @@ def _process_count(value: str) -> int:
 
 
 # --- `worker --processes N` ------------------------------------------------------------------
-# One Python process uses one core (BULLMQ-NOTES item 8), so N processes each run the whole
+# One Python process uses one core (docs/bullmq-notes.md #8), so N processes each run the whole
 # `mailqueue worker` for the same queues; BullMQ shares the jobs out through Redis. This
 # process only supervises: children run in their own session (a terminal's Ctrl-C reaches
 # only this process, which then sends each child one SIGTERM: a graceful close), die with

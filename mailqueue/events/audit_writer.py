@@ -95,7 +95,7 @@ class AuditWriter:
 
     def __init__(self, connection: dict[str, Any], client: aioredis.Redis, prefix: str,
                  audit: AuditLog, settings: Settings, lease_ms: int = LEASE_TTL_MS) -> None:
-        # The blocking XREAD must never hit a socket timeout (BULLMQ-NOTES item 1).
+        # The blocking XREAD must never hit a socket timeout (docs/bullmq-notes.md #1).
         self._connection = {**connection, "socket_timeout": None}
         self._client = client
         self.prefix = prefix

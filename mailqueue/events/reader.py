@@ -1,14 +1,15 @@
 """EventManager: one reader over the BullMQ events streams, and what hangs off it.
 
 BullMQ writes every job event to the Redis stream `<prefix>:<queue>:events`. bullmq's own
-`QueueEvents` dies after minutes of idle and calls listeners synchronously (BULLMQ-NOTES items
-1 and 6), so this module reads the streams itself: one task per EventManager (per process)
-runs one blocking XREAD over every watched stream, on its own connection without a socket
-timeout, and reconnects with back-off when Redis goes away. Listeners, SSE subscriptions,
-statistics and failure alerts are fed from that one reader, which runs only while someone in
-this process listens (a worker process has no reader). The audit log's job entries are not:
-they come from the one process per prefix that holds the audit lease (audit_writer.py), which
-also records failure alerts for processes that listen to nothing.
+`QueueEvents` dies after minutes of idle and calls listeners synchronously
+(docs/bullmq-notes.md #1 and #6), so this module reads the streams itself: one task per
+EventManager (per process) runs one blocking XREAD over every watched stream, on its own
+connection without a socket timeout, and reconnects with back-off when Redis goes away.
+Listeners, SSE subscriptions, statistics and failure alerts are fed from that one reader,
+which runs only while someone in this process listens (a worker process has no reader). The
+audit log's job entries are not: they come from the one process per prefix that holds the
+audit lease (audit_writer.py), which also records failure alerts for processes that listen
+to nothing.
 
 Where each watched stream starts: at the moment interest in it began (the first listener or
 subscription for that queue, or for all queues), expressed as a stream id from Redis's clock.
@@ -73,7 +74,7 @@ class EventManager:
     def __init__(
         self, connection: dict[str, Any], client: aioredis.Redis, prefix: str, settings: Settings
     ) -> None:
-        # Blocking reads must never hit a socket timeout (BULLMQ-NOTES item 1).
+        # Blocking reads must never hit a socket timeout (docs/bullmq-notes.md #1).
         self._connection = {**connection, "socket_timeout": None}
         self._client = client
         self.prefix = prefix

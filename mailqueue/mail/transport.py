@@ -1,7 +1,8 @@
 """SMTP delivery over aiosmtplib, with a small pool of connections shared by a worker's jobs.
 
-One reused connection was ~3x faster than a connection per message (BULLMQ-NOTES), so a
-transport keeps up to `pool_size` connections open and hands each to one job at a time.
+One reused connection was ~3x faster than a connection per message (measured when this was
+written; bench/run.py measures it again), so a transport keeps up to `pool_size`
+connections open and hands each to one job at a time.
 A connection the server dropped while idle is noticed on the next MAIL command and
 replaced, and the message is sent again on the new connection: nothing was accepted yet.
 

@@ -1,4 +1,5 @@
-"""Each workaround of mailqueue.bullmq_fixes, shown to remove the symptom BULLMQ-NOTES measured.
+"""Each workaround of mailqueue.bullmq_fixes, shown to remove the symptom that
+docs/bullmq-notes.md describes.
 
 Each test here failed with its fix disabled (checked by hand when the fix was written).
 """
@@ -42,7 +43,7 @@ async def echo(data: Any, job: Job) -> Any:
 async def test_idle_worker_picks_up_a_new_job_within_a_second(stack: Stack) -> None:
     # Without socket_timeout=None the worker's 5 s blocking waits time out, and redis-py
     # retries them with a growing back-off (2, 4, 8 s...): 24 s idle falls into the 21-29 s
-    # back-off, and the job waited ~5 s (measured). BULLMQ-NOTES item 1.
+    # back-off, and the job waited ~5 s (measured). docs/bullmq-notes.md #1.
     stack.workers.start_worker("idle", {"ping": echo}, concurrency=1)
     await asyncio.sleep(24)
     added = time.monotonic()
