@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from mailqueue.errors import JobNotFoundError, MailQueueError, UnknownQueueError
 from mailqueue.manager import MailManager
-from mailqueue.queues import is_redis_full
+from mailqueue.redis_memory import is_redis_full
 
 from .render import is_htmx, render
 from .security import identity_of

@@ -12,7 +12,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from mailqueue.queues import is_redis_full, redis_full_error
+from mailqueue.redis_memory import is_redis_full, redis_full_error
 
 from .actions import ActionResult, mail_of, wants_json
 from .render import is_htmx, render

@@ -37,7 +37,8 @@ from mailqueue.errors import (
 )
 from mailqueue.job_options import merge_job_options, validate_job_options, validate_queue_name
 from mailqueue.mail import flow_builders
-from mailqueue.queues import QueueManager, is_redis_full, redis_full_error
+from mailqueue.queues import QueueManager
+from mailqueue.redis_memory import is_redis_full, redis_full_error
 
 # Root flows added through add_flow, newest kept: score = timestamp, member "<queue>:<id>".
 FLOW_INDEX_SUFFIX = "__mailqueue__:flows"

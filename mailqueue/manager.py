@@ -29,8 +29,9 @@ from mailqueue.flows import FlowManager
 from mailqueue.mail.message import parse_sender
 from mailqueue.mail.sink import MailSink, Outbox, registered_sink_url
 from mailqueue.mail.templates import BUILTIN_TEMPLATES
-from mailqueue.queues import QueueManager, redis_memory
+from mailqueue.queues import QueueManager
 from mailqueue.redact import redact_url
+from mailqueue.redis_memory import redis_memory
 from mailqueue.redis_server import RedisTarget, resolve_redis
 from mailqueue.settings import Settings
 from mailqueue.types import ScheduleInfo

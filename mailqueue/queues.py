@@ -15,16 +15,15 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from bullmq import Job, Queue
-from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from mailqueue import queue_stats
-from mailqueue.cluster import bullmq_connection, node_infos
+from mailqueue.cluster import bullmq_connection
 from mailqueue.errors import (
     InvalidJobOptionsError,
     InvalidScheduleError,
     JobNotFoundError,
     MailQueueError,
-    RedisFullError,
     UnknownQueueError,
 )
 from mailqueue.job_options import (
@@ -42,6 +41,7 @@ from mailqueue.job_reads import (
 )
 from mailqueue.queue_alerts import QueueAlerts
 from mailqueue.queue_controls import QueueControls
+from mailqueue.redis_memory import is_redis_full, redis_full_error
 from mailqueue.types import JOB_STATES, JobInfo, JobPage, ScheduleInfo
 
 log = logging.getLogger(__name__)
@@ -54,65 +54,6 @@ _DISCOVERY_CACHE_S = 2.0
 # A discovery scan walks the whole keyspace (a million waiting jobs are a million keys, about
 # a second of Redis per scan): the cached list lives at least this many times the last scan.
 _DISCOVERY_COST_FACTOR = 10
-
-
-def is_redis_full(exc: BaseException) -> bool:
-    """Whether Redis refused a write because it is at `maxmemory` (policy noeviction)."""
-    # redis-py raises OutOfMemoryError (its message without the "OOM" code); inside a Lua
-    # script or a pipeline the reply may come as a plain ResponseError with the text.
-    return isinstance(exc, OutOfMemoryError) or (
-        isinstance(exc, ResponseError) and "used memory > 'maxmemory'" in str(exc)
-    )
-
-
-def _megabytes(n: int) -> str:
-    return f"{n / (1024 * 1024):.1f} MB"
-
-
-async def redis_memory(client: aioredis.Redis) -> dict[str, Any]:
-    """Used memory against `maxmemory` (0: no limit), the policy, the share used, and the
-    fragmentation ratio (RSS over used; None where INFO has none).
-
-    On a cluster, the fullest master's (the one that refuses writes first; with a hash-tag
-    prefix every queue lives on one master), with `node` naming it.
-    """
-    readings = []
-    for node, info in await node_infos(client, "memory"):
-        used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
-        reading: dict[str, Any] = {
-            "used_memory": used,
-            "maxmemory": limit,
-            "maxmemory_policy": info.get("maxmemory_policy"),
-            "used_ratio": round(used / limit, 3) if limit else None,
-            "fragmentation_ratio": _ratio(info.get("mem_fragmentation_ratio")),
-        }
-        if node:
-            reading["node"] = node
-        readings.append(reading)
-    return max(readings, key=lambda r: (r["used_ratio"] or 0.0, r["used_memory"]))
-
-
-def _ratio(value: Any) -> float | None:
-    try:
-        return round(float(value), 2) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
-
-
-async def redis_full_error(client: aioredis.Redis, what: str) -> RedisFullError:
-    """The error for a write that Redis refused with OOM, saying how full it is and what to do."""
-    detail = ""
-    try:  # reads still work at maxmemory
-        memory = await redis_memory(client)
-        detail = (f" (using {_megabytes(memory['used_memory'])} of its maxmemory "
-                  f"{_megabytes(memory['maxmemory'])}, policy {memory['maxmemory_policy']})")
-    except Exception:
-        pass
-    return RedisFullError(
-        f"Redis is out of memory{detail} and refuses writes: {what}. Free memory by removing "
-        "old jobs (clean the completed and failed ones; lower JOB_REMOVE_ON_COMPLETE and "
-        "JOB_REMOVE_ON_FAIL), or give Redis more memory (raise maxmemory), then add again."
-    )
 
 
 class QueueManager(JobReads, QueueAlerts, QueueControls):

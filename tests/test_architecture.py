@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                   "mailqueue.queue_stats", "mailqueue.queue_alerts", "mailqueue.queue_controls")),
     ("mail", ("mailqueue.mail",)),
     ("runtime", ("mailqueue.runtime", "mailqueue.bullmq_fixes", "mailqueue.cluster",
-                 "mailqueue.redis_server", "mailqueue.worker_gates")),
+                 "mailqueue.redis_server", "mailqueue.redis_memory", "mailqueue.worker_gates")),
     ("base", ("mailqueue.settings", "mailqueue.job_options", "mailqueue.errors",
               "mailqueue.types", "mailqueue.redact")),
 ]
