@@ -5,12 +5,10 @@ sink."""
 
 from __future__ import annotations
 
-import asyncio
 import html
 import json
 import re
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -22,6 +20,7 @@ from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
 from tests.dashboard.conftest import csrf_token
 from tests.mailqueue.mail import conftest as mail_fixtures
+from tests.waiting import eventually
 
 sink = mail_fixtures.sink  # the mail tests' SMTP sink fixture
 
@@ -36,15 +35,6 @@ async def handlers(mail: MailManager, sink: MailSink) -> AsyncIterator[EmailHand
     await mail.stop_serving_campaigns()
     await mail.workers.close()
     await made.close()
-
-
-async def until(check: Callable[[], Awaitable[Any]], timeout: float = 30) -> Any:
-    """Wait for `check()` to be truthy (polled, never a fixed sleep); return its value."""
-    deadline = time.monotonic() + timeout
-    while not (value := await check()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-    return value
 
 
 async def paused(mail: MailManager, campaign_id: str) -> dict[str, Any] | None:
@@ -74,7 +64,7 @@ async def test_a_sent_campaign_shows_its_figures_in_the_list_and_on_its_page(
     campaign = await mail.campaigns.create("newsletter", recipients, variables=NEWS,
                                            name=f"Spring {HOSTILE}", created_by="ada")
     mail.serve_campaigns(handlers)
-    done = await until(lambda: ended(mail, campaign["id"]))
+    done = await eventually(lambda: ended(mail, campaign["id"]))
     assert (done["sent"], done["suppressed"], done["failed"], done["total"]) == (12, 1, 0, 13)
 
     listing = await client.get("/campaigns")
@@ -225,7 +215,7 @@ async def test_a_campaign_that_paused_itself_says_why_and_offers_resume(
     campaign = await mail.campaigns.create("newsletter", addresses, variables=NEWS,
                                            error_limit=3, name="Broken relay")
     mail.serve_campaigns(handlers, concurrency=1)
-    await until(lambda: paused(mail, campaign["id"]))
+    await eventually(lambda: paused(mail, campaign["id"]))
     page = (await client.get(f"/campaigns/{campaign['id']}")).text
     assert re.search(r"paused after \d+ send errors in a row; check the SMTP relay, then "
                      r"resume", page)

@@ -23,8 +23,8 @@ from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
 from mailqueue.settings import Settings
 from tests.dashboard.conftest import csrf_token
-from tests.dashboard.test_campaign_pages import until
 from tests.mailqueue.mail import conftest as mail_fixtures
+from tests.waiting import eventually
 
 sink = mail_fixtures.sink
 
@@ -244,7 +244,7 @@ async def test_send_a_test_enqueues_a_real_job_that_the_sink_receives(
     assert digest_job["name"] == "send-email" and digest_job["data"]["template"] == "digest"
 
     mail.start_worker(queue, handlers)
-    messages = await until(lambda: _received(sink, 2))
+    messages = await eventually(lambda: _received(sink, 2))
     by_to = {m["envelope_to"][0]: m for m in messages}
     assert set(by_to) == {"ada@example.com", "grace@example.com"}  # never x@ nor y@
     assert by_to["ada@example.com"]["subject"] == "Test of the week"
