@@ -32,7 +32,9 @@ async def find_job(request: Request) -> Response:
         return RedirectResponse(url, status_code=303)
     context = await page_context(request, "overview")
     links = [{"queue": q, "url": job_url({"request": request}, q, job_id)} for q in found]
-    context.update(job_id=job_id, found=links, searched=searched)
+    # An id not found stays in the top bar's box, to be corrected (base.html).
+    context.update(job_id=job_id, found=links, searched=searched,
+                   find_not_found=job_id if not found else "")
     return render(request, "pages/find_job.html", context,
                   status_code=200 if found or not job_id else 404)
 

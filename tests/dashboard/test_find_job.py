@@ -62,4 +62,9 @@ async def test_an_unknown_id_is_one_line_and_escaped(mail: MailManager,
     assert re.search(r'name="id"[^>]*value="nope"', (await client.get(
         "/jobs/find", params={"id": "nope"})).text)
     assert (await client.get("/api/jobs/find", params={"id": "nope"})).status_code == 404
+    # Elsewhere the box is empty: a job page does not fill it with its own id.
+    await mail.add_job("a", "send", {}, jobId="shown")
+    job_page = (await client.get("/queues/a/jobs/shown")).text
+    box = re.search(r'<input type="search" name="id"[^>]*>', job_page)
+    assert box and "value=" not in box.group(0), box
     assert (await client.get("/jobs/find")).status_code == 200  # no id: how to use the box
