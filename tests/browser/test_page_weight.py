@@ -80,6 +80,7 @@ async def test_first_load_weighs_under_60_kb(mail: MailManager, live_server: str
     weights = {}
     for label, path in [("overview", "/"), ("queue page", "/queues/mail.welcome"),
                         ("failed list", "/queues/mail.bounces?state=failed"),
+                        ("latest tab", "/queues/mail.bounces/latest"),
                         ("job page", job_url("mail.digest", str(failed.id))),
                         ("campaigns", "/campaigns"), ("campaign", f"/campaigns/{campaign}"),
                         ("templates", "/templates"), ("template", "/templates/newsletter"),

@@ -126,6 +126,7 @@ async def fill(mail: MailManager) -> tuple[asyncio.Event, dict[str, str]]:
     return release, {
         "overview": "/",
         "queue": f"/queues/{QUEUE}?state=failed",
+        "queue-latest": f"/queues/{QUEUE}/latest",
         "job": job_url(QUEUE, str(failed[0].id)),
         "job-data": job_url(QUEUE, str(big_job.id)),
         "flow": job_url(QUEUE, flow["tree"]["id"], "/flow"),
