@@ -102,6 +102,18 @@ async def test_latest_merges_the_newest_of_every_state(settings: Settings, redis
                                           str(delayed.id), str(old[-1].id), str(old[-2].id)]
         assert [r["state"] for r in rows[:3]] == ["waiting", "prioritized", "delayed"]
         assert len(await stack.queues.get_latest_jobs(q, 50)) == 50
+        # Bounded reads, whatever the queue's size: `limit` ids of each state at most.
+        handle = await stack.queues.get_queue(q)
+        ranges: list[tuple[Any, ...]] = []
+        original = handle.backend.getRanges
+
+        async def spy(*args: Any) -> Any:
+            ranges.append(args)
+            return await original(*args)
+
+        handle.backend.getRanges = spy
+        await stack.queues.get_latest_jobs(q, 20)
+        assert ranges and all(start == 0 and end == 19 for _, start, end, _ in ranges)
 
 
 def test_next_runs_follow_the_pattern_zone_and_interval() -> None:
