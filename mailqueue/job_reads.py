@@ -169,11 +169,13 @@ class JobReads:
     async def search_jobs(
         self, queue: str, state: str, text: str, field: str = "data",
         scan_limit: int = MAX_SEARCH_SCAN, max_results: int = 100, sort: str = "desc",
+        start: int = 0,
     ) -> dict[str, Any]:
         """Jobs of one state whose name or data contains `text` (case-insensitive).
 
         A bounded scan: at most `scan_limit` jobs of the state are read (newest first by
-        default), and the answer says how many were searched out of how many there are.
+        default) from position `start`, and the answer says which were searched out of how
+        many there are, and where the next scan starts (`next_start`; None at the end).
         """
         if field not in ("data", "name"):
             raise MailQueueError("field must be 'data' or 'name'")
@@ -181,10 +183,12 @@ class JobReads:
         if not text:
             raise MailQueueError("Give the text to search for")
         scan_limit = max(1, min(scan_limit, MAX_SEARCH_SCAN))
+        if start < 0:
+            raise MailQueueError("start must be 0 or more")
         q = await self.get_queue(queue)
         listed = await listed_state(q, state)
         ids, counts = await asyncio.gather(
-            _ranges(q, listed, 0, scan_limit - 1, SORT_ORDERS[sort]),
+            _ranges(q, listed, start, start + scan_limit - 1, SORT_ORDERS[sort]),
             self.get_job_counts(queue),
         )
         ids = [i.decode() if isinstance(i, bytes) else str(i) for i in ids][:scan_limit]
@@ -198,7 +202,10 @@ class JobReads:
         return {
             "queue": queue, "state": state, "field": field, "text": text,
             "scanned": len(ids), "total": counts.get(state, 0), "counts": counts,
-            "matched": len(matched),
+            "matched": len(matched), "start": start,
+            "next_start": (start + len(ids)
+                           if len(ids) == scan_limit and start + len(ids) < counts.get(state, 0)
+                           else None),
             "jobs": await self._read_summaries(queue, matched[:max_results], state),
         }
 

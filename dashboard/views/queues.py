@@ -83,8 +83,14 @@ def listing_params(params: Mapping[str, str]) -> dict[str, Any]:
     by = params.get("by") or "name"
     if by not in SEARCH_FIELDS:
         raise BadParameterError(f"search by one of {', '.join(SEARCH_FIELDS)}")
+    try:
+        start = int(params.get("from") or 0)
+    except ValueError:
+        raise BadParameterError("from must be a whole number") from None
+    if start < 0:
+        raise BadParameterError("from must be 0 or more")
     return {"state": state, "page": page, "per_page": per_page, "sort": sort, "by": by,
-            "q": (params.get("q") or "").strip()[:500]}
+            "q": (params.get("q") or "").strip()[:500], "from": start}
 
 
 async def job_listing(mail: MailManager, name: str, p: Mapping[str, Any]) -> dict[str, Any]:
@@ -122,8 +128,9 @@ async def _read_listing(mail: MailManager, name: str, p: Mapping[str, Any]) -> d
                 "total": len(jobs), "page": 1, "pages": 1, "per_page": p["per_page"],
                 "sort": p["sort"], "search": search}
     found = await mail.queues.search_jobs(name, p["state"], p["q"], field=p["by"],
-                                          max_results=p["per_page"], sort=p["sort"])
-    search = {k: found[k] for k in ("scanned", "total", "matched")}
+                                          max_results=p["per_page"], sort=p["sort"],
+                                          start=p.get("from", 0))
+    search = {k: found[k] for k in ("scanned", "total", "matched", "start", "next_start")}
     search.update(by=p["by"], text=p["q"])
     return {"queue": name, "state": p["state"], "counts": found["counts"],
             "jobs": found["jobs"], "total": found["matched"], "page": 1, "pages": 1,

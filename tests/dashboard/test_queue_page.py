@@ -82,12 +82,29 @@ async def test_search_by_id_name_and_data(mail: MailManager, client: httpx.Async
 
     by_data = await client.get("/queues/s", params={"by": "data", "q": "user1150@"})
     assert len(_rows(by_data)) == 1
-    assert "searched 1000 of 1200 waiting jobs" in by_data.text
+    assert "searched 1,000 of 1,200 waiting jobs" in by_data.text
     by_name = await client.get("/queues/s", params={"by": "name", "q": "digest",
                                                     "per_page": 25})
     assert len(_rows(by_name)) == 25 and "333 matches" in by_name.text
     api = (await client.get("/api/queues/s/jobs", params={"by": "data", "q": "user3@"})).json()
     assert api["search"]["scanned"] == 1000 and api["search"]["total"] == 1200
+
+
+async def test_a_search_that_stops_at_its_scan_limit_offers_the_next_jobs(
+    mail: MailManager, client: httpx.AsyncClient
+) -> None:
+    await mail.add_jobs("deep", [{"name": "welcome", "data": {"to": f"user{i}@example.com"}}
+                                 for i in range(1200)])
+    # user5 is among the oldest 200: newest first, the first 1,000 searched miss it.
+    first = await client.get("/queues/deep", params={"by": "data", "q": "user5@"})
+    assert _rows(first) == [] and "searched 1,000 of 1,200 waiting jobs" in first.text
+    link = re.search(r'class="search-next" href="([^"]+)">Search the next 200<', first.text)
+    assert link is not None
+    following = await client.get(html.unescape(link.group(1)))
+    assert _rows(following) == ["6"]
+    assert "searched jobs 1,001–1,200 of 1,200 waiting jobs" in following.text
+    assert "search-next" not in following.text  # nothing left to search
+    assert (await client.get("/queues/deep", params={"q": "x", "from": "-1"})).status_code == 422
 
 
 async def test_unknown_queue_is_404_and_bad_parameters_422(mail: MailManager,
