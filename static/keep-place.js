@@ -1,8 +1,9 @@
 // Live updates keep the reader's place (issue 14). A live region (an element with sse-swap)
 // is replaced whole when its SSE event comes (htmx-ext-sse, outerHTML); around that swap:
 //
-// - keyboard focus, text selection and which <details> are open inside the region are
-//   written down before and put back after, on the element that stands for the same thing
+// - keyboard focus, text selection, which <details> are open and how far a box that scrolls
+//   by itself (a stack trace, the log lines, a JSON value) is scrolled are written down
+//   before and put back after, on the element that stands for the same thing
 //   (same id; else the same place in the same row, rows known by their data-key; else the
 //   same place in the region);
 // - a swap that would land while the mouse is down in the region (a selection being drawn)
@@ -17,6 +18,8 @@
   var held = {};      // region id -> {row key: true}: new rows kept out of view
   var deferred = {};  // region id -> the SSE message that came while the mouse was down
   var mouseDownIn = null;
+  // Boxes that scroll by themselves inside live regions.
+  var SCROLLERS = "pre, .jv, .log-lines, .table-scroll";
 
   // --- where things are -------------------------------------------------------------------
   function rowOf(node, region) {
@@ -62,7 +65,7 @@
 
   // --- before and after a swap --------------------------------------------------------------
   function writeDown(region) {
-    var state = {focus: null, selection: null, details: [], rows: null};
+    var state = {focus: null, selection: null, details: [], scrolled: [], rows: null};
     var active = document.activeElement;
     if (active && active !== region && region.contains(active)) {
       var focusRow = rowOf(active, region);
@@ -85,6 +88,13 @@
       state.details.push({id: d.id || null, row: row ? rowKey(row) : null, inRow: inRow,
                           index: i, open: d.open});
     }
+    var boxes = region.querySelectorAll(SCROLLERS);
+    for (var b = 0; b < boxes.length; b++) {
+      if (boxes[b].scrollTop || boxes[b].scrollLeft) {
+        state.scrolled.push({place: placeOf(boxes[b], region), top: boxes[b].scrollTop,
+                             left: boxes[b].scrollLeft});
+      }
+    }
     if (region.hasAttribute("data-keep-place")) state.rows = rowsInView(region);
     return state;
   }
@@ -99,6 +109,13 @@
         d = row ? row.querySelectorAll("details")[s.inRow] : null;
       } else d = all[s.index];
       if (d && region.contains(d) && d.open !== s.open) d.open = s.open;
+    });
+    state.scrolled.forEach(function (s) {
+      var box = nodeFor(s.place, region);
+      if (box && box.nodeType === 1 && region.contains(box)) {
+        box.scrollTop = s.top;
+        box.scrollLeft = s.left;
+      }
     });
     if (state.rows) keepRows(region, state.rows);
     if (state.focus && (!document.activeElement || document.activeElement === document.body
@@ -236,7 +253,7 @@
     putBack(region, state);
   });
   document.addEventListener("mousedown", function (event) { mouseDownIn = event.target; }, true);
-  document.addEventListener("mouseup", function () {
+  function flushDeferred() {
     mouseDownIn = null;
     Object.keys(deferred).forEach(function (id) {
       var message = deferred[id];
@@ -246,5 +263,7 @@
       pending[id] = writeDown(region);
       window.htmx.swap(region, message.data, {swapStyle: "outerHTML"});
     });
-  }, true);
+  }
+  document.addEventListener("mouseup", flushDeferred, true);
+  window.addEventListener("blur", flushDeferred); // the button came up outside the window
 })();

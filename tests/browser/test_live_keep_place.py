@@ -175,3 +175,29 @@ async def test_a_swap_waits_while_a_selection_is_being_drawn(
     assert (await page.evaluate("window.getSelection().toString()")) == selected
     await assert_not_reloaded(page)
     browser_log.assert_clean()
+
+
+async def test_scrolled_boxes_stay_scrolled_across_swaps(
+        mail: MailManager, live_server: str, page: Any, browser_log: BrowserLog) -> None:
+    """The job page's regions are drawn again every second while its relative times tick:
+    the log lines (a box of their own) stay scrolled where the reader put them."""
+    async def chatty(data: Any, job: Job) -> None:
+        for n in range(80):
+            await job.log(f"line {n}: connecting to smtp.example.com")
+
+    job = await mail.add_job(QUEUE, "send-welcome", {"to": "ada@example.com"})
+    mail.start_worker(QUEUE, {"send-welcome": chatty})
+    await wait_for_state(mail, QUEUE, str(job.id), "completed")
+    await mail.stop_worker(QUEUE)
+    await page.add_init_script(COUNT_SWAPS)
+    await page.goto(live_server + job_url(QUEUE, str(job.id)))
+    await wait_live(page)
+    logs = page.locator("#job-logs .log-lines")
+    await expect(logs.locator("li")).to_have_count(80)
+    await logs.evaluate("el => { el.scrollTop = 400; }")
+    top = await logs.evaluate("el => el.scrollTop")
+    assert top > 0
+    before = await swaps(page, "job-logs")
+    await wait_swapped(page, "job-logs", before + 1)  # two swaps: the ticking times
+    assert await logs.evaluate("el => el.scrollTop") == top
+    browser_log.assert_clean()
