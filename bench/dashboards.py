@@ -217,6 +217,39 @@ async def cold_load(browser: Any, url: str, selector: str, runs: int) -> dict[st
     return {"median": statistics.median(times), "p95": p95(times)}
 
 
+async def first_load_bytes(browser: Any, url: str) -> int:
+    """Bytes a first visit transfers (empty cache), every resource of the page, as Chromium
+    counts them (DevTools `encodedDataLength`: headers and bodies as sent, gzip as served).
+    A live stream that never finishes loading is an update, not the page: left out."""
+    context = await browser.new_context(viewport={"width": 1440, "height": 900})
+    page = await context.new_page()
+    cdp = await context.new_cdp_session(page)
+    await cdp.send("Network.enable")
+    await cdp.send("Network.setCacheDisabled", {"cacheDisabled": True})
+    sizes: dict[str, int] = {}
+    cdp.on("Network.loadingFinished",
+           lambda e: sizes.__setitem__(e["requestId"], int(e["encodedDataLength"])))
+    await page.goto(url, wait_until="networkidle", timeout=60_000)
+    await cdp.detach()
+    await context.close()
+    return sum(sizes.values())
+
+
+# Our pages weighed in Chromium (issue 14's budget: 60 KB each), and Bull Board's page.
+OUR_PAGES = ("/", "/queues/emails?state=failed", "/schedules", "/workers", "/events",
+             "/messages", "/suppressions", "/campaigns", "/templates", "/templates/welcome")
+
+
+async def page_weights(browser: Any, ours: str, theirs: str, failed_id: str
+                       ) -> dict[str, int]:
+    weights = {path: await first_load_bytes(browser, ours + path) for path in OUR_PAGES}
+    job = f"/queues/emails/jobs/{failed_id}"
+    weights[job] = await first_load_bytes(browser, ours + job)
+    weights["Bull Board: /queue/emails?status=failed"] = await first_load_bytes(
+        browser, f"{theirs}/queue/emails?status=failed")
+    return weights
+
+
 # The page's completed count for LIVE_QUEUE, as a number (None if not drawn yet).
 OUR_COUNT_JS = """() => {
   const a = [...document.querySelectorAll('#queue-tabs a')]
@@ -306,12 +339,17 @@ async def idle_viewers(browser: Any, url: str, selector: str, redis_url: str, ta
     return (after - before - 1) / elapsed  # less our own INFO
 
 
-async def browser_rows(ours: str, theirs: str, redis_url: str, args: argparse.Namespace
-                       ) -> dict[str, Any]:
+async def browser_rows(ours: str, theirs: str, redis_url: str, args: argparse.Namespace,
+                       failed_id: str) -> dict[str, Any]:
     results: dict[str, Any] = {}
     our_failed = f"{ours}/queues/emails?state=failed&page=1&per_page={PER_PAGE}"
     their_failed = f"{theirs}/queue/emails?status=failed"
     async with chromium() as browser:
+        results["weights"] = await page_weights(browser, ours, theirs, failed_id)
+        heaviest = max((n, p) for p, n in results["weights"].items() if p.startswith("/"))
+        print(f"  page weight: heaviest of ours {heaviest[0] / 1024:.1f} KB ({heaviest[1]}), "
+              f"Bull Board's failed tab {list(results['weights'].values())[-1] / 1024:.0f} KB",
+              flush=True)
         results["cold_ours"] = await cold_load(browser, our_failed, OUR_TABLE, args.cold_runs)
         results["cold_theirs"] = await cold_load(browser, their_failed, THEIR_TABLE,
                                                  args.cold_runs)
@@ -358,7 +396,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             with our_dashboard(server.url) as ours, bull_board(server.url) as theirs:
                 results["http"] = http_rows(ours, theirs, counts, failed_id)
                 if CHROMIUM.exists() and not args.no_browser:
-                    results.update(asyncio.run(browser_rows(ours, theirs, server.url, args)))
+                    results.update(asyncio.run(browser_rows(ours, theirs, server.url, args,
+                                                            failed_id)))
                 else:
                     print("  no Chromium at /usr/bin/chromium: the browser rows are skipped")
             return results

@@ -393,6 +393,22 @@ at most 6 HTTP/1.1 connections per host, and each of our pages holds one for its
 stream, so a 7th tab of one browser on the same host waits (behind an HTTP/2 proxy, as
 "Running in production" in the README advises, they share one connection).
 """
+    if "weights" in d:
+        rows = "\n".join(
+            f"| `{page}` | {n / 1024:.1f} KB | "
+            + (f"{_met(n <= 60 * 1024)} |" if page.startswith("/") else "(not ours) |")
+            for page, n in d["weights"].items())
+        text += f"""
+### Page weight (issue 14: 60 KB or less per page)
+
+Bytes a first visit transfers with an empty cache, every resource of the page (HTML, CSS,
+scripts, icon), as Chromium counts them (DevTools `encodedDataLength`, gzip as served), on
+the filled Redis above; our live stream is an update, not part of the page.
+
+| Page | First load | Under 60 KB |
+|---|---|---|
+{rows}
+"""
     return text
 
 
