@@ -41,8 +41,9 @@ async def find_job(request: Request) -> Response:
 
 async def api_find_job(request: Request) -> Response:
     job_id = _wanted(request)
-    if not job_id:
-        return JSONResponse({"error": "Give a job id: ?id=..."}, status_code=422)
+    if not job_id:  # like the page without an id: how to ask (every reading route is 200/404)
+        return JSONResponse({"id": "", "queues": [], "searched": 0, "urls": [],
+                             "message": "Give a job id: ?id=..."})
     found, searched = await _lookup(request, job_id)
     return JSONResponse(
         {"id": job_id, "queues": found, "searched": searched,

@@ -68,3 +68,5 @@ async def test_an_unknown_id_is_one_line_and_escaped(mail: MailManager,
     box = re.search(r'<input type="search" name="id"[^>]*>', job_page)
     assert box and "value=" not in box.group(0), box
     assert (await client.get("/jobs/find")).status_code == 200  # no id: how to use the box
+    no_id = await client.get("/api/jobs/find")
+    assert no_id.status_code == 200 and no_id.json()["queues"] == []
