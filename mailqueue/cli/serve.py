@@ -102,7 +102,10 @@ def listen(host: str, port: int) -> socket.socket:
     this check and the start.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP said outright: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose
+    # proto is IPPROTO_TCP, and accepted sockets inherit the listener's. With proto 0, every
+    # answer on a keep-alive connection waited ~40 ms for the client's delayed ACK.
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     # As uvicorn does: a restart right after a stop may rebind despite TIME_WAIT connections.
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
