@@ -101,6 +101,14 @@ def listen(host: str, port: int) -> socket.socket:
     uvicorn then serves on this very socket, so no other program can take the port between
     this check and the start.
     """
+    try:
+        return tcp_listener(host, port)
+    except OSError as exc:
+        fail(_bind_problem(host, port, exc), USAGE_ERROR)
+
+
+def tcp_listener(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port), for uvicorn to serve on; OSError if it cannot."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP said outright: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose
     # proto is IPPROTO_TCP, and accepted sockets inherit the listener's. With proto 0, every
@@ -110,9 +118,9 @@ def listen(host: str, port: int) -> socket.socket:
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listener.bind((host, port))
-    except OSError as exc:
+    except OSError:
         listener.close()
-        fail(_bind_problem(host, port, exc), USAGE_ERROR)
+        raise
     return listener
 
 

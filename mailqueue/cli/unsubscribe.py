@@ -26,6 +26,7 @@ from mailqueue.cli.common import (
     stop_on_signals,
     url_host,
 )
+from mailqueue.cli.serve import tcp_listener
 from mailqueue.errors import MailQueueError
 from mailqueue.manager import MailManager
 from mailqueue.settings import port_number
@@ -40,17 +41,12 @@ UnsubscribePortOption = Annotated[str | None, typer.Option(
 
 def _listen(host: str, port: int) -> socket.socket:
     """Bound before Redis is opened: a port in use is one line and exit code 2."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        listener.bind((host, port))
+        return tcp_listener(host, port)
     except OSError as exc:
-        listener.close()
         why = "no such host name" if isinstance(exc, socket.gaierror) else (exc.strerror or exc)
         fail(f"cannot listen on {url_host(host)}:{port}: {why}: pass --host or --port",
              USAGE_ERROR)
-    return listener
 
 
 @app.command("unsubscribe-server")
