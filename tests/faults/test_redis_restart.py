@@ -29,7 +29,8 @@ from mailqueue.manager import MailManager
 from mailqueue.settings import Settings
 from tests.faults.system import MailqueueProcess, own_redis, start_dashboard, start_worker
 from tests.faults.test_worker_killed import FAST_STALLS, report
-from tests.mailqueue.mail.test_mail_faults import NOTIFY, drained, message_ids, wait_for
+from tests.mailqueue.mail.test_mail_faults import NOTIFY, drained, message_ids
+from tests.waiting import eventually
 
 TOTAL = 1000
 PAGES = ["/", "/queues/emails", "/workers", "/events", "/outbox", "/schedules",
@@ -145,7 +146,7 @@ async def test_redis_killed_and_restarted_under_load(
         async def some_sent() -> bool:
             return await sink.outbox.count() >= TOTAL // 5
 
-        await wait_for(some_sent, 60)
+        await eventually(some_sent, 60)
         server.kill()
         sent_at_kill = await sink.outbox.count()
         assert sent_at_kill < TOTAL, "every job was done before the kill"
@@ -190,7 +191,7 @@ async def test_redis_killed_and_restarted_under_load(
                 return len(await message_ids(sink)) >= TOTAL and await drained(mail)
             return False
 
-        await wait_for(all_done, 120)
+        await eventually(all_done, 120)
         workers_recovery_s = time.monotonic() - back_at
         for process in processes:
             assert process.process.poll() is None, process.output()
@@ -211,7 +212,7 @@ async def test_redis_killed_and_restarted_under_load(
         async def sse_caught_up() -> bool:
             return bool(sse.events) and sse.events[-1]["id"] == expected[-1]
 
-        await wait_for(sse_caught_up, 30)
+        await eventually(sse_caught_up, 30)
         received = [event["id"] for event in sse.events]
         # bullmq trims the stream (~10,000 entries): compare from its oldest entry.
         tail = [i for i in received if id_key(i) >= id_key(expected[0])]

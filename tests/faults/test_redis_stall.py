@@ -32,7 +32,8 @@ from mailqueue.settings import Settings
 from tests.faults.system import MailqueueProcess, own_redis, start_dashboard, start_worker
 from tests.faults.test_redis_restart import assert_redis_banner
 from tests.faults.test_worker_killed import report
-from tests.mailqueue.mail.test_mail_faults import NOTIFY, drained, message_ids, wait_for
+from tests.mailqueue.mail.test_mail_faults import NOTIFY, drained, message_ids
+from tests.waiting import eventually
 
 STALL_S = 10
 # The goal is 2 s (REDIS_COMMAND_TIMEOUT_S is 1.5 s); 3 s leaves room for a busy shared
@@ -160,7 +161,7 @@ async def test_redis_stalled_dashboard_answers_503_fast(
         async def live_rendered() -> bool:
             return live.regions > 0
 
-        await wait_for(live_rendered, 30)
+        await eventually(live_rendered, 30)
         # Default worker settings (30 s locks): the stall is shorter than a lock.
         processes.append(start_worker(tmp_path, redis_url=server.url, prefix=prefix,
                                       concurrency=10, SMTP_URL=sink.url))
@@ -168,7 +169,7 @@ async def test_redis_stalled_dashboard_answers_503_fast(
         async def some_sent() -> bool:
             return await sink.outbox.count() >= TOTAL // 10
 
-        await wait_for(some_sent, 60)
+        await eventually(some_sent, 60)
         sleeper = stall(server.url, STALL_S)
         await asyncio.to_thread(wait_until_asleep, server.url)
         asleep_at = time.monotonic()
@@ -216,7 +217,7 @@ async def test_redis_stalled_dashboard_answers_503_fast(
         async def live_banner_shown() -> bool:
             return live.shown_after(asleep_at) is not None
 
-        await wait_for(live_banner_shown, STALL_S)
+        await eventually(live_banner_shown, STALL_S)
         live_shown_s = live.shown_after(asleep_at)
 
         await asyncio.to_thread(sleeper.join, STALL_S + 30)
@@ -238,13 +239,13 @@ async def test_redis_stalled_dashboard_answers_503_fast(
         async def live_banner_cleared() -> bool:
             return live.cleared_after(awake_at) is not None
 
-        await wait_for(live_banner_cleared, 30)
+        await eventually(live_banner_cleared, 30)
         live_cleared_s = live.cleared_after(awake_at)
 
         async def all_done() -> bool:
             return len(await message_ids(sink)) >= TOTAL and await drained(mail)
 
-        await wait_for(all_done, 120)
+        await eventually(all_done, 120)
         # The add that timed out may still have been run when Redis woke: at most once.
         # Job ids count up: that add would be the next id (a second copy the one after).
         last = int(str(jobs[-1].id))

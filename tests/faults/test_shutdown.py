@@ -27,7 +27,8 @@ from mailqueue.redis_server import LOCAL_DEFAULT_URL, EmbeddedRedis, free_port, 
 from mailqueue.settings import Settings
 from tests.faults.system import MailqueueProcess
 from tests.faults.test_worker_killed import report
-from tests.mailqueue.mail.test_mail_faults import NOTIFY, wait_for
+from tests.mailqueue.mail.test_mail_faults import NOTIFY
+from tests.waiting import eventually
 
 TOTAL = 2000
 
@@ -83,7 +84,7 @@ async def test_sigterm_to_run_with_jobs_in_flight(tmp_path: Path, prefix: str) -
                 counts = await mail.queues.get_job_counts("emails")
                 return counts.get("completed", 0) >= 50 and counts.get("active", 0) > 0
 
-            await wait_for(in_flight, 60)
+            await eventually(in_flight, 60)
             before = await mail.queues.get_job_counts("emails")
             run.signal(signal.SIGTERM)
             stopped_at = time.monotonic()

@@ -25,8 +25,8 @@ from tests.mailqueue.mail.test_mail_faults import (  # noqa: F401 - big_sink is 
     big_sink,
     drained,
     message_ids,
-    wait_for,
 )
+from tests.waiting import eventually
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "reliability"
 # Short locks: a dead worker's jobs come back in seconds (README settings), not 30 s.
@@ -74,7 +74,7 @@ async def test_worker_sigkilled_during_2000_sends(
         async def a_quarter_sent() -> bool:
             return await big_sink.outbox.count() >= total // 4
 
-        await wait_for(a_quarter_sent, 60)
+        await eventually(a_quarter_sent, 60)
         active_at_kill = (await mail.queues.get_job_counts("emails")).get("active", 0)
         victim.kill()
         killed_at = time.monotonic()
@@ -86,7 +86,7 @@ async def test_worker_sigkilled_during_2000_sends(
 
         # Stalled jobs come back after ~lock + stalled interval; a job killed mid-send then
         # waits for its send claim (30 s) to end: 90 s is generous on a loaded machine.
-        await wait_for(all_delivered, 90)
+        await eventually(all_delivered, 90)
         recovery_s = time.monotonic() - killed_at
         assert survivor.process.poll() is None, survivor.output()
     finally:

@@ -25,8 +25,8 @@ from tests.mailqueue.mail.test_mail_faults import (  # noqa: F401 - big_sink is 
     big_sink,
     drained,
     message_ids,
-    wait_for,
 )
+from tests.waiting import eventually
 
 
 async def test_worker_processes_share_the_jobs_and_stop_together(
@@ -59,7 +59,7 @@ async def test_worker_processes_share_the_jobs_and_stop_together(
             {"name": "send-notification", "data": {**NOTIFY, "to": f"p{i}@example.com"}}
             for i in range(total)
         ])
-        await wait_for(lambda: drained(mail), 90)
+        await eventually(lambda: drained(mail), 90)
         counts = await mail.queues.get_job_counts("emails")
         assert counts["completed"] == total and counts["failed"] == 0, counts
         assert len(await message_ids(big_sink)) == total
