@@ -32,6 +32,7 @@ from starlette.routing import Mount, Route
 
 from mailqueue.dashboard.app import create_app, routes
 from mailqueue.manager import MailManager
+from tests.faults.desk_seed import seed_desk
 
 from .test_xss import CORPUS, asgi_request, html_problems, report
 
@@ -79,7 +80,8 @@ async def seeded(mail: MailManager) -> dict[str, str]:
     await aiosmtplib.send(message, hostname=sink.host, port=sink.port, start_tls=False)
     message_id = (await mail.outbox.list_messages(1))[0]["id"]
     return {"name": "fuzz", "queue": "fuzz", "job_id": "j1", "scheduler_id": "s1",
-            "message_id": message_id, "path": "app.css"}
+            "message_id": message_id, "path": "app.css",
+            **await seed_desk(mail, "fuzz", "j1")}
 
 
 # --- strategies -----------------------------------------------------------------------------
