@@ -33,6 +33,7 @@ from ..context import page_context
 from ..formatting import progress_percent
 from ..render import is_htmx, render, render_fragment
 from ..security import identity_of
+from .job_messages import job_messages_context
 
 LOG_TAIL = 100  # log lines on the page (the newest); the rest on demand
 LOG_PAGE = 1000  # log lines per request for more
@@ -308,6 +309,7 @@ async def job_page(request: Request) -> Response:
     except (JobNotFoundError, UnknownQueueError) as exc:
         return await _missing_page(request, queue, job_id, exc)
     context.update(await page_context(request, "overview", queue))
+    context["job_messages"] = await job_messages_context(mail_of(request), queue, job_id)
     return render(request, "pages/job.html", context)
 
 

@@ -17,7 +17,6 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from mailqueue.desk import InvalidSearchError
 from mailqueue.desk_query import SINCE_CHOICES, MessageQuery, MessageSearch, search_messages
-from mailqueue.mail.message import make_message_id, parse_sender
 from mailqueue.mail.message_log import OUTCOMES
 from mailqueue.mail.templates import BUILTIN_TEMPLATES
 from mailqueue.manager import MailManager
@@ -25,11 +24,11 @@ from mailqueue.manager import MailManager
 from ..actions import mail_of
 from ..context import page_context
 from ..render import is_htmx, path_for, render
+from .job_messages import JOB_MESSAGES_SHOWN, job_message_id, job_messages_context
 from .jobs import _ids, as_job_page, suffix_is_literal
 
 PAGE_SIZE = 50
 ATTEMPTS_SHOWN = 50
-JOB_MESSAGES_SHOWN = 50
 # The outbox copy of a sent message was stored during its DATA, just before its log entry:
 # looked for among the outbox entries of this window around the entry's time.
 OUTBOX_WINDOW_MS = (120_000, 10_000)
@@ -155,12 +154,6 @@ async def api_message_entry(request: Request) -> Response:
 
 # --- a job's messages -------------------------------------------------------------------------
 
-def job_message_id(mail: MailManager, queue: str, job_id: str) -> str:
-    """The Message-ID every attempt of the job's message carries (as MailDesk makes it)."""
-    domain = parse_sender(mail.settings.mail_from).email.rpartition("@")[2]
-    return make_message_id(queue, job_id, domain)
-
-
 async def job_messages(request: Request) -> Response:
     """The job page's Messages section (htmx), or the job's messages on /messages."""
     if not suffix_is_literal(request, "/messages"):  # the page of a job id ending so
@@ -171,10 +164,8 @@ async def job_messages(request: Request) -> Response:
         query = urlencode({"message_id": job_message_id(mail, queue, job_id)})
         return RedirectResponse(f"{path_for(request, 'messages_page')}?{query}",
                                 status_code=303)
-    entries = await mail.desk.job_messages(queue, job_id, JOB_MESSAGES_SHOWN)
     return render(request, "partials/_job_messages_list.html",
-                  {"entries": entries, "queue": queue, "job_id": job_id,
-                   "message_id": job_message_id(mail, queue, job_id)})
+                  await job_messages_context(mail, queue, job_id))
 
 
 async def api_job_messages(request: Request) -> Response:
