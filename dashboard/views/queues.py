@@ -231,8 +231,10 @@ async def live_queue(request: Request, params: Mapping[str, str]) -> dict[str, s
     name = params.get("queue", "")
     try:
         p = listing_params(params)
-        context, charts = await asyncio.gather(_queue_context(request, name, p),
-                                               queue_charts(mail_of(request), name))
+        hub = getattr(request.app.state, "live_hub", None)
+        context, charts = await asyncio.gather(
+            _queue_context(request, name, p),
+            queue_charts(mail_of(request), name, hub.version(name) if hub else None))
     except (BadParameterError, MailQueueError):
         return {}
     context.update(current_queue=name, charts=charts)
