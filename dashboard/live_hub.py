@@ -198,12 +198,7 @@ class LiveHub:
             running = self._rendering.get(key)
             if running is not None and running[0] is label:
                 del self._rendering[key]
-        # On whole seconds: every client of this view whose page shows a relative time then
-        # wakes at the same instant and shares one render. (Left unrounded, pages opened at
-        # different moments kept their own phase, each asking for a render of its own every
-        # second: 20 viewers of one queue were ~900 Redis commands/s.)
-        changes = max(changes_at[0], label.started + MIN_REFRESH_S)
-        label.changes_at = math.ceil(changes) if math.isfinite(changes) else changes
+        label.changes_at = max(changes_at[0], label.started + MIN_REFRESH_S)
         label.cursor = self.cursor
         if len(self._renders) > MAX_CACHED:
             self._renders.clear()

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from mailqueue.mail.errors import DeliveryInProgressError, UnconfirmedSendError
 from mailqueue.mail.message_log import (
@@ -271,23 +273,23 @@ class DeliveryLog:
         """Store the delivery (kept `record_ttl_s`), release the claim and write the
         attempt's delivery-log `entries`: one script call.
 
-        On a worker's pipe it returns once the call is queued: the record is written before
-        anything the worker queues after it (the job's completion) and a failure is logged.
-        Its outcome changes nothing for this run: the message is sent, and a job whose
-        record is missing completes all the same (failing it would make its retry send
-        the message again).
+        On a worker's pipe the call shares a write with the other slots' calls.
         """
-        reply = self._call(
-            self._record_script,
-            [self._record_key(message_id), self._claim_key(message_id),
-             self._mark_key(message_id), *self.messages.keys_for(entries[0][1])],
-            [json.dumps(record), self.record_ttl_s,
-             *self.retention.argv(entries, int(time.time() * 1000))],
-        )
-        if self.pipe is None:
-            await reply
-            return
-        reply.add_done_callback(lambda done: _log_failed_record(done, message_id))
+        keys = [self._record_key(message_id), self._claim_key(message_id),
+                self._mark_key(message_id), *self.messages.keys_for(entries[0][1])]
+        args = [json.dumps(record), self.record_ttl_s,
+                *self.retention.argv(entries, int(time.time() * 1000))]
+        # Awaited: the record must be in Redis before the job can complete.
+        try:
+            await self._call(self._record_script, keys, args)
+        except (RedisConnectionError, RedisTimeoutError):
+            if self.pipe is None:
+                raise
+            # The message went out and Redis is away (restarting, failing over): the pipe
+            # fails at once, but redis-py's client retries with back-off until Redis is
+            # back. Without the record, the job's re-run would send it again (20 duplicates
+            # in 1,000 when tests/faults/test_redis_restart kills Redis under load).
+            await self._record_script(keys=keys, args=args)
 
     async def log(self, entries: list[tuple[LogEntry, Attempt]], wait: bool = False) -> int:
         """Write delivery-log entries of an attempt that sent nothing (deferred, failed,
@@ -306,13 +308,6 @@ class DeliveryLog:
         current = await self.redis.get(key)
         if current is not None and _text(current) == token:
             await self.redis.delete(key)
-
-
-def _log_failed_record(done: asyncio.Future[Any], message_id: str) -> None:
-    if done.cancelled() or done.exception() is None:
-        return
-    log.error("%s was sent, but its delivery record was not written: %s (a retry of "
-              "its job would send it again)", message_id, done.exception())
 
 
 def _log_failed_entries(done: asyncio.Future[Any]) -> None:

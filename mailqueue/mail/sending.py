@@ -85,9 +85,10 @@ async def send_once(service: SendingService, job: Any, message: OutgoingMessage,
     recipient goes on the suppression list. Every attempt writes the delivery log.
 
     Round trips in the normal path: the claim (with the suppression lookup), and the record
-    with its delivery-log entry — which, in the native worker, goes out with the job's
-    completion. Nothing is logged on the job then: its return value says what was sent;
-    job logs are for failures, retries and skipped sends.
+    with its delivery-log entry — in the native worker each shares a write with the other
+    slots' calls, and the record is in Redis before the job completes. Nothing is logged on
+    the job then: its return value says what was sent; job logs are for failures, retries
+    and skipped sends.
     """
     redis: aioredis.Redis = service.redis or job.queue.client
     prefix: str = job.queue.prefix
