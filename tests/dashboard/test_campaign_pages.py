@@ -8,16 +8,17 @@ from __future__ import annotations
 import html
 import json
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 
 from mailqueue.dashboard.app import create_app
-from mailqueue.mail.handlers import EmailHandlers
+from mailqueue.mail.handlers import EmailHandlers, create_email_handlers
 from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
 from tests.dashboard.conftest import csrf_token
-from tests.mailqueue import test_campaigns as campaign_tests
 from tests.mailqueue.mail import conftest as mail_fixtures
 from tests.waiting import eventually
 
@@ -27,7 +28,13 @@ HOSTILE = "<img src=x onerror=alert(1)>"
 NEWS = {"campaign": "Spring news", "intro": "Hello"}
 
 
-handlers = campaign_tests.handlers  # the campaign tests' fixture: the built-in handlers
+@pytest.fixture
+async def handlers(mail: MailManager, sink: MailSink) -> AsyncIterator[EmailHandlers]:
+    made = create_email_handlers(mail.settings.model_copy(update={"smtp_url": sink.url}))
+    yield made
+    await mail.stop_serving_campaigns()
+    await mail.workers.close()
+    await made.close()
 
 
 async def paused(mail: MailManager, campaign_id: str) -> dict[str, Any] | None:
