@@ -16,6 +16,7 @@ from bullmq import Job, Worker
 from bullmq.lock_manager import LockManager
 
 from mailqueue.bullmq_fixes.subsecond_delays import enable_subsecond_delays
+from mailqueue.bullmq_fixes.worker_close import finish_close
 from mailqueue.worker_gates import WorkerGate, WorkerHolds
 
 log = logging.getLogger(__name__)
@@ -173,15 +174,7 @@ class RateLimitAwareWorker(Worker):  # type: ignore[misc]  # bullmq is untyped
             await self._wait_for_tasks()
         finally:
             self._draining = False
-        await self._holds.close()  # deletes the published state while Redis is still ours
-        await self.lockManager.close()
-        try:
-            await self.backend.close(force=force)
-        except Exception as err:
-            self.emit("error", err)
-        await self._disconnect()
-        self.closed = True
-        self.emit("closed")
+        await finish_close(self, force)
 
     async def _wait_for_tasks(self) -> None:
         """Until the run loop has ended and every task in `processing` is done."""
@@ -217,17 +210,6 @@ class RateLimitAwareWorker(Worker):  # type: ignore[misc]  # bullmq is untyped
             job = task.result()
             if isinstance(job, Job):
                 self.processing.add(asyncio.ensure_future(self.processJob(job, job.token)))
-
-    async def _disconnect(self) -> None:
-        """Disconnect every socket of both clients (whatever created them)."""
-        for connection in (self.redisConnection, self.blockingRedisConnection):
-            client = getattr(connection, "conn", None)
-            if client is None:
-                continue
-            try:
-                await client.connection_pool.disconnect(inuse_connections=True)
-            except Exception as err:
-                log.debug("Worker %s: disconnecting: %s", self.workerName, err)
 
 
 class _LockManagerKeptWhileDraining(LockManager):  # type: ignore[misc]  # untyped

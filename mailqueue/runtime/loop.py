@@ -34,6 +34,7 @@ from bullmq.custom_errors import DelayedError, UnrecoverableError, WaitingChildr
 from bullmq.scripts import raw2NextJobData
 
 from mailqueue.bullmq_fixes import enable_subsecond_delays
+from mailqueue.bullmq_fixes.worker_close import finish_close
 from mailqueue.runtime.locks import StalledJobsCheck
 from mailqueue.runtime.scripts import ScriptPipe
 from mailqueue.worker_gates import WorkerGate, WorkerHolds
@@ -332,27 +333,7 @@ class NativeWorker(Worker):  # type: ignore[misc]  # bullmq is untyped
             await self._run_finished  # the loop ends after a moveToActive in flight
         await self._wait_slots()  # the lock manager keeps their locks meanwhile
         await self._pipe.idle()
-        await self._holds.close()  # deletes the published state while Redis is still ours
-        await self._stalled.stop()
-        await self.lockManager.close()
-        try:
-            await self.backend.close(force=force)
-        except Exception as err:
-            self.emit("error", err)
-        await self._disconnect()
-        self.closed = True
-        self.emit("closed")
-
-    async def _disconnect(self) -> None:
-        """Disconnect every socket of both clients (whatever created them)."""
-        for connection in (self.redisConnection, self.blockingRedisConnection):
-            client = getattr(connection, "conn", None)
-            if client is None:
-                continue
-            try:
-                await client.connection_pool.disconnect(inuse_connections=True)
-            except Exception as err:
-                log.debug("Worker %s: disconnecting: %s", self.workerName, err)
+        await finish_close(self, force, stop_stalled_check=self._stalled.stop)
 
 
 async def _shielded(awaitable: Any) -> None:
