@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import httpx
@@ -11,6 +12,7 @@ from starlette.applications import Starlette
 
 from mailqueue.dashboard.app import create_app
 from mailqueue.manager import MailManager
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -28,9 +30,10 @@ async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-@pytest.fixture
-async def live_server(app: Starlette) -> AsyncIterator[str]:
-    """The app under a real uvicorn on a free port (streaming responses need a server)."""
+@contextlib.asynccontextmanager
+async def uvicorn_serving(app: Starlette) -> AsyncIterator[int]:
+    """`app` under a real uvicorn on a free port (streaming responses need a server); the
+    port, once uvicorn has started."""
     import uvicorn
 
     from mailqueue.redis_server import free_port
@@ -40,14 +43,23 @@ async def live_server(app: Starlette) -> AsyncIterator[str]:
                             lifespan="off", timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    while not server.started:
+
+    def started() -> bool:
         assert not task.done(), "uvicorn stopped at start"
-        await asyncio.sleep(0.02)
+        return server.started
+
+    await eventually(started, 20, "uvicorn started", interval=0.02)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield port
     finally:
         server.should_exit = True
         await task
-        hub = getattr(app.state, "live_hub", None)
-        if hub is not None:
-            await hub.close()
+
+
+@pytest.fixture
+async def live_server(app: Starlette) -> AsyncIterator[str]:
+    async with uvicorn_serving(app) as port:
+        yield f"http://127.0.0.1:{port}"
+    hub = getattr(app.state, "live_hub", None)
+    if hub is not None:
+        await hub.close()

@@ -17,7 +17,6 @@ Figures are printed (`pytest -s`) and written to test-artifacts/reliability/<sce
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -28,9 +27,9 @@ from typing import Any
 
 import pytest
 
-from mailqueue.mail.handlers import create_email_handlers
 from mailqueue.mail.sink import MailSink, OutboxSummary
 from mailqueue.manager import MailManager
+from tests.mail_support import email_worker, settled
 from tests.mailqueue.mail import conftest as mail_fixtures
 
 sink = mail_fixtures.sink  # the mail tests' sink fixture, used here too
@@ -38,7 +37,6 @@ sink = mail_fixtures.sink  # the mail tests' sink fixture, used here too
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "reliability"
 QUEUE = "emails"
 NOTIFY = {"title": "Disk full", "message": "Free some space"}
-FINAL = ("completed", "failed")
 
 
 def report(scenario: str, figures: dict[str, Any]) -> None:
@@ -50,27 +48,8 @@ def report(scenario: str, figures: dict[str, Any]) -> None:
 @pytest.fixture
 async def worker(mail: MailManager, sink: MailSink) -> AsyncIterator[MailManager]:
     """A bullmq worker in this process running the built-in handlers against the sink."""
-    handlers = create_email_handlers(
-        mail.settings.model_copy(update={"smtp_url": sink.url + "&timeout=20"}))
-    await mail.create_queue(QUEUE)
-    mail.start_worker(QUEUE, handlers, concurrency=5)
-    try:
+    async with email_worker(mail, sink.url + "&timeout=20", QUEUE):
         yield mail
-    finally:
-        await mail.stop_worker(QUEUE)
-        await handlers.close()
-
-
-async def settle(mail: MailManager, job_ids: list[str], timeout: float = 60
-                 ) -> list[dict[str, Any]]:
-    """Wait until every job is completed or failed; their info, in order."""
-    deadline = time.monotonic() + timeout
-    while True:
-        infos = [await mail.queues.get_job(QUEUE, job_id) for job_id in job_ids]
-        if all(info["state"] in FINAL for info in infos):
-            return infos
-        assert time.monotonic() < deadline, [(i["id"], i["state"]) for i in infos]
-        await asyncio.sleep(0.05)
 
 
 async def add(mail: MailManager, name: str, data: dict[str, Any]) -> str:
@@ -117,7 +96,7 @@ async def test_every_address_of_a_list_string_is_delivered(
 ) -> None:
     job_ids = [await add(worker, "send-notification", {**NOTIFY, **fields})
                for fields, _, _ in LISTS]
-    infos = await settle(worker, job_ids)
+    infos = await settled(worker, QUEUE, job_ids)
     messages = await outbox(sink)
     by_id = {m["message_id"]: m for m in messages}  # the jobs ran concurrently
     assert len(by_id) == len(messages) == len(LISTS)
@@ -148,7 +127,8 @@ async def test_every_address_of_a_list_string_is_delivered(
 async def test_an_unparseable_address_fails_the_job_naming_it(
     worker: MailManager, sink: MailSink, fields: dict[str, Any], named: str
 ) -> None:
-    [info] = await settle(worker, [await add(worker, "send-notification", {**NOTIFY, **fields})])
+    job_id = await add(worker, "send-notification", {**NOTIFY, **fields})
+    [info] = await settled(worker, QUEUE, [job_id])
     assert info["state"] == "failed"
     assert info["attempts_made"] == 1  # permanent: not retried
     assert named in info["failed_reason"]
@@ -161,7 +141,7 @@ async def test_a_refused_recipient_fails_the_job_and_a_retry_does_not_resend(
     sink.fail_recipient("gone@example.com", 550)
     to = "a@example.com, gone@example.com, b@example.com"
     job_id = await add(worker, "send-notification", {**NOTIFY, "to": to})
-    [info] = await settle(worker, [job_id])
+    [info] = await settled(worker, QUEUE, [job_id])
     # The server took the message for a and b; gone was refused: failed, saying which.
     assert info["state"] == "failed" and info["attempts_made"] == 1
     assert "gone@example.com" in info["failed_reason"] and "550" in info["failed_reason"]
@@ -174,7 +154,7 @@ async def test_a_refused_recipient_fails_the_job_and_a_retry_does_not_resend(
 
     # Retried: a and b are not mailed again, gone is suppressed: completed, nothing sent.
     await worker.queues.retry_job(QUEUE, job_id)
-    [info] = await settle_again(worker, job_id, attempts=2)
+    [info] = await settled(worker, QUEUE, [job_id], 30, min_attempts=2)
     assert info["state"] == "completed", info["failed_reason"]
     assert info["return_value"]["suppressed"] == {"gone@example.com": "bounce"}
     assert info["return_value"]["accepted"] == ["a@example.com", "b@example.com"]
@@ -185,7 +165,7 @@ async def test_a_refused_recipient_fails_the_job_and_a_retry_does_not_resend(
     sink.clear_faults()
     await worker.desk.remove_suppression("gone@example.com", actor="test")
     await worker.queues.retry_job(QUEUE, job_id)
-    [info] = await settle_again(worker, job_id, attempts=3)
+    [info] = await settled(worker, QUEUE, [job_id], 30, min_attempts=3)
     assert info["state"] == "completed", info["failed_reason"]
     assert info["return_value"]["accepted"] == ["a@example.com", "b@example.com",
                                                 "gone@example.com"]
@@ -197,18 +177,6 @@ async def test_a_refused_recipient_fails_the_job_and_a_retry_does_not_resend(
         "recipients": 3, "refused": 1, "failed_attempts": 1,
         "copies_to_accepted": 1, "copies_to_refused_after_fix": 1,
         "suppressed_by_the_refusal": 1})
-
-
-async def settle_again(mail: MailManager, job_id: str, attempts: int) -> list[dict[str, Any]]:
-    """Wait for the retried job to reach a final state after its `attempts`-th run."""
-    deadline = time.monotonic() + 30
-    while True:
-        info = await mail.queues.get_job(QUEUE, job_id)
-        runs = info["attempts_made"]  # each run, failed or completed, counts one
-        if info["state"] in FINAL and runs >= attempts:
-            return [info]
-        assert time.monotonic() < deadline, (info["state"], runs)
-        await asyncio.sleep(0.05)
 
 
 # --- 5. strict parsing --------------------------------------------------------------------------
@@ -236,7 +204,7 @@ async def test_hostile_addresses_are_refused_and_nothing_is_sent(
 ) -> None:
     job_ids = [await add(worker, "send-notification", {**NOTIFY, **fields})
                for fields, _ in HOSTILE]
-    infos = await settle(worker, job_ids)
+    infos = await settled(worker, QUEUE, job_ids)
     reasons = []
     for (fields, expected), info in zip(HOSTILE, infos, strict=True):
         assert info["state"] == "failed", fields
@@ -263,7 +231,7 @@ async def test_5_mb_single_line_html_arrives_byte_for_byte(
     started = time.monotonic()
     job_id = await add(worker, "send-email", {"to": "big@example.com", "subject": "Minified",
                                               "html": html, "text": "See the HTML part."})
-    [info] = await settle(worker, [job_id], timeout=120)
+    [info] = await settled(worker, QUEUE, [job_id], timeout=120)
     elapsed = time.monotonic() - started
     assert info["state"] == "completed", info["failed_reason"]
     [summary] = await outbox(sink)
@@ -292,7 +260,7 @@ LONG_WORDS = " ".join(f"word{i}" for i in range(300))  # ~2,400 characters, one 
 async def test_templates_and_texts_with_long_lines_are_delivered(
     worker: MailManager, sink: MailSink, name: str, data: dict[str, Any]
 ) -> None:
-    [info] = await settle(worker, [await add(worker, name, data)])
+    [info] = await settled(worker, QUEUE, [await add(worker, name, data)])
     assert info["state"] == "completed", info["failed_reason"]
     [summary] = await outbox(sink)
     got = await parsed(sink, summary)

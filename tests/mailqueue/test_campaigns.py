@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from mailqueue.campaigns import CampaignError
-from mailqueue.mail.handlers import EmailHandlers, create_email_handlers
+from mailqueue.mail.handlers import EmailHandlers
 from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
+from tests.mail_support import campaign_handlers
 from tests.mailqueue.mail import conftest as mail_fixtures
 from tests.waiting import eventually
 
@@ -24,11 +25,8 @@ NEWS = {"campaign": "Spring news", "intro": "Hello"}
 
 @pytest.fixture
 async def handlers(mail: MailManager, sink: MailSink) -> AsyncIterator[EmailHandlers]:
-    made = create_email_handlers(mail.settings.model_copy(update={"smtp_url": sink.url}))
-    yield made
-    await mail.stop_serving_campaigns()
-    await mail.workers.close()
-    await made.close()
+    async with campaign_handlers(mail, sink.url) as made:
+        yield made
 
 
 async def test_a_campaign_sends_to_each_recipient_once_and_reports_progress(

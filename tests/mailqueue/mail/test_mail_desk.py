@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,10 +12,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from mailqueue.desk import InvalidSearchError
-from mailqueue.mail.handlers import create_email_handlers
 from mailqueue.mail.message_log import Attempt, LogEntry, MessageLog, Retention
 from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
+from tests.mail_support import email_worker, run_job
 from tests.mailqueue.mail.conftest import received
 
 QUEUE = "emails"
@@ -25,26 +24,13 @@ NOTIFY = {"title": "Disk full", "message": "Free some space"}
 
 @pytest.fixture
 async def worker(mail: MailManager, sink: MailSink) -> AsyncIterator[MailManager]:
-    handlers = create_email_handlers(mail.settings.model_copy(update={"smtp_url": sink.url}))
-    await mail.create_queue(QUEUE)
-    mail.start_worker(QUEUE, handlers, concurrency=5)
-    try:
+    async with email_worker(mail, sink.url, QUEUE):
         yield mail
-    finally:
-        await mail.stop_worker(QUEUE)
-        await handlers.close()
 
 
 async def run(mail: MailManager, name: str, data: dict[str, Any], **opts: Any
               ) -> dict[str, Any]:
-    job = await mail.add_job(QUEUE, name, data, **opts)
-    deadline = time.monotonic() + 30
-    while True:
-        info = await mail.queues.get_job(QUEUE, str(job.id))
-        if info["state"] in ("completed", "failed"):
-            return info
-        assert time.monotonic() < deadline, info["state"]
-        await asyncio.sleep(0.05)
+    return await run_job(mail, QUEUE, name, data, **opts)
 
 
 async def test_every_attempt_is_logged_and_found_by_address_domain_and_message_id(
@@ -172,10 +158,10 @@ async def test_the_log_stays_within_its_bounds_with_its_indexes(
     assert [e["job_id"] for e in newest] == ["399"]
     assert (await log.search(recipient="u0@example.com"))[0] == []  # trimmed, index too
 
-    aged = MessageLog(redis_client, f"{prefix}-aged", Retention(max_age_days=0.5 / 86_400))
+    aged = MessageLog(redis_client, f"{prefix}-aged", Retention(max_age_days=0.2 / 86_400))
     await aged.write([(LogEntry("sent", ["old@example.com"], 250, "250 OK"),
                        Attempt("<old@x>", "q", "1", 1, None, "Old"))])
-    await asyncio.sleep(0.6)  # the entry's age is what is tested: it must pass 0.5 s
+    await asyncio.sleep(0.3)  # the entry's age is what is tested: it must pass 0.2 s
     await aged.write([(LogEntry("sent", ["new@example.com"], 250, "250 OK"),
                        Attempt("<new@x>", "q", "2", 1, None, "New"))])
     assert [e["recipients"] for e in (await aged.search())[0]] == [["new@example.com"]]
