@@ -17,15 +17,16 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
+
+from tests.required_tools import tool_missing
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 HARNESS = NODE_DIR / "harness.mjs"
@@ -37,17 +38,9 @@ class NodeHarnessError(RuntimeError):
     pass
 
 
-def _unavailable(reason: str) -> None:
-    """Skip loudly; under CI, fail: the interop tests must never be skipped there."""
-    message = f"NODE BULLMQ INTEROP TESTS NOT RUN: {reason}"
-    if _under_ci():
-        pytest.fail(f"{message} (CI is set, so this is a failure, not a skip)", pytrace=False)
-    pytest.skip(f"{message}. Install Node.js and npm (e.g. `apt-get install nodejs npm`) "
-                "to run them.")
-
-
-def _under_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+def _unavailable(reason: str) -> NoReturn:
+    tool_missing("NODE BULLMQ INTEROP TESTS", reason,
+                 "Install Node.js and npm (e.g. `apt-get install nodejs npm`) to run them.")
 
 
 def _install(npm: str, node: str) -> None:
@@ -194,7 +187,6 @@ def node_harness() -> Iterator[NodeHarness]:
     npm, node = shutil.which("npm"), shutil.which("node")
     if npm is None or node is None:
         _unavailable(f"{'npm' if npm is None else 'node'} is not on PATH")
-    assert npm is not None and node is not None
     _install(npm, node)
     yield NodeHarness(node)
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
-import os
 import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import redis
@@ -27,18 +26,12 @@ from mailqueue.errors import RedisUnavailableError
 from mailqueue.manager import MailManager
 from mailqueue.redis_server import EmbeddedRedis, free_port
 from mailqueue.settings import Settings
+from tests.required_tools import tool_missing
 
 
-def _under_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def _unavailable(reason: str) -> None:
-    message = f"REDIS TLS TESTS NOT RUN: {reason}"
-    if _under_ci():
-        pytest.fail(f"{message} (CI is set, so this is a failure, not a skip)", pytrace=False)
-    pytest.skip(f"{message}. Install Debian's redis-server (`apt-get install redis-server`) "
-                "to run them.")
+def _unavailable(reason: str) -> NoReturn:
+    tool_missing("REDIS TLS TESTS", reason,
+                 "Install Debian's redis-server (`apt-get install redis-server`) to run them.")
 
 
 # --- a CA, a server certificate, and a TLS-only redis-server --------------------------------
