@@ -483,7 +483,8 @@ class MailManager:
 
     async def _smtp_health(self) -> dict[str, Any]:
         """Whether the SMTP server that workers would use answers (EHLO + NOOP)."""
-        from mailqueue.mail.transport import SmtpConfig, probe_smtp
+        from mailqueue.mail.transport import probe_smtp
+        from mailqueue.smtp_url import SmtpConfig
 
         url = self.settings.smtp_url
         source = "SMTP_URL"

@@ -17,7 +17,10 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from mailqueue.dkim_names import check_dns_name, signed_header_names
 from mailqueue.redact import MASK, redact_url
+from mailqueue.smtp_url import SmtpConfig
+from mailqueue.unsubscribe_url import check_base_url
 
 log = logging.getLogger(__name__)
 
@@ -274,8 +277,6 @@ class Settings(BaseSettings):
         # of failing every e-mail job later.
         if value is None or not value.strip():
             return None
-        from mailqueue.mail.transport import SmtpConfig
-
         try:
             SmtpConfig.from_url(value)
         except ValueError as exc:  # its message never quotes the password
@@ -294,8 +295,6 @@ class Settings(BaseSettings):
         # Only what needs no file: the key itself is checked where the signer is made.
         if value is None:
             return None
-        from mailqueue.mail.dkim_names import check_dns_name
-
         what = "domain" if info.field_name == "mail_dkim_domain" else "selector"
         name = check_dns_name(value, what)
         domain = info.data.get("mail_dkim_domain")
@@ -306,8 +305,6 @@ class Settings(BaseSettings):
     @field_validator("mail_dkim_headers")
     @classmethod
     def _dkim_headers(cls, value: str) -> str:
-        from mailqueue.mail.dkim_names import signed_header_names
-
         return ", ".join(signed_header_names(value))
 
     @field_validator("mail_unsubscribe_url", mode="before")
@@ -315,8 +312,6 @@ class Settings(BaseSettings):
     def _unsubscribe_url(cls, value: Any) -> Any:
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
-        from mailqueue.mail.unsubscribe import check_base_url
-
         return check_base_url(value)
 
     @field_validator("mail_unsubscribe_secret", mode="before")

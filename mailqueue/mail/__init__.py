@@ -11,7 +11,8 @@ from mailqueue.mail.errors import (
 from mailqueue.mail.handlers import EmailHandlers, create_email_handlers
 from mailqueue.mail.sink import MailSink, Outbox
 from mailqueue.mail.templates import RenderedMail, TemplateRenderer
-from mailqueue.mail.transport import SmtpConfig, SmtpTransport
+from mailqueue.mail.transport import SmtpTransport
+from mailqueue.smtp_url import SmtpConfig
 
 __all__ = [
     "EmailHandlers",

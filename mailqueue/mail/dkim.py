@@ -25,9 +25,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from mailqueue.dkim_names import signed_header_names
 from mailqueue.errors import MailQueueError
 from mailqueue.mail import dkim_rsa
-from mailqueue.mail.dkim_names import signed_header_names
 from mailqueue.mail.errors import InvalidMailDataError
 from mailqueue.mail.message import OutgoingMessage
 from mailqueue.settings import Settings

@@ -7,7 +7,8 @@ import pytest
 from mailqueue.mail.errors import PermanentDeliveryError, TransientDeliveryError
 from mailqueue.mail.message import OutgoingMessage, build_message, parse_address, parse_sender
 from mailqueue.mail.sink import MailSink
-from mailqueue.mail.transport import SmtpConfig, SmtpTransport
+from mailqueue.mail.transport import SmtpTransport
+from mailqueue.smtp_url import SmtpConfig
 
 from .conftest import received
 

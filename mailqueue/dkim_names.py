@@ -1,7 +1,7 @@
 """What the DKIM settings may say, checked as text (no key file is read): the signing
 domain and selector as DNS names, MAIL_DKIM_HEADERS as header names. mailqueue/settings.py
 validates with these; mailqueue/mail/dkim.py signs. Nothing here imports the rest of
-mailqueue, so the settings, at the bottom, can use it.
+mailqueue: the settings, at the bottom of the layers, use it.
 """
 
 from __future__ import annotations
