@@ -21,7 +21,7 @@ _PUBLIC: dict[str, str] = {
     "WorkerManager": "mailqueue.workers",
     "EventManager": "mailqueue.events",
     "FlowManager": "mailqueue.flows",
-    "Outbox": "mailqueue.mail.sink",
+    "Outbox": "mailqueue.mail.outbox",
     "MailQueueError": "mailqueue.errors",
     "RedisUnavailableError": "mailqueue.errors",
     "RedisFullError": "mailqueue.errors",
@@ -87,7 +87,7 @@ if TYPE_CHECKING:
         TemplateNotFoundError,
         TransientMailError,
     )
-    from mailqueue.mail.sink import Outbox
+    from mailqueue.mail.outbox import Outbox
     from mailqueue.manager import MailManager
     from mailqueue.queues import QueueManager
     from mailqueue.settings import Settings

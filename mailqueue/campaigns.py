@@ -32,8 +32,8 @@ import redis.asyncio as aioredis
 from mailqueue.errors import MailQueueError
 from mailqueue.mail.addresses import parse_address, shown
 from mailqueue.mail.errors import InvalidMailDataError
+from mailqueue.mail.key_namespace import NAMESPACE
 from mailqueue.mail.message_log import campaign_key
-from mailqueue.mail.sink import NAMESPACE
 from mailqueue.queues import QueueManager
 
 QUEUE_PREFIX = "campaign-"

@@ -27,7 +27,8 @@ from mailqueue.errors import MailQueueError, RedisNotAnsweringError, RedisUnavai
 from mailqueue.events import EventManager, Subscription
 from mailqueue.flows import FlowManager
 from mailqueue.mail.message import parse_sender
-from mailqueue.mail.sink import MailSink, Outbox, registered_sink_url
+from mailqueue.mail.outbox import Outbox
+from mailqueue.mail.sink import MailSink, registered_sink_url
 from mailqueue.mail.templates import BUILTIN_TEMPLATES
 from mailqueue.queues import QueueManager
 from mailqueue.redact import redact_url

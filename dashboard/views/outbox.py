@@ -13,7 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from mailqueue.mail.sink import OutboxMessage
+from mailqueue.mail.outbox import OutboxMessage
 from mailqueue.manager import MailManager
 
 from ..actions import mail_of

@@ -9,7 +9,8 @@ from mailqueue.mail.errors import (
     TransientMailError,
 )
 from mailqueue.mail.handlers import EmailHandlers, create_email_handlers
-from mailqueue.mail.sink import MailSink, Outbox
+from mailqueue.mail.outbox import Outbox
+from mailqueue.mail.sink import MailSink
 from mailqueue.mail.templates import RenderedMail, TemplateRenderer
 from mailqueue.mail.transport import SmtpTransport
 from mailqueue.smtp_url import SmtpConfig

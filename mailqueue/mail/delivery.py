@@ -43,6 +43,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from mailqueue.mail.errors import DeliveryInProgressError, UnconfirmedSendError
+from mailqueue.mail.key_namespace import NAMESPACE
 from mailqueue.mail.message_log import (
     LOG_FUNCTIONS,
     Attempt,
@@ -50,7 +51,6 @@ from mailqueue.mail.message_log import (
     MessageLog,
     Retention,
 )
-from mailqueue.mail.sink import NAMESPACE
 from mailqueue.mail.suppressions import suppression_keys
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
-from mailqueue.mail.sink import NAMESPACE
+from mailqueue.mail.key_namespace import NAMESPACE
 
 Outcome = Literal["sent", "deferred", "failed", "suppressed"]
 OUTCOMES: tuple[Outcome, ...] = ("sent", "deferred", "failed", "suppressed")

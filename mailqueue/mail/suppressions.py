@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 
 from mailqueue.mail.addresses import parse_address
 from mailqueue.mail.errors import InvalidMailDataError
-from mailqueue.mail.sink import NAMESPACE
+from mailqueue.mail.key_namespace import NAMESPACE
 
 Reason = Literal["bounce", "unsubscribe", "manual", "complaint"]
 REASONS: tuple[Reason, ...] = ("bounce", "unsubscribe", "manual", "complaint")

@@ -27,7 +27,8 @@ from typing import Any
 
 import pytest
 
-from mailqueue.mail.sink import MailSink, OutboxSummary
+from mailqueue.mail.outbox import OutboxSummary
+from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
 from tests.mail_support import email_worker, settled
 from tests.mailqueue.mail import conftest as mail_fixtures

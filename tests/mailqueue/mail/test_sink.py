@@ -8,7 +8,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from mailqueue.mail.message import build_message, parse_address, parse_sender
-from mailqueue.mail.sink import MailSink, Outbox, outbox_key, registered_sink_url, sink_key
+from mailqueue.mail.outbox import Outbox, outbox_key
+from mailqueue.mail.sink import MailSink, registered_sink_url, sink_key
 from mailqueue.mail.transport import SmtpTransport
 
 SENDER = parse_sender("Test <noreply@localhost>")
