@@ -295,7 +295,7 @@ class WorkerManager:
         """The built-in e-mail handlers (send-welcome, send-newsletter, ...) and the steps of
         the e-mail flows (validate-email, newsletter-batch, retry-send, ...), one SMTP pool."""
         try:
-            from mailqueue.mail.flows import create_flow_handlers
+            from mailqueue.mail.flow_handlers import create_flow_handlers
         except ImportError as exc:
             raise MailQueueError(
                 f"The built-in e-mail handlers cannot be loaded ({exc}); "

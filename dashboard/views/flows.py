@@ -58,7 +58,8 @@ def decorate(request: Request, node: dict[str, Any], current: tuple[str, str],
 async def flow_context(request: Request, queue: str, job_id: str) -> dict[str, Any]:
     mail = mail_of(request)
     root_queue, root_id = await find_root(mail, queue, job_id)
-    tree = await mail.flows.get_flow(root_queue, root_id)
+    # A copy the page can decorate with its links (a FlowNode has no key for them).
+    tree: dict[str, Any] = dict(await mail.flows.get_flow(root_queue, root_id))
     totals: Counter[str] = Counter()
     decorate(request, tree, (queue, job_id), totals)
     live = urlencode({"view": "flow", "flow_queue": queue, "job_id": job_id})

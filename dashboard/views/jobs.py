@@ -226,7 +226,8 @@ async def read_family(request: Request, mail: MailManager, job: JobView) -> dict
     except MailQueueError:  # an id BullMQ's flow keys cannot hold: no children
         tree = None
     if tree is not None:
-        counts = {k: tree[k] for k in counts}
+        counts = {"pending": tree["pending"], "processed": tree["processed"],
+                  "failed": tree["failed"]}
         truncated = bool(tree["truncated"])
         for child in tree["children"]:
             children.append({

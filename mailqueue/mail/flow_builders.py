@@ -1,25 +1,32 @@
-"""Builders of the four e-mail workflows (the seed's createEmailFlow, createNewsletterFlow,
-createConditionalFlow, createRetryFlow): each adds one BullMQ flow; mailqueue/mail/flows.py
-holds the handlers that run their steps (the trees are drawn there).
+"""The four ready-made e-mail workflows (the seed's createEmailFlow, createNewsletterFlow,
+createConditionalFlow, createRetryFlow): each builds one BullMQ flow and adds it;
+mailqueue/mail/flow_handlers.py holds the handlers that run their steps (the trees are drawn
+there).
 
 They take what adds flows and jobs as structural types (`FlowAdder`, `JobAdder`), which
 `mailqueue.flows.FlowManager` and `mailqueue.queues.QueueManager` are: the mail package
-stays below the managers, which call these (FlowManager.create_email_flow...).
+stays below the managers, which call these (FlowManager.create_email_flow...). A builder
+answers what the FlowAdder's add_flow answered.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict, TypeVar
 
 from mailqueue.errors import MailQueueError
+from mailqueue.mail.flow_conditions import check_conditions_shape
 from mailqueue.mail.message import parse_address
 
+# What add_flow answers: {flow_id, queue, job_id, tree}, the tree's nodes {id, children...}.
+Added = TypeVar("Added", bound=Mapping[str, Any])
+Added_co = TypeVar("Added_co", bound=Mapping[str, Any], covariant=True)
 
-class FlowAdder(Protocol):
+
+class FlowAdder(Protocol[Added_co]):
     prefix: str
 
-    async def add_flow(self, definition: Mapping[str, Any]) -> dict[str, Any]: ...
+    async def add_flow(self, definition: Mapping[str, Any]) -> Added_co: ...
 
 
 class JobAdder(Protocol):
@@ -39,6 +46,16 @@ DEFAULT_BATCHES_PER_CALL = 10
 GATE_HOLD_MS = 24 * 3600 * 1000
 
 
+class NewsletterFlow(TypedDict):
+    """What create_newsletter_flow answers: the flow, its root, and what it enqueued."""
+
+    flow_id: str
+    queue: str
+    job_id: str
+    batches: int
+    recipients: int
+
+
 # --- builders --------------------------------------------------------------------------------
 
 
@@ -51,9 +68,9 @@ def _mail_data(template: str, to: Any, variables: Mapping[str, Any]) -> dict[str
 
 
 async def create_email_flow(
-    flows: FlowAdder, template: str, to: Any, *, queue: str = "emails",
+    flows: FlowAdder[Added], template: str, to: Any, *, queue: str = "emails",
     opts: Mapping[str, Any] | None = None, **variables: Any,
-) -> dict[str, Any]:
+) -> Added:
     """validate-email -> render-email -> send-rendered, three jobs; returns add_flow's answer.
 
     A failed step fails the steps after it (failParentOnFailure), so the flow's root shows
@@ -75,11 +92,11 @@ async def create_email_flow(
 
 
 async def create_conditional_flow(
-    flows: FlowAdder, template: str, to: Any, *,
+    flows: FlowAdder[Added], template: str, to: Any, *,
     conditions: list[Mapping[str, Any]] | None = None,
     context: Mapping[str, Any] | None = None, not_after: int | None = None,
     queue: str = "emails", **variables: Any,
-) -> dict[str, Any]:
+) -> Added:
     """check-condition, then conditional-send sends or skips, recording the reason.
 
     `conditions`: [{"field": "user.plan", "equals": "pro"}, {"field": "opt_in",
@@ -101,10 +118,10 @@ async def create_conditional_flow(
 
 
 async def create_retry_flow(
-    flows: FlowAdder, template: str, to: Any, *, attempts: int = 5,
+    flows: FlowAdder[Added], template: str, to: Any, *, attempts: int = 5,
     backoff: Mapping[str, Any] | None = None, fallback_smtp_url: str | None = None,
     admin: str | None = None, queue: str = "emails", **variables: Any,
-) -> dict[str, Any]:
+) -> Added:
     """retry-send (transient failures back off), then fallback-send, then retry-summary.
 
     When retry-send fails for good (a 5xx, or its attempts are used up), fallback-send sends
@@ -137,10 +154,10 @@ async def create_retry_flow(
 
 
 async def create_newsletter_flow(
-    flows: FlowAdder, queues: JobAdder, campaign: Mapping[str, Any],
+    flows: FlowAdder[Mapping[str, Any]], queues: JobAdder, campaign: Mapping[str, Any],
     recipients: Iterable[Any], *, queue: str = "emails", batch_size: int = DEFAULT_BATCH_SIZE,
     batches_per_call: int = DEFAULT_BATCHES_PER_CALL,
-) -> dict[str, Any]:
+) -> NewsletterFlow:
     """One newsletter-summary parent per campaign, its recipients in newsletter-batch children.
 
     `campaign`: {"campaign": title, "articles": [...], "unsubscribe_url": "...{email}...",
@@ -202,13 +219,3 @@ async def create_newsletter_flow(
     return {"flow_id": added["flow_id"], "queue": queue, "job_id": parent_id,
             "batches": batches, "recipients": total}
 
-
-def check_conditions_shape(conditions: list[Any]) -> None:
-    for index, condition in enumerate(conditions):
-        ops = set(condition) - {"field"} if isinstance(condition, Mapping) else set()
-        if not isinstance(condition, Mapping) or not isinstance(condition.get("field"), str) \
-                or len(ops) != 1 or not ops <= {"equals", "not_equals", "in", "exists"}:
-            raise MailQueueError(
-                f"conditions[{index}]: expected {{'field': 'a.b', one of equals, not_equals, "
-                f"in, exists: value}}, not {condition!r}"
-            )

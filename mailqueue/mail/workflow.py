@@ -4,7 +4,7 @@
                                      <- prepare-template {template} <- send-welcome {to}
 
 all on one queue, served by the built-in handlers. `validate-email` with no template is in
-flows.py (it checks the addresses); here are the two steps that only this workflow has:
+flow_handlers.py (it checks the addresses); here are the two steps that only this workflow has:
 `prepare-template` checks the template exists and reports what it needs and what its
 children sent; `email-workflow`, a parent, sums up its children. Both read their children's
 results, which BullMQ runs first.

@@ -13,7 +13,8 @@ from bullmq import Worker
 
 from mailqueue.bullmq_fixes import connection_options
 from mailqueue.errors import InvalidFlowError, JobNotFoundError, MailQueueError
-from mailqueue.flows import FLOW_INDEX_SUFFIX, FlowManager, parse_flow_id, split_job_key
+from mailqueue.flows import FlowManager, parse_flow_id, split_job_key
+from mailqueue.flows.index import FLOW_INDEX_SUFFIX
 from mailqueue.manager import MailManager
 from mailqueue.queues import QueueManager
 

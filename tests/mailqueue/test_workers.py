@@ -332,7 +332,7 @@ async def test_default_handlers_include_registered_ones(stack: Stack) -> None:
 def test_missing_email_handlers_give_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     # Both: once an earlier test has imported the flows, they no longer import the handlers.
     monkeypatch.setitem(sys.modules, "mailqueue.mail.handlers", None)
-    monkeypatch.setitem(sys.modules, "mailqueue.mail.flows", None)
+    monkeypatch.setitem(sys.modules, "mailqueue.mail.flow_handlers", None)
     with pytest.raises(MailQueueError, match="e-mail handlers cannot be loaded"):
         WorkerManager.create_email_handlers()
 

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from mailqueue.mail.flows import MailHandlers, create_flow_handlers, evaluate_conditions
+from mailqueue.mail.flow_conditions import evaluate_conditions
+from mailqueue.mail.flow_handlers import MailHandlers, create_flow_handlers
 from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
 from mailqueue.workers import WorkerManager
