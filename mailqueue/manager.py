@@ -25,7 +25,8 @@ from mailqueue.cluster import (
 from mailqueue.desk import MailDesk
 from mailqueue.errors import MailQueueError, RedisNotAnsweringError, RedisUnavailableError
 from mailqueue.events import EventManager, Subscription
-from mailqueue.flows import AddedFlow, FlowManager, FlowMetrics, FlowNode
+from mailqueue.events.reader_stats import EventStats
+from mailqueue.flows import FlowManager
 from mailqueue.mail.message import parse_sender
 from mailqueue.mail.outbox import Outbox
 from mailqueue.mail.sink import MailSink, registered_sink_url
@@ -330,15 +331,15 @@ class MailManager:
 
     # --- flows -------------------------------------------------------------------------------
 
-    async def add_flow(self, definition: Mapping[str, Any]) -> AddedFlow:
+    async def add_flow(self, definition: Mapping[str, Any]) -> dict[str, Any]:
         """Add a flow (name, queueName, data, children...); returns its id and tree."""
         return await self.flows.add_flow(definition)
 
-    async def get_flow(self, queue: str, job_id: str) -> FlowNode:
+    async def get_flow(self, queue: str, job_id: str) -> dict[str, Any]:
         """The whole tree under a job, each node with its state."""
         return await self.flows.get_flow(queue, job_id)
 
-    async def get_flow_metrics(self) -> FlowMetrics:
+    async def get_flow_metrics(self) -> dict[str, Any]:
         """Flows by state and their durations."""
         return await self.flows.get_flow_metrics()
 
@@ -363,7 +364,7 @@ class MailManager:
         """
         return self.events.subscribe(queues, last_id)
 
-    async def get_event_stats(self) -> dict[str, Any]:
+    async def get_event_stats(self) -> EventStats:
         return await self.events.get_event_stats()
 
     async def setup_audit_listeners(self) -> None:

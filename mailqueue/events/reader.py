@@ -11,10 +11,8 @@ audit log's job entries are not: they come from the one process per prefix that 
 audit lease (audit_writer.py), which also records failure alerts for processes that listen
 to nothing.
 
-Where each watched stream starts: at the moment interest in it began (the first listener or
-subscription for that queue, or for all queues), expressed as a stream id from Redis's clock.
-That is XREAD's "$" taken at the right instant, and it also covers queues created later and
-found by the periodic discovery scan: all of their events are newer than the interest.
+Which streams are read, and from where, is watched_streams.py's; what was seen,
+reader_stats.py's. This module is the loop and what it feeds.
 """
 
 from __future__ import annotations
@@ -22,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -33,25 +29,19 @@ from mailqueue.audit import AlertCallback, AuditLog, FailureAlerts, call_safely
 from mailqueue.cluster import make_client
 from mailqueue.errors import MailQueueError
 from mailqueue.events.audit_writer import AuditWriter
+from mailqueue.events.reader_stats import EventCounts, EventStats
 from mailqueue.events.streams import (
     Event,
     EventCallback,
     events_key,
     id_key,
-    now_ms,
     parse_event,
     queue_of,
     recent_events,
-    scan_queues,
     stream_entries,
 )
-from mailqueue.events.subscriptions import (
-    CLOCK_MARGIN_MS,
-    Subscription,
-    _Listener,
-    _Subscriber,
-)
-from mailqueue.job_options import validate_queue_name
+from mailqueue.events.subscriptions import Subscription, _Listener, _Subscriber
+from mailqueue.events.watched_streams import DISCOVERY_INTERVAL_S, WatchedStreams
 from mailqueue.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,10 +50,6 @@ _BLOCK_MS = 1000  # short enough that a newly watched queue joins the XREAD with
 _READ_GUARD_S = 15.0  # a blocking read that outlives its BLOCK by this much means a dead link
 _READ_COUNT = 500
 _REPLAY_COUNT = 200
-_DISCOVERY_INTERVAL_S = 2.0
-# The discovery scan walks the whole keyspace (about a second per million jobs) and holds up
-# the reader meanwhile: the next one waits at least this many times what the last one took.
-_DISCOVERY_COST_FACTOR = 10
 _BACKOFF_MIN_S = 0.1
 _BACKOFF_MAX_S = 5.0
 
@@ -87,29 +73,16 @@ class EventManager:
         self._connection_options = connection
         self._audit_writer: AuditWriter | None = None
 
-        # What the reader watches: queues by reference count, and "all queues".
-        self._queue_refs: Counter[str] = Counter()
-        self._queue_since: dict[str, float] = {}
-        self._global_refs = 0
-        self._global_since = 0.0
-        self._discovered: set[str] = set()
-        self._next_scan = 0.0
-        self._cursors: dict[str, str] = {}
-        self._clock_offset_ms: float | None = None
+        self._watched = WatchedStreams(prefix)
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._closed = False
 
-        # Statistics since start.
-        self._started_at = time.time()
+        # The reader's connection, and what it has seen since start.
         self._connected = False
         self._reconnects = 0
         self._last_error: str | None = None
-        self._total = 0
-        self._per_queue_type: dict[str, Counter[str]] = {}
-        self._last_event_at: float | None = None
-        self._last_event_id: str | None = None
-        self._lag_last = self._lag_max = self._lag_sum = 0.0
+        self._counts = EventCounts()
 
     # --- listeners and subscriptions ---------------------------------------------------------
 
@@ -157,28 +130,11 @@ class EventManager:
     def _add_interest(self, queue: str | None) -> None:
         if self._closed:
             raise MailQueueError("The EventManager is closed")
-        if queue is None:
-            if not self._global_refs:
-                self._global_since = now_ms()
-                self._next_scan = 0.0
-            self._global_refs += 1
-        else:
-            validate_queue_name(queue)
-            if not self._queue_refs[queue]:
-                self._queue_since[queue] = now_ms()
-            self._queue_refs[queue] += 1
+        self._watched.add(queue)
         self._ensure_reader()
 
     def _drop_interest(self, queue: str | None) -> None:
-        if queue is None:
-            self._global_refs = max(0, self._global_refs - 1)
-            if not self._global_refs:
-                self._discovered.clear()
-        else:
-            self._queue_refs[queue] -= 1
-            if self._queue_refs[queue] <= 0:
-                del self._queue_refs[queue]
-                self._queue_since.pop(queue, None)
+        self._watched.drop(queue)
 
     def _ensure_reader(self) -> None:
         if self._task is None or self._task.done():
@@ -192,26 +148,16 @@ class EventManager:
 
     # --- the reader ---------------------------------------------------------------------
 
-    def _events_key(self, queue: str) -> str:
-        return events_key(self.prefix, queue)
-
-    def _to_redis_ms(self, local_ms: float) -> int:
-        return int(local_ms + (self._clock_offset_ms or 0.0)) - CLOCK_MARGIN_MS
-
     def redis_ms(self, local_ms: float) -> int | None:
         """`local_ms` on Redis's clock (a stream id's time), less a margin; None until the
         clock offset has been measured."""
-        return None if self._clock_offset_ms is None else self._to_redis_ms(local_ms)
-
-    async def _measure_clock(self, conn: aioredis.Redis) -> None:
-        before = now_ms()
-        seconds, micros = await conn.time()
-        after = now_ms()
-        self._clock_offset_ms = seconds * 1000 + micros / 1000 - (before + after) / 2
+        if self._watched.clock_offset_ms is None:
+            return None
+        return self._watched.to_redis_ms(local_ms)
 
     async def ensure_clock(self) -> None:
-        if self._clock_offset_ms is None:
-            await self._measure_clock(self._client)
+        if self._watched.clock_offset_ms is None:
+            await self._watched.measure_clock(self._client)
 
     async def _read_forever(self) -> None:
         backoff = _BACKOFF_MIN_S
@@ -219,16 +165,16 @@ class EventManager:
             conn = make_client(self._connection)
             failed = False
             try:
-                await self._measure_clock(conn)
+                await self._watched.measure_clock(conn)
                 if not self._connected and self._last_error is not None:
                     log.info("Event reader reconnected to Redis")
                 self._connected = True
                 while not self._closed:
-                    streams: dict[Any, Any] = await self._watched_streams(conn)
+                    streams: dict[Any, Any] = await self._watched.streams(conn)
                     if not streams:
                         self._wake.clear()
                         with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self._wake.wait(), _DISCOVERY_INTERVAL_S)
+                            await asyncio.wait_for(self._wake.wait(), DISCOVERY_INTERVAL_S)
                         continue
                     reply = await asyncio.wait_for(
                         conn.xread(streams, count=_READ_COUNT, block=_BLOCK_MS),
@@ -252,33 +198,16 @@ class EventManager:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
 
-    async def _scan_queues(self, conn: aioredis.Redis) -> set[str]:
-        return await scan_queues(conn, self.prefix)
-
-    async def _watched_streams(self, conn: aioredis.Redis) -> dict[str, str]:
-        if self._global_refs and time.monotonic() >= self._next_scan:
-            started = time.monotonic()
-            self._discovered = await self._scan_queues(conn)
-            finished = time.monotonic()
-            self._next_scan = finished + max(_DISCOVERY_INTERVAL_S,
-                                             _DISCOVERY_COST_FACTOR * (finished - started))
-        wanted = set(self._queue_refs) | (self._discovered if self._global_refs else set())
-        for queue in [q for q in self._cursors if q not in wanted]:
-            del self._cursors[queue]
-        for queue in wanted - self._cursors.keys():
-            starts = [self._queue_since[queue]] if queue in self._queue_since else []
-            if self._global_refs and queue in self._discovered:
-                starts.append(self._global_since)
-            self._cursors[queue] = f"{self._to_redis_ms(min(starts))}-0"
-        return {self._events_key(q): cursor for q, cursor in self._cursors.items()}
-
     async def _dispatch(self, reply: Any) -> None:
         for key, entries in stream_entries(reply):
             queue = queue_of(self.prefix, key)
             for entry_id, fields in entries:
-                self._cursors[queue] = entry_id
+                self._watched.advance(queue, entry_id)
                 event = parse_event(queue, entry_id, fields or {})
-                self._count(event)
+                self._counts.count(event, self._watched.clock_offset_ms)
+                if event["event"] == "added" and event.get("name"):
+                    self.alerts.remember_job_name(event["queue"], str(event.get("jobId")),
+                                                  str(event["name"]))
                 for sub in list(self._subscribers):
                     sub.offer(event)
                 await self.alerts.watch(event)
@@ -286,31 +215,17 @@ class EventManager:
                     if listener.wants(event):
                         await call_safely(listener.callback, dict(event), "Event listener")
 
-    def _count(self, event: Event) -> None:
-        now = now_ms()
-        lag = max(0.0, now + (self._clock_offset_ms or 0.0) - id_key(event["id"])[0])
-        self._total += 1
-        self._per_queue_type.setdefault(event["queue"], Counter())[event["event"]] += 1
-        self._last_event_at = now / 1000
-        self._last_event_id = event["id"]
-        self._lag_last = lag
-        self._lag_max = max(self._lag_max, lag)
-        self._lag_sum += lag
-        if event["event"] == "added" and event.get("name"):
-            self.alerts.remember_job_name(event["queue"], str(event.get("jobId")),
-                                          str(event["name"]))
-
     async def replay_batch(
         self, queues: frozenset[str] | None, positions: dict[str, str], floor: str
     ) -> list[Event]:
         """The next events after `positions` (else `floor`) in the given queues' streams."""
         names = set(queues) if queues is not None else (
-            await self._scan_queues(self._client) | set(positions)
+            await self._watched.scan(self._client) | set(positions)
         )
         if not names:
             return []
         streams: dict[Any, Any] = {
-            self._events_key(q): positions.get(q, floor) for q in sorted(names)
+            events_key(self.prefix, q): positions.get(q, floor) for q in sorted(names)
         }
         reply = await self._client.xread(streams, count=_REPLAY_COUNT)
         events = [
@@ -320,32 +235,20 @@ class EventManager:
         events.sort(key=lambda e: id_key(e["id"]))
         return events
 
-    async def get_event_stats(self) -> dict[str, Any]:
+    async def get_event_stats(self) -> EventStats:
         """Events seen since start: per queue, per type, total; reader lag and connection."""
-        per_type: Counter[str] = Counter()
-        for counts in self._per_queue_type.values():
-            per_type.update(counts)
-        return {
-            "started_at": self._started_at,
-            "total": self._total,
-            "per_queue": {q: sum(c.values()) for q, c in sorted(self._per_queue_type.items())},
-            "per_type": dict(sorted(per_type.items())),
-            "per_queue_type": {q: dict(c) for q, c in sorted(self._per_queue_type.items())},
-            "last_event_at": self._last_event_at,
-            "last_event_id": self._last_event_id,
-            "lag_ms": {
-                "last": round(self._lag_last, 1),
-                "max": round(self._lag_max, 1),
-                "avg": round(self._lag_sum / self._total, 1) if self._total else 0.0,
-            },
-            "connected": self._connected,
-            "reconnects": self._reconnects,
-            "last_error": self._last_error,
-            "watched_queues": sorted(self._cursors),
-            "listeners": len(self._listeners),
-            "subscribers": len(self._subscribers),
-            "audit_writer": None if self._audit_writer is None else self._audit_writer.stats(),
-        }
+        counts = self._counts
+        per_queue_type = counts.per_queue_type()
+        return EventStats(
+            started_at=counts.started_at, total=counts.total,
+            per_queue={q: sum(c.values()) for q, c in per_queue_type.items()},
+            per_type=counts.per_type(), per_queue_type=per_queue_type,
+            last_event_at=counts.last_event_at, last_event_id=counts.last_event_id,
+            lag_ms=counts.lag_ms(), connected=self._connected, reconnects=self._reconnects,
+            last_error=self._last_error, watched_queues=self._watched.queues,
+            listeners=len(self._listeners), subscribers=len(self._subscribers),
+            audit_writer=None if self._audit_writer is None else self._audit_writer.stats(),
+        )
 
     # --- audit log and alerts (mailqueue/audit.py) -----------------------------------------
 
