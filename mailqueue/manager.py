@@ -26,7 +26,7 @@ from mailqueue.desk import MailDesk
 from mailqueue.errors import MailQueueError, RedisNotAnsweringError, RedisUnavailableError
 from mailqueue.events import EventManager, Subscription
 from mailqueue.events.reader_stats import EventStats
-from mailqueue.flows import FlowManager
+from mailqueue.flows import AddedFlow, FlowManager, FlowMetrics, FlowNode
 from mailqueue.mail.message import parse_sender
 from mailqueue.mail.outbox import Outbox
 from mailqueue.mail.sink import MailSink, registered_sink_url
@@ -331,15 +331,15 @@ class MailManager:
 
     # --- flows -------------------------------------------------------------------------------
 
-    async def add_flow(self, definition: Mapping[str, Any]) -> dict[str, Any]:
+    async def add_flow(self, definition: Mapping[str, Any]) -> AddedFlow:
         """Add a flow (name, queueName, data, children...); returns its id and tree."""
         return await self.flows.add_flow(definition)
 
-    async def get_flow(self, queue: str, job_id: str) -> dict[str, Any]:
+    async def get_flow(self, queue: str, job_id: str) -> FlowNode:
         """The whole tree under a job, each node with its state."""
         return await self.flows.get_flow(queue, job_id)
 
-    async def get_flow_metrics(self) -> dict[str, Any]:
+    async def get_flow_metrics(self) -> FlowMetrics:
         """Flows by state and their durations."""
         return await self.flows.get_flow_metrics()
 
