@@ -23,6 +23,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from mailqueue.lua import load_script
 from mailqueue.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,43 +38,6 @@ DETAIL_MAX = 500
 AUDIT_EVENTS = {
     "completed": "ok", "failed": "error", "stalled": "stalled", "retries-exhausted": "error",
 }
-
-# Write a stream entry once across every process that sees the same trigger: the first to set
-# the marker key writes, the others get nil. (Alerts: several processes may count failures.)
-_XADD_ONCE = """
-if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then
-  return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
-end
-return false
-"""
-
-# A batch of job-event entries from one queue's events stream, and the writer's new cursor for
-# that queue, in one step. KEYS: the lease, the cursor hash, the audit stream. ARGV: the lease
-# token, the queue, the batch's last stream id, MAXLEN, then JSON [[stream id, [field, value,
-# ...]], ...]. Nothing is written unless the caller still holds the lease (a holder that lost
-# it in a pause must not write beside its successor); ids at or below the stored cursor are
-# skipped, so a batch sent twice (a lost reply, a retry) is written once. Returns the number
-# of entries written, or -1 without the lease.
-_WRITE_BATCH = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-local function after(a, b)
-  local am, as = string.match(a, '^(%d+)-(%d+)$')
-  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
-  am, bm = tonumber(am), tonumber(bm)
-  return am > bm or (am == bm and tonumber(as) > tonumber(bs))
-end
-local cursor = redis.call('HGET', KEYS[2], ARGV[2])
-local written = 0
-for _, entry in ipairs(cjson.decode(ARGV[5])) do
-  if not cursor or after(entry[1], cursor) then
-    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(entry[2]))
-    written = written + 1
-  end
-end
-if not cursor or after(ARGV[3], cursor) then redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) end
-return written
-"""
-
 
 def _now_ms() -> float:
     return time.time() * 1000
@@ -102,7 +66,7 @@ class _OnceWriter:
     """XADD to a capped stream unless another process already wrote for the same marker."""
 
     def __init__(self, client: aioredis.Redis) -> None:
-        self._script = client.register_script(_XADD_ONCE)
+        self._script = load_script(client, "stream_add_once")
 
     async def add(self, stream: str, marker: str, ttl_ms: int, maxlen: int,
                   fields: dict[str, Any]) -> str | None:
@@ -121,7 +85,7 @@ class AuditLog:
         self.prefix = prefix
         self.key = f"{prefix}:__mailqueue__:audit"
         self._max = settings.audit_log_max
-        self._write_batch = client.register_script(_WRITE_BATCH)
+        self._write_batch = load_script(client, "audit_write_batch")
 
     async def record(self, actor: str, action: str, target: str, result: str,
                      detail: str = "", at_ms: float | None = None) -> str:

@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("runtime", ("mailqueue.runtime", "mailqueue.bullmq_fixes", "mailqueue.cluster",
                  "mailqueue.redis_server", "mailqueue.redis_memory", "mailqueue.worker_gates")),
     ("base", ("mailqueue.settings", "mailqueue.job_options", "mailqueue.errors",
-              "mailqueue.types", "mailqueue.redact", "mailqueue.smtp_url",
+              "mailqueue.types", "mailqueue.redact", "mailqueue.lua", "mailqueue.smtp_url",
               "mailqueue.dkim_names", "mailqueue.unsubscribe_url")),
 ]
 # Upward imports allowed, each with the reason it is still there: none (issue 15 removed them).

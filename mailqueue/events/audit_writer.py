@@ -42,6 +42,7 @@ from mailqueue.events.streams import (
     scan_queues,
     stream_entries,
 )
+from mailqueue.lua import load_script
 from mailqueue.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,30 +60,6 @@ _BACKOFF_MIN_S = 0.1
 # events (~1 XREAD per mail, measured); waiting lets a tenth of a second's events pile up.
 _COALESCE_S = 0.1
 _BACKOFF_MAX_S = 5.0
-
-# Take the lease, or renew it if it is ours: {1, 0} renewed, {2, 0} taken (and the `:since`
-# floor set if this prefix never had one: the audit log starts now, a millisecond early so an
-# event of this very millisecond is not skipped), {0, ms} another holds it for `ms` more.
-_CLAIM = """
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return {1, 0}
-end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local now = redis.call('TIME')
-  redis.call('HSETNX', KEYS[2], ARGV[3],
-             string.format('%d-0', tonumber(now[1]) * 1000 + math.floor(now[2] / 1000) - 1))
-  return {2, 0}
-end
-return {0, redis.call('PTTL', KEYS[1])}
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 
 def _new_token() -> str:
     # Host and pid say who holds the lease (for operators, and the tests); the random part
@@ -106,8 +83,8 @@ class AuditWriter:
         self.lease_key = f"{prefix}:__mailqueue__:audit-writer"
         self.cursor_key = f"{prefix}:__mailqueue__:audit-cursor"
         self.lease_ms = lease_ms
-        self._claim = client.register_script(_CLAIM)
-        self._release = client.register_script(_RELEASE)
+        self._claim = load_script(client, "audit_lease_claim")
+        self._release = load_script(client, "audit_lease_release")
         self._token = _new_token()
         self.holding = False
         self._renewed_at = 0.0

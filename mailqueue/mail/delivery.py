@@ -42,10 +42,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from mailqueue.lua import load_script
 from mailqueue.mail.errors import DeliveryInProgressError, UnconfirmedSendError
 from mailqueue.mail.key_namespace import NAMESPACE
 from mailqueue.mail.message_log import (
-    LOG_FUNCTIONS,
     Attempt,
     LogEntry,
     MessageLog,
@@ -60,71 +60,6 @@ DEFAULT_RECORD_TTL_S = 7 * 24 * 3600  # longer than any sane retry schedule
 # runs. Claims taken under a lock need no TTL of their own: they end with the lock (above);
 # they expire with the record TTL only so that a removed job's claim does not stay for ever.
 DEFAULT_CLAIM_TTL_MS = 30_000
-
-# One round trip: the record, the claim, the lock of the claim's holder, the unconfirmed
-# mark and the suppression list, read and written atomically.
-# KEYS: record, claim, the job's lock, unconfirmed mark, the suppression list.
-# ARGV: our claim value, claim TTL (ms), "1" for at-most-once, the job's attemptsMade,
-#       the mark's TTL (s), then the recipients to look up in the suppression list
-#       (lowercased; none when the template ignores it).
-# Replies {status, record or false, PTTL or false, {address, entry, ...}}; "suppressed":
-# every recipient is on the list, nothing claimed.
-_CLAIM_SCRIPT = """
-local record = redis.call("GET", KEYS[1])
-if record then
-  local ok, data = pcall(cjson.decode, record)
-  if ok and (type(data.rejected) ~= "table" or next(data.rejected) == nil) then
-    return {"recorded", record}
-  end
-end
-local suppressed = {}
-if #ARGV > 5 then
-  local entries = redis.call("HMGET", KEYS[5], unpack(ARGV, 6))
-  for i = 6, #ARGV do
-    if entries[i - 5] then
-      suppressed[#suppressed + 1] = ARGV[i]
-      suppressed[#suppressed + 1] = entries[i - 5]
-    end
-  end
-  if #suppressed == 2 * (#ARGV - 5) then
-    return {"suppressed", record or false, false, suppressed}
-  end
-end
-local held = redis.call("GET", KEYS[2])
-local status = "claimed"
-if held and held ~= ARGV[1] then
-  if string.sub(held, 1, 4) == "ttl:" then
-    return {"busy", record or false, redis.call("PTTL", KEYS[2])}
-  end
-  if redis.call("GET", KEYS[3]) == string.sub(held, 6) then
-    return {"busy", record or false, redis.call("PTTL", KEYS[3])}
-  end
-  status = "taken"
-  if ARGV[3] == "1" then
-    local marked = redis.call("GET", KEYS[4])
-    if not marked or marked == ARGV[4] then
-      redis.call("SET", KEYS[4], ARGV[4], "EX", ARGV[5])
-      return {"unconfirmed", record or false}
-    end
-    status = "released"
-  end
-end
-redis.call("SET", KEYS[2], ARGV[1], "PX", ARGV[2])
-redis.call("DEL", KEYS[4])
-return {status, record or false, false, suppressed}
-"""
-
-# The delivery, kept for the record TTL; the claim and the unconfirmed mark released; the
-# attempt's entries in the delivery log — one script, so one round trip for all of it.
-# KEYS: record, claim, unconfirmed mark, then the message log's keys (with the campaign's).
-# ARGV: the record (JSON), its TTL (s), then the message log's arguments.
-_RECORD_SCRIPT = LOG_FUNCTIONS + """
-redis.call("SET", KEYS[1], ARGV[1], "EX", ARGV[2])
-redis.call("DEL", KEYS[2], KEYS[3])
-log_entries({KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]}, ARGV, 3)
-return 1
-"""
-
 
 class ScriptCalls(Protocol):
     """Where script calls go: a worker's pipelined command connection
@@ -189,8 +124,8 @@ class DeliveryLog:
         self.retention = retention or Retention()
         self.messages = MessageLog(redis, prefix, self.retention)
         # EVALSHA, loaded on the first NOSCRIPT (hashing the text costs microseconds).
-        self._claim_script = redis.register_script(_CLAIM_SCRIPT)
-        self._record_script = redis.register_script(_RECORD_SCRIPT)
+        self._claim_script = load_script(redis, "delivery_claim")
+        self._record_script = load_script(redis, "delivery_record")
 
     def _call(self, script: Any, keys: list[Any], args: list[Any]) -> Any:
         if self.pipe is not None:
@@ -295,7 +230,7 @@ class DeliveryLog:
         """Write delivery-log entries of an attempt that sent nothing (deferred, failed,
         suppressed). On the worker's pipe it does not wait for the reply unless `wait`.
         Returns a campaign's send errors in a row (0 when not waited for, or no campaign)."""
-        reply = self._call(self.messages._log, self.messages.keys_for(entries[0][1]),
+        reply = self._call(self.messages.write_script, self.messages.keys_for(entries[0][1]),
                            self.retention.argv(entries, int(time.time() * 1000)))
         if self.pipe is not None and not wait:
             reply.add_done_callback(_log_failed_entries)

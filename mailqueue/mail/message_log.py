@@ -8,7 +8,7 @@ attempt where the server took the message for some recipients and refused others
 entries, one per outcome, so that a search for a recipient shows that recipient's outcome.
 
 Layout under `<prefix>:__mailqueue__:` — a stream and three lexicographic indexes, written
-together by one script (so they never disagree):
+together by one script (so they never disagree; mailqueue/lua/message_log_functions.lua):
 - `messages` (stream): one entry per attempt and outcome, its id the time of writing;
 - `messages:by-address`, `messages:by-domain`, `messages:by-id` (sorted sets, all scores 0):
   `<address>\\0<entry id>` (lowercased, one member per recipient), `<domain>\\0<entry id>`,
@@ -30,96 +30,14 @@ from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
+from mailqueue.lua import load_script
 from mailqueue.mail.key_namespace import NAMESPACE
 
 Outcome = Literal["sent", "deferred", "failed", "suppressed"]
 OUTCOMES: tuple[Outcome, ...] = ("sent", "deferred", "failed", "suppressed")
 DEFAULT_MAX_ENTRIES = 100_000
 DEFAULT_MAX_AGE_DAYS = 30
-_TRIM_BATCH = 50
 _REPLY_MAX = 500
-
-# Lua: write entries and keep the log in bounds. Used by LOG_SCRIPT below and, with the
-# delivery record, by mailqueue.mail.delivery's record script (one round trip for both).
-# `log_entries(stream, by_address, by_id, argv, i)` reads from argv[i]: the most entries,
-# the oldest time kept (ms), the number of entries, then per entry its field count and
-# fields (name, value, ...), among them `to` (recipients, comma-separated) and `mid`.
-LOG_FUNCTIONS = r"""
-local function padded(id)
-  local ms, seq = string.match(id, "^(%d+)-(%d+)$")
-  return string.format("%013d-%06d", tonumber(ms), tonumber(seq))
-end
-local function index(verb, keys, id, fields)
-  local members = {}
-  for k = 1, #fields, 2 do
-    if fields[k] == "to" then
-      for address in string.gmatch(string.lower(fields[k + 1]), "[^,]+") do
-        members[#members + 1] = {keys[2], address}
-        members[#members + 1] = {keys[3], string.match(address, "@([^@]*)$") or ""}
-      end
-    elseif fields[k] == "mid" then
-      members[#members + 1] = {keys[4], fields[k + 1]}
-    end
-  end
-  local suffix = "\0" .. padded(id)
-  for _, m in ipairs(members) do
-    if verb == "add" then redis.call("ZADD", m[1], 0, m[2] .. suffix)
-    else redis.call("ZREM", m[1], m[2] .. suffix) end
-  end
-end
-local function trim(keys, max_entries, oldest_ms)
-  local excess = redis.call("XLEN", keys[1]) - max_entries
-  local first = redis.call("XRANGE", keys[1], "-", "+", "COUNT", 1)[1]
-  if not first then return end
-  local first_ms = tonumber(string.match(first[1], "^(%d+)"))
-  if excess <= 0 and first_ms >= oldest_ms then return end
-  for i, entry in ipairs(redis.call("XRANGE", keys[1], "-", "+", "COUNT", __BATCH__)) do
-    local ms = tonumber(string.match(entry[1], "^(%d+)"))
-    if i > excess and ms >= oldest_ms then break end
-    index("rem", keys, entry[1], entry[2])
-    redis.call("XDEL", keys[1], entry[1])
-  end
-end
-local function count_outcome(campaign, fields)
-  for k = 1, #fields, 2 do
-    if fields[k] == "out" then
-      local outcome = fields[k + 1]
-      redis.call("HINCRBY", campaign, outcome, 1)
-      if outcome == "failed" or outcome == "deferred" then
-        return redis.call("HINCRBY", campaign, "errors_in_a_row", 1)
-      elseif outcome == "sent" then
-        redis.call("HSET", campaign, "errors_in_a_row", 0)
-      end
-      return 0
-    end
-  end
-  return 0
-end
-local function log_entries(keys, argv, i)
-  local max_entries, oldest_ms, n = tonumber(argv[i]), tonumber(argv[i + 1]), tonumber(argv[i + 2])
-  i = i + 3
-  local ids, errors_in_a_row = {}, 0
-  for _ = 1, n do
-    local count = tonumber(argv[i])
-    local fields = {}
-    for k = 1, count do fields[k] = argv[i + k] end
-    i = i + count + 1
-    local id = redis.call("XADD", keys[1], "*", unpack(fields))
-    index("add", keys, id, fields)
-    ids[#ids + 1] = id
-    if keys[5] then errors_in_a_row = count_outcome(keys[5], fields) end
-  end
-  trim(keys, max_entries, oldest_ms)
-  return {errors_in_a_row, ids}
-end
-""".replace("__BATCH__", str(_TRIM_BATCH))
-
-# KEYS: the stream, by-address, by-domain, by-id, and the campaign's hash when the entries
-# are a campaign's (its counts per outcome and of send errors in a row).
-# ARGV: as log_entries from 1. Replies {send errors in a row (campaign), {entry ids}}.
-LOG_SCRIPT = LOG_FUNCTIONS + """
-return log_entries({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}, ARGV, 1)
-"""
 
 
 def campaign_key(prefix: str, campaign: str) -> str:
@@ -220,13 +138,14 @@ class MessageLog:
         self.prefix = prefix
         self.retention = retention or Retention()
         self.keys = message_log_keys(prefix)
-        self._log = redis.register_script(LOG_SCRIPT)
+        # mailqueue/lua/message_log_write.lua; DeliveryLog.log calls it on a worker's pipe.
+        self.write_script = load_script(redis, "message_log_write")
 
     async def write(self, entries: Sequence[tuple[LogEntry, Attempt]]) -> list[str]:
         """Write entries (one round trip); their ids."""
         if not entries:
             return []
-        reply = await self._log(keys=self.keys_for(entries[0][1]),
+        reply = await self.write_script(keys=self.keys_for(entries[0][1]),
                                 args=self.retention.argv(entries, int(time.time() * 1000)))
         return [_text(i) for i in reply[1]]
 

@@ -9,8 +9,9 @@ reset) say `{"ignore_suppressions": true}` in their settings.json.
 
 Layout under `<prefix>:__mailqueue__:`: `suppressed` (hash: address -> JSON entry) and
 `suppressed:counts` (hash: reason -> number of addresses), kept in step by one script per
-change. Addresses are stored lowercased: mailbox names are case-insensitive in practice,
-and a refusal of `Ada@X.org` must stop mail to `ada@x.org`.
+change (mailqueue/lua/suppression_add.lua, suppression_remove.lua). Addresses are stored
+lowercased: mailbox names are case-insensitive in practice, and a refusal of `Ada@X.org`
+must stop mail to `ada@x.org`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
+from mailqueue.lua import load_script
 from mailqueue.mail.addresses import parse_address
 from mailqueue.mail.errors import InvalidMailDataError
 from mailqueue.mail.key_namespace import NAMESPACE
@@ -30,30 +32,6 @@ from mailqueue.mail.key_namespace import NAMESPACE
 Reason = Literal["bounce", "unsubscribe", "manual", "complaint"]
 REASONS: tuple[Reason, ...] = ("bounce", "unsubscribe", "manual", "complaint")
 NOTE_MAX = 500
-
-# KEYS: the list, the counts. ARGV: address, entry (JSON), reason, "1" to replace an entry.
-# Returns 1 when the address was added (or its entry replaced), 0 when it was there already.
-_ADD = """
-local old = redis.call("HGET", KEYS[1], ARGV[1])
-if old and ARGV[4] ~= "1" then return 0 end
-if old then
-  local ok, entry = pcall(cjson.decode, old)
-  if ok and entry.reason then redis.call("HINCRBY", KEYS[2], entry.reason, -1) end
-end
-redis.call("HSET", KEYS[1], ARGV[1], ARGV[2])
-redis.call("HINCRBY", KEYS[2], ARGV[3], 1)
-return 1
-"""
-
-# KEYS: the list, the counts. ARGV: address. Returns the removed entry, or false.
-_REMOVE = """
-local old = redis.call("HGET", KEYS[1], ARGV[1])
-if not old then return false end
-redis.call("HDEL", KEYS[1], ARGV[1])
-local ok, entry = pcall(cjson.decode, old)
-if ok and entry.reason then redis.call("HINCRBY", KEYS[2], entry.reason, -1) end
-return old
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +69,8 @@ class SuppressionList:
         self.redis = redis
         self.prefix = prefix
         self.key, self.counts_key = suppression_keys(prefix)
-        self._add = redis.register_script(_ADD)
-        self._remove = redis.register_script(_REMOVE)
+        self._add = load_script(redis, "suppression_add")
+        self._remove = load_script(redis, "suppression_remove")
 
     async def add(self, address: str, reason: Reason, *, by: str, note: str = "",
                   reply: str = "", code: int | None = None, replace: bool = False) -> bool:

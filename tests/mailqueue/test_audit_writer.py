@@ -8,7 +8,6 @@ a Redis of the test's own, count commands per client with MONITOR, and SIGKILL t
 from __future__ import annotations
 
 import collections
-import hashlib
 import signal
 import threading
 import time
@@ -22,9 +21,9 @@ import redis
 import redis.asyncio as aioredis
 from bullmq import Job, Worker
 
-from mailqueue import audit as audit_module
 from mailqueue.bullmq_fixes import connection_options
 from mailqueue.events.audit_writer import LEASE_TTL_MS
+from mailqueue.lua import load_script
 from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
 from mailqueue.settings import Settings
@@ -240,10 +239,6 @@ def client_ports(pid: int) -> set[int]:
     return {c.laddr.port for c in proc.net_connections(kind="tcp") if c.raddr}
 
 
-def script_sha(source: str) -> str:
-    return hashlib.sha1(source.encode()).hexdigest()
-
-
 @pytest.fixture
 async def own(tmp_path: Path, prefix: str) -> AsyncIterator[tuple[MailManager, MailSink, str]]:
     """A Redis of this test's own (MONITOR sees only this test), a manager and an SMTP sink."""
@@ -324,7 +319,7 @@ async def test_two_worker_processes_one_reader_one_entry_per_job(
     other = next(pid for pid in pids if pid != holder)
     assert per_pid[other]["xread"] == 0, per_pid[other]
     assert per_pid[holder]["xread"] > 0
-    writes = counter.scripts[script_sha(audit_module._WRITE_BATCH)]
+    writes = counter.scripts[load_script(mail.client, "audit_write_batch").sha]
     xreads = sum(c["xread"] for c in counter.per_port.values())
     print(f"\n[audit writer, 2 worker processes, {total} mails] XREAD/mail="
           f"{xreads / total:.3f} audit-Lua/mail={writes / total:.3f} "
