@@ -57,6 +57,19 @@ async def settled(mail: MailManager, queue: str, job_ids: list[str], timeout: fl
     return found
 
 
+async def failed_once(mail: MailManager, queue: str, job_ids: list[str],
+                      timeout: float = 30) -> None:
+    """Until an attempt of one of the jobs has failed: with the SMTP server down, the worker
+    has met the outage (its breaker may then hold the other jobs back)."""
+
+    async def runs() -> list[int]:
+        return [(await mail.queues.get_job(queue, job_id))["attempts_made"]
+                for job_id in job_ids]
+
+    await eventually(runs, timeout, f"a failed attempt among jobs {job_ids}",
+                     accept=lambda found: max(found) >= 1)
+
+
 async def run_job(mail: MailManager, queue: str, name: str, data: dict[str, Any],
                   timeout: float = 30, **opts: Any) -> Any:
     """Add one job and return its info once it is completed or failed."""

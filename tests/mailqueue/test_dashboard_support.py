@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
 
 from mailqueue.errors import JobNotFoundError, UnknownQueueError
 from mailqueue.manager import MailManager
+from tests.waiting import eventually
 
 
 async def test_run_schedule_now_adds_a_job_from_the_template(mail: MailManager) -> None:
@@ -51,10 +51,8 @@ async def test_recent_events_newest_first_filtered(mail: MailManager) -> None:
     for i in range(3):
         await mail.add_job("a", "ok", {"i": i})
     await mail.add_job("b", "ok", {})
-    for _ in range(200):
-        if (await mail.queues.get_job_counts("a"))["completed"] == 3:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: mail.queues.get_job_counts("a"), 10, "3 jobs of a completed",
+                     accept=lambda counts: counts["completed"] == 3)
     events = await mail.events.recent_events(n=100)
     assert {e["queue"] for e in events} == {"a", "b"}
     keys = [tuple(map(int, e["id"].split("-"))) for e in events]

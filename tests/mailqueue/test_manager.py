@@ -292,10 +292,8 @@ async def test_lock_settings_reach_a_python_api_worker_and_explicit_options_win(
 
 
 async def _lock_ttl(client: aioredis.Redis, key: str, timeout: float = 10) -> int:
-    deadline = time.monotonic() + timeout
-    while (ttl := await client.pttl(key)) < 0:
-        assert time.monotonic() < deadline, f"{key} never locked"
-        await asyncio.sleep(0.02)
+    ttl = await eventually(lambda: client.pttl(key), timeout, f"{key} locked",
+                           accept=lambda found: found >= 0, interval=0.02)
     return int(ttl)
 
 

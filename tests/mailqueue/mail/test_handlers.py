@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ from mailqueue.mail.sink import MailSink
 from mailqueue.mail.transport import SmtpTransport
 from mailqueue.manager import MailManager
 from mailqueue.settings import Settings
+from tests.mail_support import email_worker, failed_once, settled
 
 from .conftest import received
 
@@ -180,36 +180,21 @@ def test_html_to_text() -> None:
     assert text == "Hello & welcome\nBye\nnow\n"
 
 
-async def _wait_for(predicate: Any, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
-
-
 async def test_through_a_worker_sink_down_then_up_and_550(
     mail: MailManager, sink: MailSink
 ) -> None:
-    handlers = create_email_handlers(mail.settings.model_copy(update={"smtp_url": sink.url}))
-    await mail.create_queue("emails")
-    mail.start_worker("emails", handlers, concurrency=5)
-    try:
+    async with email_worker(mail, sink.url):
         await sink.stop()
         sink.fail_recipient("gone@example.com", 550)
         ok = [await mail.add_job("emails", "send-notification",
                                  {**JOBS["send-notification"], "to": f"u{i}@example.com"},
                                  attempts=10, backoff={"type": "fixed", "delay": 200})
               for i in range(5)]
-        await asyncio.sleep(0.5)  # every job fails at least once while the server is down
+        await failed_once(mail, "emails", [str(job.id) for job in ok])  # the server is down
         await sink.start()
         bad = await mail.add_job("emails", "send-welcome",
                                  {**JOBS["send-welcome"], "to": "gone@example.com"}, attempts=5)
-
-        async def settled() -> bool:
-            states = [(await mail.queues.get_job("emails", j.id))["state"] for j in [*ok, bad]]
-            return all(s in ("completed", "failed") for s in states)
-
-        await _wait_for(settled)
+        await settled(mail, "emails", [str(job.id) for job in [*ok, bad]], 20)
         for job in ok:
             info = await mail.queues.get_job("emails", job.id)
             assert info["state"] == "completed" and info["attempts_made"] >= 1
@@ -220,6 +205,3 @@ async def test_through_a_worker_sink_down_then_up_and_550(
         messages = await sink.outbox.list_messages(100)
         delivered = sorted(m["envelope_to"][0] for m in messages)
         assert delivered == sorted(j.data["to"] for j in ok)  # each exactly once
-    finally:
-        await mail.stop_worker("emails")
-        await handlers.close()

@@ -3,7 +3,6 @@ for one recipient, a worker SIGKILLed in the middle of 1,000 sends."""
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import time
 from collections.abc import AsyncIterator
@@ -14,6 +13,7 @@ import redis.asyncio as aioredis
 
 from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
+from tests.mail_support import failed_once
 from tests.waiting import eventually
 
 from .worker_process import WorkerProcess
@@ -51,7 +51,7 @@ async def test_smtp_down_then_up_every_message_delivered_once(
     worker = WorkerProcess(tmp_path, redis_url, prefix, big_sink.url)
     try:
         await worker.wait_ready(mail)
-        await asyncio.sleep(1.0)  # every job fails at least once
+        await failed_once(mail, "emails", [str(job.id) for job in jobs])  # the server is down
         assert await big_sink.outbox.count() == 0
         await big_sink.start()
         await eventually(lambda: drained(mail), 30)

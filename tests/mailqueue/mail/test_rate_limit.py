@@ -3,7 +3,6 @@ workers are `mailqueue worker` processes or started from Python."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
 from mailqueue.settings import Settings
 from mailqueue.workers import worker_options_from_settings
+from tests.waiting import eventually
 
 from .worker_process import WorkerProcess
 
@@ -37,10 +37,7 @@ async def _run_jobs(mail: MailManager, n: int, **worker_options: Any) -> list[fl
     await mail.create_queue("emails")
     await mail.add_jobs("emails", [{"name": "notify", "data": {"i": i}} for i in range(n)])
     mail.start_worker("emails", {"notify": notify}, concurrency=10, **worker_options)
-    deadline = time.monotonic() + 20
-    while len(ran) < n:
-        assert time.monotonic() < deadline, f"only {len(ran)} of {n} jobs ran"
-        await asyncio.sleep(0.02)
+    await eventually(lambda: len(ran) >= n, 20, f"{n} jobs run", interval=0.02)
     return sorted(ran)
 
 
@@ -85,10 +82,8 @@ async def test_n_emails_at_10_per_second_across_two_workers_take_n_over_10_secon
              "data": {"to": f"u{i}@example.com", "title": "t", "message": "m"}}
             for i in range(n)
         ])
-        deadline = time.monotonic() + 20
-        while await sink.outbox.count() < n:
-            assert time.monotonic() < deadline, "not every e-mail arrived"
-            await asyncio.sleep(0.05)
+        await eventually(sink.outbox.count, 20, f"{n} e-mails in the outbox",
+                         accept=lambda count: count >= n)
     finally:
         for worker in workers:
             worker.stop()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -11,6 +10,7 @@ import time
 from pathlib import Path
 
 from mailqueue.manager import MailManager
+from tests.waiting import eventually
 
 
 class WorkerProcess:
@@ -39,15 +39,15 @@ class WorkerProcess:
         Workers are named host-pid-n, so this finds its own even when other workers start at
         the same moment (counting workers before and after raced with them).
         """
-        deadline = time.monotonic() + timeout
         own = f"-{self.process.pid}-"
-        while True:
+
+        async def registered() -> bool:
             assert self.process.poll() is None, f"the worker exited: {self.output()}"
             workers = await mail.workers.list_workers(queue)
-            if any(own in (w["name"] or "") for w in workers):
-                return
-            assert time.monotonic() < deadline, f"no worker after {timeout} s: {self.output()}"
-            await asyncio.sleep(0.1)
+            return any(own in (w["name"] or "") for w in workers)
+
+        await eventually(registered, timeout, f"worker process {self.process.pid} in Redis",
+                         interval=0.1)
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
