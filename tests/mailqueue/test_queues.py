@@ -382,7 +382,8 @@ async def test_a_paused_queue_processes_nothing_until_resumed(
     await qm.pause("emails")
     await qm.add_job("emails", "n", {})
     async with running_worker(redis_url, prefix, "emails", ok):
-        await asyncio.sleep(0.5)
+        # The window in which nothing may run: a worker takes an unpaused job within ms.
+        await asyncio.sleep(0.3)
         assert await counts_of(qm, "emails") == {"paused": 1}
         await qm.resume("emails")
         await eventually(lambda: _has_counts(qm, "emails", completed=1))
@@ -399,7 +400,7 @@ async def test_clean_removes_only_jobs_older_than_the_grace(
         await eventually(lambda: _has_counts(qm, "emails", completed=3))
     assert await qm.clean("emails", "completed", grace_ms=60_000) == []
     assert await counts_of(qm, "emails") == {"completed": 3}
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # the jobs must be older than now - 0 ms: a clock tick
     removed = await qm.clean("emails", "completed", grace_ms=0)
     assert len(removed) == 3
     assert await counts_of(qm, "emails") == {}
