@@ -89,13 +89,15 @@ async def test_per_queue_and_global_listeners(mail: MailManager) -> None:
 
 async def test_unsubscribe_stops_delivery(mail: MailManager) -> None:
     seen: list[dict[str, Any]] = []
+    still: list[dict[str, Any]] = []  # a listener that stays: the events did arrive
     off = mail.on_event("q", None, seen.append)
+    mail.on_event("q", None, still.append)
     await mail.add_job("q", "x")
-    await eventually(lambda: len(seen) >= 2)  # added + waiting
+    await eventually(lambda: len(seen) >= 2 and len(still) >= 2)  # added + waiting
     off()
-    before = len(seen)
+    before, still_before = len(seen), len(still)
     await mail.add_job("q", "x")
-    await asyncio.sleep(1.5)
+    await eventually(lambda: len(still) >= still_before + 2, what="the next job's events")
     assert len(seen) == before
 
 
@@ -153,7 +155,7 @@ async def test_event_fields(
 async def test_global_listener_picks_up_a_queue_created_later(mail: MailManager) -> None:
     seen: list[dict[str, Any]] = []
     mail.on_event(None, "added", seen.append)
-    await asyncio.sleep(2.5)  # past the first discovery scan
+    await asyncio.sleep(2.5)  # the scenario: the queue appears after the first discovery scan
     job = await mail.add_job("brand-new", "x")
     await eventually(lambda: any(e["queue"] == "brand-new" for e in seen))
     assert seen[0]["jobId"] == job.id
@@ -234,13 +236,8 @@ async def test_slow_subscriber_catches_up_without_loss(
     prefix = mail.settings.queue_prefix
     sub = mail.events.subscribe(["slow"])
     await mail.add_jobs("slow", [{"name": "x", "data": {"i": i}} for i in range(20)])
-    expected = None
-    for _ in range(100):
-        expected = await _xrange_ids(mail.client, prefix, "slow", "0-0")
-        if len(expected) == 40:
-            break
-        await asyncio.sleep(0.05)
-    assert expected is not None and len(expected) == 40
+    expected = await eventually(lambda: _xrange_ids(mail.client, prefix, "slow", "0-0"), 5,
+                                "40 events in the stream", accept=lambda ids: len(ids) == 40)
     await asyncio.sleep(1.5)  # the reader overflows the 5-event buffer meanwhile
     got = await take(sub, 40)
     await sub.aclose()
@@ -256,8 +253,8 @@ async def test_a_dropped_subscription_leaves_the_fan_out(mail: MailManager) -> N
     gc.collect()
     stats = await mail.get_event_stats()
     assert stats["subscribers"] == 0
-    await asyncio.sleep(1.5)
-    assert "gone" not in (await mail.get_event_stats())["watched_queues"]
+    await eventually(mail.get_event_stats, 5, "the queue no longer watched",
+                     accept=lambda found: "gone" not in found["watched_queues"])
 
 
 async def test_bad_cursor_is_a_clear_error(mail: MailManager) -> None:
@@ -281,7 +278,7 @@ async def test_reader_reconnects_after_a_redis_restart(tmp_path: Path, settings:
 
         server.kill()
         await eventually(lambda: not manager._connected)
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # the scenario: Redis stays away while the reader retries
         server = EmbeddedRedis(data_dir=tmp_path / "restart", port=port).start()
 
         after = aioredis.Redis.from_url(server.url, decode_responses=True)
@@ -332,16 +329,14 @@ async def test_audit_listeners_record_job_lifecycle(
     bad = await mail.add_job("au", "y", attempts=1)
     worker_factory("au", lambda job, token: ok(job, token) if job.id == good.id
                    else boom(job, token))
-    entries: list[dict[str, Any]] = []
 
-    async def poll() -> None:
-        while len(entries) < 2:
-            entries[:] = [e for e in await mail.get_audit_log() if e["actor"] == "system"
-                          and e["action"] in ("completed", "failed")]
-            await asyncio.sleep(0.05)
+    async def outcomes() -> list[dict[str, Any]]:
+        return [e for e in await mail.get_audit_log() if e["actor"] == "system"
+                and e["action"] in ("completed", "failed")]
 
-    await asyncio.wait_for(poll(), 10)
-    await asyncio.sleep(0.5)
+    await eventually(outcomes, 10, "both jobs' outcomes audited",
+                     accept=lambda found: len(found) >= 2)
+    await asyncio.sleep(0.5)  # the window in which a second listener's copy would show
     entries = [e for e in await mail.get_audit_log() if e["actor"] == "system"]
     targets = {(e["action"], e["target"], e["result"]) for e in entries}
     assert ("completed", f"au/{good.id}", "ok") in targets
