@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from mailqueue import __version__
 from mailqueue.errors import MailQueueError
-from mailqueue.settings import Settings
+from mailqueue.settings import Settings, port_number
 
 _Command = typing.TypeVar("_Command", bound=Callable[..., Any])
 
@@ -111,6 +111,26 @@ def load_settings() -> Settings:
     fail(problems[-1], USAGE_ERROR)
 
 
+def service_settings(*, sends_mail: bool = False) -> Settings:
+    """The settings of a long-running command (a worker, a server), logging set up; for one
+    that sends mail, the DKIM key checked before anything starts."""
+    settings = load_settings()
+    setup_logging(settings)
+    if sends_mail:
+        check_mail_signing(settings)
+    return settings
+
+
+def port_option(port: str | None, default: int) -> int:
+    """`--port`, or `default` without it; a bad one is one line and exit code 2."""
+    if port is None:
+        return default
+    try:
+        return port_number(port)
+    except ValueError as exc:
+        fail(f"--port: {exc}", USAGE_ERROR)
+
+
 def check_mail_signing(settings: Settings) -> None:
     """DKIM's key read and checked before a worker starts anything: a missing, unreadable or
     bad key (or half the DKIM settings) is one line and exit code 2, never a failure per job.
@@ -174,6 +194,13 @@ def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+async def until_stopped() -> None:
+    """Until Ctrl-C or SIGTERM."""
+    stop = asyncio.Event()
+    with stop_on_signals(stop):
+        await stop.wait()
 
 
 def url_host(host: str) -> str:

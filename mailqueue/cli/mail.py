@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Annotated, Any
 
@@ -117,7 +118,7 @@ def status(
     run_async(main)
 
 
-def _status_table(report: dict[str, Any]) -> str:
+def _status_table(report: Mapping[str, Any]) -> str:
     r = report.get("redis", {})
     lines = [
         f"Status: {'healthy' if report['healthy'] else 'UNHEALTHY'}",

@@ -305,23 +305,24 @@ def retry(
 @app.command()
 def pause(queue: QueueArgument) -> None:
     """Pause a queue: workers take no new job from it (active ones finish)."""
-
-    async def change(mail: MailManager) -> Outcome:
-        await mail.queues.pause(queue)
-        return Outcome.done(f"Paused {queue}", queue)
-
-    _change("queue.pause", queue, change)
+    _pause_or_resume(queue, pause=True)
 
 
 @app.command()
 def resume(queue: QueueArgument) -> None:
     """Resume a paused queue."""
+    _pause_or_resume(queue, pause=False)
 
+
+def _pause_or_resume(queue: str, *, pause: bool) -> None:
     async def change(mail: MailManager) -> Outcome:
-        await mail.queues.resume(queue)
-        return Outcome.done(f"Resumed {queue}", queue)
+        if pause:
+            await mail.queues.pause(queue)
+        else:
+            await mail.queues.resume(queue)
+        return Outcome.done(f"{'Paused' if pause else 'Resumed'} {queue}", queue)
 
-    _change("queue.resume", queue, change)
+    _change("queue.pause" if pause else "queue.resume", queue, change)
 
 
 @app.command()

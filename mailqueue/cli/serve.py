@@ -17,18 +17,17 @@ from mailqueue.cli.common import (
     HostOption,
     PortOption,
     app,
-    check_mail_signing,
     fail,
-    load_settings,
+    port_option,
     run_async,
-    setup_logging,
-    stop_on_signals,
+    service_settings,
+    until_stopped,
     url_host,
 )
 from mailqueue.cli.worker import close_handlers, worker_handlers
 from mailqueue.errors import MailQueueError
 from mailqueue.manager import MailManager
-from mailqueue.settings import Settings, port_number
+from mailqueue.settings import Settings
 
 
 class DashboardServer:
@@ -86,12 +85,7 @@ def dashboard_address(settings: Settings, host: str | None, port: str | None
     """--host/--port over the settings; refuses a public address without credentials."""
     host = host or settings.dashboard_host
     _check_exposure(settings, host)
-    if port is None:
-        return host, settings.dashboard_port
-    try:
-        return host, port_number(port)
-    except ValueError as exc:
-        fail(f"--port: {exc}", USAGE_ERROR)
+    return host, port_option(port, settings.dashboard_port)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -178,14 +172,11 @@ def run(
     concurrency: ConcurrencyOption = None,
 ) -> None:
     """Everything in one process: Redis if needed, the SMTP sink, a worker, the dashboard."""
-    settings = load_settings()
-    setup_logging(settings)
-    check_mail_signing(settings)
+    settings = service_settings(sends_mail=True)
     listener = listen(*dashboard_address(settings, host, port))
     warn_if_plain_http(listener)
 
     async def main() -> int:
-        stop = asyncio.Event()
         handlers: Any = None
         try:
             async with MailManager(settings) as mail:
@@ -215,8 +206,7 @@ def run(
                     typer.echo(f"Worker: queue {settings.default_queue!r}")
                     typer.echo(f"Dashboard: http://{url_host(server.host)}:{server.port}")
                     typer.echo("Ctrl-C to stop.")
-                    with stop_on_signals(stop):
-                        await stop.wait()
+                    await until_stopped()
                     typer.echo("Stopping: waiting for active jobs...")
                 finally:
                     await server.stop()
@@ -235,13 +225,11 @@ def run(
 @app.command()
 def dashboard(host: HostOption = None, port: PortOption = None) -> None:
     """Serve the dashboard (http://127.0.0.1:3000 by default)."""
-    settings = load_settings()
-    setup_logging(settings)
+    settings = service_settings()
     listener = listen(*dashboard_address(settings, host, port))
     warn_if_plain_http(listener)
 
     async def main() -> int:
-        stop = asyncio.Event()
         try:
             async with MailManager(settings) as mail:
                 server = DashboardServer(mail, listener)
@@ -254,8 +242,7 @@ def dashboard(host: HostOption = None, port: PortOption = None) -> None:
                     typer.echo(mail.redis.describe())
                     typer.echo(f"Dashboard: http://{url_host(server.host)}:{server.port}. "
                                "Ctrl-C to stop.")
-                    with stop_on_signals(stop):
-                        await stop.wait()
+                    await until_stopped()
                 finally:
                     await server.stop()
         finally:

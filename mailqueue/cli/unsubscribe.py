@@ -20,16 +20,15 @@ from mailqueue.cli.common import (
     HostOption,
     app,
     fail,
-    load_settings,
+    port_option,
     run_async,
-    setup_logging,
+    service_settings,
     stop_on_signals,
     url_host,
 )
 from mailqueue.cli.serve import tcp_listener
 from mailqueue.errors import MailQueueError
 from mailqueue.manager import MailManager
-from mailqueue.settings import port_number
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3001
@@ -56,17 +55,12 @@ def unsubscribe_server(host: HostOption = None, port: UnsubscribePortOption = No
     Put it behind your https proxy at MAIL_UNSUBSCRIBE_URL; it needs
     MAIL_UNSUBSCRIBE_SECRET. It serves only its own routes, never the dashboard.
     """
-    settings = load_settings()
-    setup_logging(settings)
+    settings = service_settings()
     if settings.mail_unsubscribe_secret is None:
         fail("MAIL_UNSUBSCRIBE_SECRET is not set: the unsubscribe app cannot check links "
              "without the secret that signs them (docs/mail.md, Unsubscribe)", USAGE_ERROR)
     host = host or DEFAULT_HOST
-    try:
-        number = DEFAULT_PORT if port is None else port_number(port)
-    except ValueError as exc:
-        fail(f"--port: {exc}", USAGE_ERROR)
-    listener = _listen(host, number)
+    listener = _listen(host, port_option(port, DEFAULT_PORT))
 
     async def main() -> int:
         import uvicorn

@@ -14,12 +14,11 @@ from mailqueue.cli.common import (
     USAGE_ERROR,
     ConcurrencyOption,
     app,
-    check_mail_signing,
     fail,
-    load_settings,
     run_async,
-    setup_logging,
+    service_settings,
     stop_on_signals,
+    until_stopped,
 )
 from mailqueue.mail.sink import registered_sink_url
 from mailqueue.manager import MailManager
@@ -56,9 +55,7 @@ def worker(
 ) -> None:
     """Process jobs of the given queues with the built-in e-mail handlers."""
     processes = _process_count(processes_option)
-    settings = load_settings()
-    setup_logging(settings)
-    check_mail_signing(settings)
+    settings = service_settings(sends_mail=True)
     names = queues or [settings.default_queue]
     if processes > 1:
         child_args = [*names] + (["--concurrency", str(concurrency)] if concurrency else [])
@@ -66,7 +63,6 @@ def worker(
         return
 
     async def main() -> int:
-        stop = asyncio.Event()
         async with MailManager(settings) as mail:
             handlers = worker_handlers(settings)
             try:
@@ -87,8 +83,7 @@ def worker(
                     typer.echo("Warning: no SMTP_URL and no development sink running: e-mail "
                                "jobs will be retried until one of them is there.", err=True)
                 typer.echo(f"Worker: queues {', '.join(names)}. Ctrl-C to stop.")
-                with stop_on_signals(stop):
-                    await stop.wait()
+                await until_stopped()
                 typer.echo("Stopping: waiting for active jobs...")
             finally:
                 await close_handlers(mail, handlers)
