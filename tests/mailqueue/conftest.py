@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -15,6 +13,7 @@ from mailqueue.bullmq_fixes import connection_options
 from mailqueue.queues import QueueManager
 from mailqueue.settings import Settings
 from mailqueue.workers import WorkerManager
+from tests.waiting import eventually
 
 
 @dataclass
@@ -50,11 +49,7 @@ async def wait_for_counts(
     stack: Stack, queue: str, timeout: float, **expected: int
 ) -> dict[str, int]:
     """Until the queue's counts include `expected` (e.g. completed=3), or AssertionError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        counts = await stack.queues.get_job_counts(queue)
-        if all(counts.get(state) == n for state, n in expected.items()):
-            return counts
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{queue}: wanted {expected}, have {counts}")
-        await asyncio.sleep(0.05)
+    counts: dict[str, int] = await eventually(
+        lambda: stack.queues.get_job_counts(queue), timeout, f"{queue}: counts {expected}",
+        accept=lambda found: all(found.get(state) == n for state, n in expected.items()))
+    return counts

@@ -20,16 +20,14 @@ from mailqueue.bullmq_fixes import (
     parse_client_list,
 )
 from tests.mailqueue.conftest import Stack, wait_for_counts
+from tests.waiting import eventually
 
 
 async def completed_job(stack: Stack, queue: str, job_id: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = await stack.queues.get_job(queue, job_id)
-        if info["state"] == "completed":
-            return dict(info)
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"job {job_id} not completed within {timeout} s")
+    info = await eventually(lambda: stack.queues.get_job(queue, job_id), timeout,
+                            f"job {job_id} completed",
+                            accept=lambda found: found["state"] == "completed", interval=0.02)
+    return dict(info)
 
 
 async def echo(data: Any, job: Job) -> Any:
@@ -45,7 +43,7 @@ async def test_idle_worker_picks_up_a_new_job_within_a_second(stack: Stack) -> N
     # retries them with a growing back-off (2, 4, 8 s...): 24 s idle falls into the 21-29 s
     # back-off, and the job waited ~5 s (measured). docs/bullmq-notes.md #1.
     stack.workers.start_worker("idle", {"ping": echo}, concurrency=1)
-    await asyncio.sleep(24)
+    await asyncio.sleep(24)  # the scenario: this long idle, inside the 21-29 s back-off
     added = time.monotonic()
     job = await stack.queues.add_job("idle", "ping", {"n": 1})
     await completed_job(stack, "idle", str(job.id), timeout=10)
@@ -57,7 +55,7 @@ async def test_idle_worker_picks_up_a_new_job_within_a_second(stack: Stack) -> N
 
 async def test_a_200ms_delayed_job_runs_well_under_a_second(stack: Stack) -> None:
     stack.workers.start_worker("delays", {"ping": echo}, concurrency=1)
-    await asyncio.sleep(0.5)  # the worker is idle, blocked on the queue's marker
+    await eventually(lambda: stack.workers.list_workers("delays"), 10, "the worker connected")
     lateness = []
     for _ in range(3):
         job = await stack.queues.add_job("delays", "ping", {}, {"delay": 200})
@@ -89,19 +87,19 @@ async def _rate_over_ten_seconds(stack: Stack, queue: str, workers: int) -> floa
         stack.workers.start_worker(
             queue, {"ping": echo}, concurrency=5, limiter={"max": 10, "duration": 1000}
         )
-    deadline = time.monotonic() + 60
-    while True:
-        # processedOn is set by the moveToActive script, so it never decreases: once one job
-        # started at or after first + 10 s, every job of the window has its timestamp.
+
+    async def starts() -> list[int]:
         async with stack.client.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.hget(key, "processedOn")
             raw = await pipe.execute()
-        started = sorted(int(value) for value in raw if value)
-        if started and started[-1] >= started[0] + 10_000:
-            break
-        assert time.monotonic() < deadline, f"{len(started)} jobs started in 60 s"
-        await asyncio.sleep(0.25)
+        return sorted(int(value) for value in raw if value)
+
+    # processedOn is set by the moveToActive script, so it never decreases: once one job
+    # started at or after first + 10 s, every job of the window has its timestamp.
+    started: list[int] = await eventually(
+        starts, 60, "a job started 10 s after the first",
+        accept=lambda found: bool(found) and found[-1] >= found[0] + 10_000, interval=0.25)
     first = started[0]
     in_window = [t for t in started if t < first + 10_000]
     return len(in_window) / 10

@@ -26,6 +26,7 @@ from mailqueue.workers import (
     register_handler,
 )
 from tests.mailqueue.conftest import Stack, wait_for_counts
+from tests.waiting import eventually
 
 
 async def test_jobs_are_routed_by_name_to_sync_and_async_handlers(stack: Stack) -> None:
@@ -115,7 +116,7 @@ async def test_close_waits_for_active_jobs(stack: Stack) -> None:
     assert info["state"] == "completed" and info["return_value"] == "done"
     # A job added after the close stays waiting: nobody serves the queue any more.
     await stack.queues.add_job("graceful", "slow", {})
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # the window in which a live worker would have taken it
     assert (await stack.queues.get_job_counts("graceful"))["waiting"] == 1
 
 
@@ -364,11 +365,9 @@ async def test_list_workers_sees_running_python_workers(stack: Stack) -> None:
     one = stack.workers.start_worker("listed", {"x": noop})
     two = stack.workers.start_worker("listed", {"x": noop})
     stack.workers.start_worker("other", {"x": noop})
-    for _ in range(100):  # the workers name their connections as they start
-        listed = await stack.workers.list_workers("listed")
-        if len(listed) == 2:
-            break
-        await asyncio.sleep(0.05)
+    # The workers name their connections as they start.
+    listed = await eventually(lambda: stack.workers.list_workers("listed"), 5,
+                              "both workers listed", accept=lambda found: len(found) == 2)
     assert {w["name"] for w in listed} == {one.name, two.name}
     for worker in listed:
         assert worker["queue"] == "listed" and worker["language"] == "python"
@@ -378,11 +377,8 @@ async def test_list_workers_sees_running_python_workers(stack: Stack) -> None:
     assert sorted(w["queue"] for w in everyone) == ["listed", "listed", "other"]
     await stack.workers.stop_worker("listed")
     # The sockets are closed; Redis drops them from CLIENT LIST a moment later.
-    for _ in range(40):
-        if await stack.workers.list_workers("listed") == []:
-            break
-        await asyncio.sleep(0.05)
-    assert await stack.workers.list_workers("listed") == []
+    await eventually(lambda: stack.workers.list_workers("listed"), 2, "no worker listed",
+                     accept=lambda found: found == [])
     assert len(await stack.workers.list_workers("other")) == 1
 
 
