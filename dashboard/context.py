@@ -31,7 +31,7 @@ async def sidebar_queues(mail: MailManager, current_queue: str | None = None
     name order; the overview lists them all."""
     names = await mail.queues.list_queues()
     counts = await mail.queues.get_many_job_counts(names)  # one round trip for all
-    rows = [
+    rows: list[dict[str, Any]] = [
         # A paused queue's waiting jobs are counted as `paused` by BullMQ: still waiting.
         {"name": name, "waiting": counts[name]["counts"].get("waiting", 0)
          + counts[name]["counts"].get("paused", 0),

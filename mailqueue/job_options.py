@@ -8,7 +8,7 @@ from typing import Any
 from mailqueue.errors import InvalidJobOptionsError, MailQueueError
 
 _QUEUE_NAME = re.compile(r"^[^\s:][^:]{0,199}$")
-_MAX_PRIORITY = 2_097_152
+MAX_PRIORITY = 2_097_152
 
 KNOWN_OPTIONS = {
     "attempts", "backoff", "delay", "priority", "jobId", "lifo", "removeOnComplete",
@@ -64,8 +64,8 @@ def validate_job_options(options: dict[str, Any]) -> dict[str, Any]:
     _non_negative_int(options, "priority")
     _non_negative_int(options, "keepLogs")
     _non_negative_int(options, "stackTraceLimit")
-    if (options.get("priority") or 0) > _MAX_PRIORITY:
-        raise InvalidJobOptionsError(f"priority must be <= {_MAX_PRIORITY}")
+    if (options.get("priority") or 0) > MAX_PRIORITY:
+        raise InvalidJobOptionsError(f"priority must be <= {MAX_PRIORITY}")
     if options.get("lifo") is not None and not isinstance(options["lifo"], bool):
         raise InvalidJobOptionsError(f"lifo must be true or false, not {options['lifo']!r}")
     _non_negative_int(options, "timestamp")
@@ -116,3 +116,19 @@ def _is_integer_text(text: str) -> bool:
 def merge_job_options(defaults: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
     """Per-call options over defaults; a per-call backoff replaces the default whole."""
     return {**defaults, **options}
+
+
+def whole_number(value: Any, what: str, low: int, high: int) -> int:
+    """`value` (a number, or its text from a form) as an int within low..high; one line
+    naming `what` when it is not one."""
+    if isinstance(value, bool):
+        raise MailQueueError(f"{what} must be a whole number")
+    try:
+        number = int(str(value).strip()) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError):
+        raise MailQueueError(f"{what} must be a whole number, not {value!r}") from None
+    if isinstance(value, float) and value != number:
+        raise MailQueueError(f"{what} must be a whole number, not {value!r}")
+    if not low <= number <= high:
+        raise MailQueueError(f"{what} must be within {low:,}..{high:,}")
+    return number

@@ -1,20 +1,23 @@
-"""Reading jobs for a person: table rows without payloads, a bounded search, one job's page.
+"""Reading jobs for tables: rows without payloads, a bounded search, the newest jobs.
 
-Mixed into QueueManager. These reads never load a job's payload for a table row, never
-parse a payload larger than the preview, and cost the same on page 10,000 as on page 1.
+These reads never load a job's payload for a table row and cost the same on page 10,000 as
+on page 1.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis.asyncio as aioredis
-from bullmq import Job, Queue
+from bullmq import Queue
 
-from mailqueue.errors import JobNotFoundError, MailQueueError
-from mailqueue.types import JOB_STATES, JobInfo
+from mailqueue.errors import MailQueueError
+from mailqueue.job_view import job_info
+from mailqueue.queue_counts import QueueCounter
+from mailqueue.queue_handles import QueueHandles
+from mailqueue.types import JOB_STATES, JobPage, JobSearch, JobSummary, SummaryPage
 
 SORT_ORDERS = {"asc": True, "desc": False}
 MAX_PER_PAGE = 500
@@ -23,36 +26,17 @@ _SUMMARY_FIELDS = ("name", "timestamp", "processedOn", "finishedOn", "attemptsMa
                    "ats", "progress", "failedReason", "opts", "delay", "priority", "parentKey")
 # A search by job data reads at most this many jobs of one state.
 MAX_SEARCH_SCAN = 1000
-
-
-def job_info(queue_name: str, job: Job, state: str | None = None) -> JobInfo:
-    """A bullmq Job as a plain dict the CLI and dashboard can use."""
-    return {
-        "id": str(job.id),
-        "queue": queue_name,
-        "name": job.name,
-        "data": job.data,
-        "opts": dict(job.opts or {}),
-        "progress": job.progress,
-        "attempts_made": int(job.attemptsMade or 0),
-        "attempts_started": int(job.attemptsStarted or 0),
-        "timestamp": int(job.timestamp or 0),
-        "processed_on": int(job.processedOn) if job.processedOn else None,
-        "finished_on": int(job.finishedOn) if job.finishedOn else None,
-        "delay": int(job.delay or 0),
-        "priority": int(job.priority or 0),
-        "failed_reason": job.failedReason,
-        "stacktrace": list(job.stacktrace or []),
-        "return_value": job.returnvalue,
-        "parent_key": job.parentKey,
-        "state": state,
-    }
+# The newest jobs of a queue: this many of each state are read, then merged by timestamp.
+LATEST_PER_STATE = 50
+# The states "latest" merges, as bullmq names the lists and sets that hold them.
+LATEST_STATES = ("active", "waiting", "paused", "prioritized", "delayed", "waiting-children",
+                 "completed", "failed")
 
 
 async def listed_state(q: Queue, state: str) -> str | None:
     """The bullmq state to range for `state`, None when it must list nothing.
 
-    A paused queue's jobs stay in `wait` (only `meta` says paused); get_job_counts counts them
+    A paused queue's jobs stay in `wait` (only `meta` says paused); the counts count them
     as paused, so listing follows: `paused` reads `wait`, and `waiting` is empty.
     """
     if state not in ("waiting", "paused") or not await q.isPaused():
@@ -60,106 +44,58 @@ async def listed_state(q: Queue, state: str) -> str | None:
     return "waiting" if state == "paused" else None
 
 
-async def _ranges(q: Queue, state: str | None, start: int, end: int, asc: bool) -> list[Any]:
+async def _ranges(q: Queue, state: str | None, start: int, end: int, asc: bool) -> list[str]:
     if state is None:
         return []
-    return list(await q.backend.getRanges([state], start, end, asc))
-
+    raw = await q.backend.getRanges([state], start, end, asc)
+    return [i.decode() if isinstance(i, bytes) else str(i) for i in raw]
 
 
 class JobReads:
-    """The job reads of QueueManager (a mixin: it lends `key`, `get_queue` and the counts)."""
+    """Pages of job rows, bullmq's own job pages, the search and the newest jobs."""
 
-    _client: aioredis.Redis
+    def __init__(self, client: aioredis.Redis, handles: QueueHandles,
+                 counter: QueueCounter) -> None:
+        self._client = client
+        self._handles = handles
+        self._counter = counter
 
-    if TYPE_CHECKING:
-        def key(self, queue: str, *parts: str) -> str: ...
-        async def get_queue(self, name: str) -> Queue: ...
-        async def get_job_counts(self, queue: str) -> dict[str, int]: ...
-        async def _job_state(self, q: Queue, job_id: str) -> str: ...
-
-    # --- one job, read for a person (the dashboard's job page) ----------------------------
-
-    async def get_job_view(self, queue: str, job_id: str, data_limit: int | None = None
-                           ) -> JobView:
-        """A job with its state, without parsing a payload larger than `data_limit` bytes.
-
-        A small payload comes back parsed in `data`; a larger one comes back as `data: None`
-        and `data_preview`, its first `data_limit` bytes of JSON text (cut on a character
-        boundary by Redis itself, so a 10 MB payload never crosses the wire). `data_size` is
-        the payload's size in bytes either way. The limit defaults to DATA_PREVIEW_BYTES.
-        """
-        limit = DATA_PREVIEW_BYTES if data_limit is None else data_limit
-        q = await self.get_queue(queue)
-        key = self.key(queue, str(job_id))
-        pipe = self._client.pipeline(transaction=False)
-        pipe.hstrlen(key, "data")
-        pipe.hmget(key, list(_JOB_VIEW_FIELDS))
-        size, values = await pipe.execute()
-        raw = {f: v for f, v in zip(_JOB_VIEW_FIELDS, values, strict=True) if v is not None}
-        if "name" not in raw and "timestamp" not in raw:
-            raise JobNotFoundError(f"No job {job_id!r} in queue {queue!r}")
-        job = Job.fromJSON(q, raw, str(job_id))
-        state = await self._job_state(q, str(job_id))
-        data: Any = None
-        preview: str | None = None
-        if int(size) <= limit:
-            text = await self._client.hget(key, "data")
-            try:
-                data = json.loads(text) if text else {}
-            except ValueError:  # not JSON (a hand-written hash): show the text as it is
-                preview = str(text)
-        else:
-            head = await self._client.eval(_DATA_PREFIX_SCRIPT, 1, key, limit)
-            preview = str(head) if head is not None else None
-        info = job_info(queue, job, state)
-        info["data"] = data
-        return JobView(**info, data_size=int(size), data_truncated=int(size) > limit,
-                       data_preview=preview)
-
-    async def get_job_data_text(self, queue: str, job_id: str) -> str:
-        """A job's data exactly as stored: JSON text, unparsed (for a download)."""
-        await self.get_queue(queue)
-        key = self.key(queue, str(job_id))
-        pipe = self._client.pipeline(transaction=False)
-        pipe.exists(key)
-        pipe.hget(key, "data")
-        exists, text = await pipe.execute()
-        if not exists:
-            raise JobNotFoundError(f"No job {job_id!r} in queue {queue!r}")
-        return str(text) if text is not None else "{}"
-
-    async def get_job_log_page(self, queue: str, job_id: str, start: int = 0, end: int = -1
-                               ) -> dict[str, Any]:
-        """Log lines `start`..`end` (inclusive, negative from the end) and the total count."""
-        await self.get_queue(queue)
-        # Not bullmq's getJobLogs: it reads in MULTI/EXEC, and Redis at maxmemory refuses
-        # every command queued in a MULTI, reads included — the job page would fail.
-        key = self.key(queue, str(job_id), "logs")
-        pipe = self._client.pipeline(transaction=False)
-        pipe.lrange(key, start, end)
-        pipe.llen(key)
-        logs, count = await pipe.execute()
-        return {"logs": [str(line) for line in logs], "count": int(count)}
+    async def get_jobs(
+        self, queue: str, state: str = "waiting", page: int = 1, per_page: int = 25,
+        sort: str = "desc",
+    ) -> JobPage:
+        """One page of whole jobs (payloads included) in one state, as bullmq loads them."""
+        _check_listing(state, page, per_page, sort)
+        q = await self._handles.get_queue(queue)
+        counts = await self._counter.get_job_counts(queue)
+        start = (page - 1) * per_page
+        listed = await listed_state(q, state)
+        jobs = [] if listed is None else await q.getJobs(
+            [listed], start, start + per_page - 1, SORT_ORDERS[sort]
+        )
+        return {
+            "queue": queue, "state": state, "page": page, "per_page": per_page,
+            "total": counts.get(state, 0),
+            "jobs": [job_info(queue, job, state) for job in jobs],
+        }
 
     # --- dashboard reads: job rows without payloads, a bounded search, many counts ------
 
     async def get_job_summaries(
         self, queue: str, state: str = "waiting", page: int = 1,
         per_page: int = 50, sort: str = "desc",
-    ) -> dict[str, Any]:
+    ) -> SummaryPage:
         """One page of job rows in one state, without payloads: only that page's ids are ranged
         and only the listed fields of their hashes are read, so page 10,000 costs what page 1
         does and a 10 MB job payload is never loaded for a table row."""
         _check_listing(state, page, per_page, sort)
-        q = await self.get_queue(queue)
+        q = await self._handles.get_queue(queue)
         start = (page - 1) * per_page
         listed = await listed_state(q, state)
         ids, counts = await asyncio.gather(
             _ranges(q, listed, start, start + per_page - 1, SORT_ORDERS[sort]),
-            self.get_job_counts(queue),
+            self._counter.get_job_counts(queue),
         )
-        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
         return {
             "queue": queue, "state": state, "page": page, "per_page": per_page, "sort": sort,
             "total": counts.get(state, 0), "counts": counts,
@@ -170,7 +106,7 @@ class JobReads:
         self, queue: str, state: str, text: str, field: str = "data",
         scan_limit: int = MAX_SEARCH_SCAN, max_results: int = 100, sort: str = "desc",
         start: int = 0,
-    ) -> dict[str, Any]:
+    ) -> JobSearch:
         """Jobs of one state whose name or data contains `text` (case-insensitive).
 
         A bounded scan: at most `scan_limit` jobs of the state are read (newest first by
@@ -185,17 +121,18 @@ class JobReads:
         scan_limit = max(1, min(scan_limit, MAX_SEARCH_SCAN))
         if start < 0:
             raise MailQueueError("start must be 0 or more")
-        q = await self.get_queue(queue)
+        q = await self._handles.get_queue(queue)
         listed = await listed_state(q, state)
         ids, counts = await asyncio.gather(
             _ranges(q, listed, start, start + scan_limit - 1, SORT_ORDERS[sort]),
-            self.get_job_counts(queue),
+            self._counter.get_job_counts(queue),
         )
-        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in ids][:scan_limit]
+        ids = ids[:scan_limit]
         needle = text.casefold()
+        keys = self._handles.keys(queue)
         pipe = self._client.pipeline(transaction=False)
         for job_id in ids:
-            pipe.hget(self.key(queue, job_id), field)
+            pipe.hget(keys.job(job_id), field)
         values = await pipe.execute() if ids else []
         matched = [job_id for job_id, value in zip(ids, values, strict=True)
                    if value is not None and _contains(value, needle, field == "data")]
@@ -217,7 +154,7 @@ class JobReads:
             return []
         pipe = self._client.pipeline(transaction=False)
         for queue in queues:
-            pipe.hexists(self.key(queue, job_id), "timestamp")
+            pipe.hexists(self._handles.keys(queue).job(job_id), "timestamp")
         # A list or a stream under that name answers WRONGTYPE: no job there either.
         found = await pipe.execute(raise_on_error=False)
         return [queue for queue, hit in zip(queues, found, strict=True)
@@ -228,9 +165,10 @@ class JobReads:
         """Each job's newest stack trace (its last failed attempt's), cut at `max_chars`,
         with whether it was cut; jobs without one are left out. One round trip for all the
         ids (a page of the failed list), and only the `stacktrace` field of each hash."""
+        keys = self._handles.keys(queue)
         pipe = self._client.pipeline(transaction=False)
         for job_id in ids:
-            pipe.hget(self.key(queue, job_id), "stacktrace")
+            pipe.hget(keys.job(job_id), "stacktrace")
         values = await pipe.execute() if ids else []
         traces: dict[str, tuple[str, bool]] = {}
         for job_id, raw in zip(ids, values, strict=True):
@@ -239,11 +177,33 @@ class JobReads:
                 traces[job_id] = (trace[:max_chars], len(trace) > max_chars)
         return traces
 
+    async def get_latest_jobs(self, queue: str, limit: int = LATEST_PER_STATE
+                              ) -> list[JobSummary]:
+        """The newest `limit` jobs of the queue by creation time, across states: the newest
+        `limit` ids of each state's list or set (bounded reads, whatever the queue's size),
+        their summaries, merged newest first. Each row says its state."""
+        limit = max(1, min(limit, 500))
+        q = await self._handles.get_queue(queue)
+
+        async def newest(state: str) -> tuple[str, list[str]]:
+            return state, await _ranges(q, await listed_state(q, state), 0, limit - 1, False)
+
+        found = await asyncio.gather(*(newest(s) for s in LATEST_STATES))
+        seen: set[str] = set()
+        rows: list[JobSummary] = []
+        for state, ids in found:
+            fresh = [i for i in ids if i not in seen]
+            seen.update(fresh)
+            rows += await self._read_summaries(queue, fresh, state)
+        rows.sort(key=lambda r: (r["timestamp"], r["id"]), reverse=True)
+        return rows[:limit]
+
     async def _read_summaries(self, queue: str, ids: list[str],
-                              state: str | None) -> list[dict[str, Any]]:
+                              state: str | None) -> list[JobSummary]:
+        keys = self._handles.keys(queue)
         pipe = self._client.pipeline(transaction=False)
         for job_id in ids:
-            pipe.hmget(self.key(queue, job_id), list(_SUMMARY_FIELDS))
+            pipe.hmget(keys.job(job_id), list(_SUMMARY_FIELDS))
         rows = await pipe.execute() if ids else []
         # A job removed between the range read and this one has an empty hash: skip it.
         return [_summary(queue, job_id, state, values)
@@ -251,7 +211,7 @@ class JobReads:
                 or values[1] is not None]
 
 
-def _summary(queue: str, job_id: str, state: str | None, values: list[Any]) -> dict[str, Any]:
+def _summary(queue: str, job_id: str, state: str | None, values: list[Any]) -> JobSummary:
     """A job's table row from its hash fields (no data, return value or stack traces)."""
     raw = dict(zip(_SUMMARY_FIELDS, values, strict=True))
 
@@ -319,37 +279,3 @@ def _contains(value: str, needle: str, is_json: bool) -> bool:
             return False
         return needle in decoded.casefold()
     return False
-
-
-# --- the job page's reads ------------------------------------------------------------------
-
-DATA_PREVIEW_BYTES = 64 * 1024
-
-# Every field of a job hash but `data`, which get_job_view reads apart (it may be 10 MB).
-_JOB_VIEW_FIELDS = (
-    "name", "opts", "progress", "delay", "priority", "timestamp", "finishedOn", "processedOn",
-    "rjk", "ats", "failedReason", "atm", "attemptsMade", "stc", "defa", "returnvalue",
-    "stacktrace", "parentKey", "parent",
-)
-
-# The first ARGV[1] bytes of a job's data, cut before a UTF-8 continuation byte so that the
-# text stays decodable; computed inside Redis so a large payload never crosses the wire.
-_DATA_PREFIX_SCRIPT = """
-local v = redis.call('HGET', KEYS[1], 'data')
-if not v then return false end
-local n = tonumber(ARGV[1])
-if #v <= n then return v end
-local b = string.byte(v, n + 1)
-while n > 0 and b >= 128 and b < 192 do
-  n = n - 1
-  b = string.byte(v, n + 1)
-end
-return string.sub(v, 1, n)
-"""
-
-class JobView(JobInfo):
-    """A job for a person to read: its payload parsed only when small."""
-
-    data_size: int
-    data_truncated: bool
-    data_preview: str | None

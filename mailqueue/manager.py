@@ -31,6 +31,7 @@ from mailqueue.mail.message import parse_sender
 from mailqueue.mail.outbox import Outbox
 from mailqueue.mail.sink import MailSink, registered_sink_url
 from mailqueue.mail.templates import BUILTIN_TEMPLATES
+from mailqueue.queue_counts import QueueMetrics
 from mailqueue.queues import QueueManager
 from mailqueue.redact import redact_url
 from mailqueue.redis_memory import redis_memory
@@ -413,7 +414,7 @@ class MailManager:
             "failed_per_minute": failed["per_minute"],
         }
 
-    async def get_all_queue_metrics(self) -> dict[str, dict[str, Any]]:
+    async def get_all_queue_metrics(self) -> dict[str, QueueMetrics]:
         return await self.queues.get_all_queue_metrics()
 
     async def health_check(self) -> dict[str, Any]:

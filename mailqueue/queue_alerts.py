@@ -2,15 +2,17 @@
 schedulers whose next run is long past. (Waiting jobs with no worker come from the counts
 and CLIENT LIST, which the callers already read.)
 
-Mixed into QueueManager. One pipeline for any number of queues.
+One pipeline for any number of queues.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypedDict
 
 import redis.asyncio as aioredis
+
+from mailqueue.keys import Keys
 
 # A job scheduler whose next run is more than this far in the past is overdue: its next job
 # is added only when the previous one is taken, so no worker (or a paused queue) stops it.
@@ -19,16 +21,33 @@ OVERDUE_AFTER_MS = 60_000
 MANUAL_RATE_LIMIT = 2 ** 53 - 1
 
 
+class RateLimitAlert(TypedDict):
+    ttl_ms: int
+    count: int
+    max: int | None
+    manual: bool  # set by Queue.rateLimit, not by the queue's global limit
+
+
+class OverdueAlert(TypedDict):
+    count: int
+    id: str  # the oldest overdue scheduler
+    next_run: int
+
+
+class QueueAlert(TypedDict):
+    rate_limit: RateLimitAlert | None
+    overdue_schedules: OverdueAlert | None
+
+
 class QueueAlerts:
-    """The alert reads of QueueManager (a mixin: it lends `key`)."""
+    """What holds back each of many queues, in one round trip."""
 
-    _client: aioredis.Redis
-
-    if TYPE_CHECKING:
-        def key(self, queue: str, *parts: str) -> str: ...
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        self._client = client
+        self._prefix = prefix
 
     async def get_queue_alerts(self, names: list[str], now_ms: int | None = None
-                               ) -> dict[str, dict[str, Any]]:
+                               ) -> dict[str, QueueAlert]:
         """Per queue: `rate_limit` and `overdue_schedules`, each None when all is well.
 
         - `rate_limit` {ttl_ms, count, max, manual}: the queue is rate-limited as BullMQ's
@@ -42,16 +61,16 @@ class QueueAlerts:
         overdue_before = now - OVERDUE_AFTER_MS
         pipe = self._client.pipeline(transaction=False)
         for name in names:
-            limiter = self.key(name, "limiter")
-            pipe.get(limiter)
-            pipe.pttl(limiter)
-            pipe.hget(self.key(name, "meta"), "max")
-            repeat = self.key(name, "repeat")
+            keys = Keys(self._prefix, name)
+            pipe.get(keys.limiter)
+            pipe.pttl(keys.limiter)
+            pipe.hget(keys.meta, "max")
+            repeat = keys.repeat
             pipe.zrangebyscore(repeat, "-inf", overdue_before, start=0, num=1, withscores=True)
             pipe.zcount(repeat, "-inf", overdue_before)
         # A key of another type where BullMQ's should be (a foreign app's) reads as absent.
         replies = await pipe.execute(raise_on_error=False) if names else []
-        alerts: dict[str, dict[str, Any]] = {}
+        alerts: dict[str, QueueAlert] = {}
         for i, name in enumerate(names):
             count, ttl, max_jobs, oldest, overdue = (
                 None if isinstance(r, Exception) else r for r in replies[i * 5:i * 5 + 5])
@@ -67,7 +86,7 @@ def _number(value: Any) -> int | None:
         return None
 
 
-def _rate_limit(count: Any, ttl: Any, max_jobs: Any) -> dict[str, Any] | None:
+def _rate_limit(count: Any, ttl: Any, max_jobs: Any) -> RateLimitAlert | None:
     ttl_ms, used, limit = _number(ttl), _number(count) or 0, _number(max_jobs)
     if ttl_ms is None or ttl_ms <= 0:
         return None
@@ -77,7 +96,7 @@ def _rate_limit(count: Any, ttl: Any, max_jobs: Any) -> dict[str, Any] | None:
             "manual": used >= MANUAL_RATE_LIMIT}
 
 
-def _overdue(oldest: Any, overdue: Any) -> dict[str, Any] | None:
+def _overdue(oldest: Any, overdue: Any) -> OverdueAlert | None:
     if not overdue or not oldest:
         return None
     member, score = oldest[0]

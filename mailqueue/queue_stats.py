@@ -28,6 +28,8 @@ from typing import Any, TypedDict
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
+from mailqueue.keys import Keys
+
 MINUTE_MS = 60_000
 DURATION_SAMPLE = 500  # newest completed jobs read for the wait and run time percentiles
 
@@ -81,9 +83,6 @@ end
 return table.concat(out, ';')
 """
 _DURATIONS_SHA = hashlib.sha1(_DURATIONS_LUA.encode()).hexdigest()
-_KEY_SUFFIXES = ("completed", "failed", "metrics:completed", "metrics:failed",
-                 "metrics:completed:data", "metrics:failed:data", "id", "wait", "paused",
-                 "active", "delayed", "prioritized", "waiting-children")
 KINDS = ("completed", "failed")
 NO_HISTORY = "no history kept (removeOnComplete) — enable metrics"
 
@@ -122,14 +121,18 @@ class Series(TypedDict):
     no_history: bool  # neither kind knows any bucket: say so rather than draw a flat line
 
 
-def series_keys(prefix: str, queue: str) -> list[str]:
-    return [f"{prefix}:{queue}:{suffix}" for suffix in _KEY_SUFFIXES]
+def _series_keys(keys: Keys) -> list[str]:
+    """The series script's KEYS, in its order (see _SERIES_LUA)."""
+    return [keys.completed, keys.failed, keys.metrics("completed"), keys.metrics("failed"),
+            keys.metrics("completed") + ":data", keys.metrics("failed") + ":data", keys.id,
+            keys.wait, keys.paused, keys.active, keys.delayed, keys.prioritized,
+            keys.waiting_children]
 
 
-def queue_series_command(pipe: Any, prefix: str, queue: str, window: Window, now_ms: int
-                         ) -> None:
+def queue_series_command(pipe: Any, keys: Keys, window: Window, now_ms: int) -> None:
     """Add the series script for one queue to a pipeline (its reply: `parse_series`)."""
-    pipe.evalsha(_SERIES_SHA, len(_KEY_SUFFIXES), *series_keys(prefix, queue),
+    names = _series_keys(keys)
+    pipe.evalsha(_SERIES_SHA, len(names), *names,
                  window.start(now_ms), window.bucket_ms, window.buckets)
 
 
@@ -222,7 +225,16 @@ def parse_series(reply: list[Any], window: Window, now_ms: int) -> Series:
             "no_history": all(v is None for kind in KINDS for v in kinds[kind]["values"])}
 
 
-async def read_metrics(client: aioredis.Redis, key: str, points: int) -> dict[str, Any]:
+class Metrics(TypedDict):
+    """One kind of BullMQ's per-minute metrics, as Node's getMetrics reads them."""
+
+    count: int
+    prev_ts: int
+    per_minute: list[int]  # newest first
+    points: int  # how many minutes the list holds
+
+
+async def read_metrics(client: aioredis.Redis, key: str, points: int) -> Metrics:
     """One BullMQ metrics hash and the newest `points` of its per-minute list (newest
     first, as written: not aligned to the clock, see `_kind` for that)."""
     pipe = client.pipeline(transaction=False)
@@ -254,7 +266,7 @@ async def read_series(client: aioredis.Redis, prefix: str, queues: list[str], wi
     """Series of many queues in one round trip."""
     def build(pipe: Any) -> None:
         for q in queues:
-            queue_series_command(pipe, prefix, q, window, now_ms)
+            queue_series_command(pipe, Keys(prefix, q), window, now_ms)
 
     replies = await run_pipeline(client, build)
     return {q: parse_series(r, window, now_ms) for q, r in zip(queues, replies, strict=True)}
@@ -314,12 +326,12 @@ async def read_queue_charts(client: aioredis.Redis, prefix: str, queue: str, now
     """What the queue page draws, in one round trip: the hour and day series, and the times
     of the newest `sample` completed jobs (four fields each)."""
     windows = (HOUR, DAY)
+    keys = Keys(prefix, queue)
 
     def build(pipe: Any) -> None:
         for window in windows:
-            queue_series_command(pipe, prefix, queue, window, now_ms)
-        pipe.evalsha(_DURATIONS_SHA, 1, f"{prefix}:{queue}:completed", f"{prefix}:{queue}:",
-                     sample)
+            queue_series_command(pipe, keys, window, now_ms)
+        pipe.evalsha(_DURATIONS_SHA, 1, keys.completed, keys.base, sample)
 
     hour, day, times = await run_pipeline(client, build)
     hashes = [row.split(",") for row in _text(times).split(";") if row]

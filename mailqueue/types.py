@@ -63,3 +63,67 @@ class ScheduleInfo(TypedDict):
     iteration_count: int | None
     limit: int | None
     template: dict[str, Any]
+
+
+class JobView(JobInfo):
+    """A job for a person to read: its payload parsed only when small."""
+
+    data_size: int
+    data_truncated: bool
+    data_preview: str | None
+
+
+class LogPage(TypedDict):
+    """Lines of a job's log and how many it has."""
+
+    logs: list[str]
+    count: int
+
+
+class JobSummary(TypedDict):
+    """A job's row in a table: never its data, return value or stack traces."""
+
+    id: str
+    queue: str
+    name: str
+    state: str | None
+    progress: Any
+    attempts_made: int
+    attempts_started: int
+    attempts: int
+    timestamp: int
+    processed_on: int | None
+    finished_on: int | None
+    delay: int
+    priority: int
+    failed_reason: str | None
+    parent_key: str | None
+
+
+class SummaryPage(TypedDict):
+    """One page of a state's rows, with every state's count."""
+
+    queue: str
+    state: str
+    page: int
+    per_page: int
+    sort: str
+    total: int
+    counts: dict[str, int]
+    jobs: list[JobSummary]
+
+
+class JobSearch(TypedDict):
+    """A bounded search of one state: which jobs were read, which matched, where next."""
+
+    queue: str
+    state: str
+    field: str
+    text: str
+    scanned: int
+    total: int
+    counts: dict[str, int]
+    matched: int
+    start: int
+    next_start: int | None
+    jobs: list[JobSummary]

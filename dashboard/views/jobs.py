@@ -19,8 +19,8 @@ from starlette.routing import NoMatchFound
 from mailqueue.errors import JobNotFoundError, MailQueueError, UnknownQueueError
 from mailqueue.flows import split_job_key
 from mailqueue.job_options import validate_queue_name
-from mailqueue.job_reads import JobView
 from mailqueue.manager import MailManager
+from mailqueue.types import JobView
 
 from ..actions import (
     ActionResult,

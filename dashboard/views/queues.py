@@ -104,8 +104,8 @@ async def job_listing(mail: MailManager, name: str, p: Mapping[str, Any]) -> dic
 
 async def _read_listing(mail: MailManager, name: str, p: Mapping[str, Any]) -> dict[str, Any]:
     if not p["q"]:
-        listing = await mail.queues.get_job_summaries(name, p["state"], p["page"],
-                                                      p["per_page"], p["sort"])
+        listing: dict[str, Any] = dict(await mail.queues.get_job_summaries(
+            name, p["state"], p["page"], p["per_page"], p["sort"]))
         listing["search"] = None
         listing["pages"] = max(1, math.ceil(listing["total"] / p["per_page"]))
         return listing

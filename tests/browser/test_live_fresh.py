@@ -53,7 +53,7 @@ async def job_created_ago(mail: MailManager, seconds: float) -> tuple[str, int]:
     on a quiet queue."""
     job = await mail.add_job(QUEUE, "send", {"to": "quiet@example.com"})
     created_ms = int((time.time() - seconds) * 1000)
-    await mail.client.hset(mail.queues.key(QUEUE, str(job.id)), "timestamp", created_ms)
+    await mail.client.hset(mail.queues.keys(QUEUE).job(str(job.id)), "timestamp", created_ms)
     return str(job.id), created_ms
 
 

@@ -228,8 +228,8 @@ async def test_clean_removes_only_the_old_completed_jobs(
     old, recent = ids[:2], ids[2:]
     two_hours_ago = int(time.time() * 1000) - 2 * 3_600_000
     for job_id in old:
-        await mail.client.hset(mail.queues.key("emails", job_id), "finishedOn", two_hours_ago)
-        await mail.client.zadd(mail.queues.key("emails", "completed"), {job_id: two_hours_ago})
+        await mail.client.hset(mail.queues.keys("emails").job(job_id), "finishedOn", two_hours_ago)
+        await mail.client.zadd(mail.queues.keys("emails").completed, {job_id: two_hours_ago})
 
     result = await mq(["clean", "emails", "--state", "completed", "--older-than", "1h"], env,
                       tmp_path)

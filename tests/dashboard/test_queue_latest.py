@@ -14,7 +14,7 @@ from tests.dashboard.test_queue_actions import _failed_jobs
 async def _stamp(mail: MailManager, queue: str, ids: list[str]) -> None:
     """Timestamps one millisecond apart, in the order given (adds in one ms tie)."""
     for i, job_id in enumerate(ids):
-        await mail.client.hset(mail.queues.key(queue, job_id), "timestamp",
+        await mail.client.hset(mail.queues.keys(queue).job(job_id), "timestamp",
                                str(1_700_000_000_000 + i))
 
 

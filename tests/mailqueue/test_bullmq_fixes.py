@@ -276,11 +276,11 @@ async def test_queue_handles_share_one_copy_of_the_lua_scripts(stack: Stack) -> 
     import tracemalloc
 
     queues = stack.queues
-    queues._queue_handle("warm-up")  # the scripts' one copy, read by the first handle
+    queues.handles.handle("warm-up")  # the scripts' one copy, read by the first handle
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
     for i in range(100):
-        queues._queue_handle(f"tenant-{i}")
+        queues.handles.handle(f"tenant-{i}")
     grown = sum(stat.size_diff for stat in
                 tracemalloc.take_snapshot().compare_to(before, "filename"))
     tracemalloc.stop()

@@ -1,6 +1,6 @@
-"""mailqueue/queue_controls.py against the suite's Redis: the global concurrency is obeyed by
-two workers of either runtime (native and bullmq's loop), the newest jobs across states, and
-the preview of a scheduler's next runs."""
+"""mailqueue/queue_limits.py, job_writes.py and schedules.py against the suite's Redis: the
+global concurrency is obeyed by two workers of either runtime (native and bullmq's loop), the
+newest jobs across states, and the preview of a scheduler's next runs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from bullmq import Job
 
 from mailqueue.errors import InvalidScheduleError
-from mailqueue.queue_controls import next_runs
+from mailqueue.schedules import next_runs
 from mailqueue.settings import Settings
 from tests.mailqueue.conftest import open_stack, wait_for_counts
 
@@ -50,7 +50,7 @@ async def _max_active(settings: Settings, redis_url: str, runtime: str, limit: i
 
         async def sampler() -> None:
             nonlocal sampled, tick
-            key = stack.queues.key(queue, "active")
+            key = stack.queues.keys(queue).active
             while True:
                 sampled = max(sampled, int(await stack.client.llen(key)))
                 async with ticks:
@@ -95,7 +95,7 @@ async def test_latest_merges_the_newest_of_every_state(settings: Settings, redis
         newest = await stack.queues.add_job(q, "new", {})
         # Push the hashes' timestamps apart (adds in one millisecond tie).
         for i, job in enumerate([*old, delayed, prioritized, newest]):
-            await stack.client.hset(stack.queues.key(q, str(job.id)), "timestamp",
+            await stack.client.hset(stack.queues.keys(q).job(str(job.id)), "timestamp",
                                     str(1_700_000_000_000 + i))
         rows = await stack.queues.get_latest_jobs(q, 5)
         assert [r["id"] for r in rows] == [str(newest.id), str(prioritized.id),

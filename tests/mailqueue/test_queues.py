@@ -569,8 +569,8 @@ async def test_update_job_data(qm: QueueManager, prefix: str,
 async def test_job_logs(qm: QueueManager) -> None:
     job = await qm.add_job("emails", "n", {})
     assert job.id is not None
-    await Job.addJobLog(qm._queue_handle("emails"), str(job.id), "first")
-    await Job.addJobLog(qm._queue_handle("emails"), str(job.id), "second")
+    await Job.addJobLog(qm.handles.handle("emails"), str(job.id), "first")
+    await Job.addJobLog(qm.handles.handle("emails"), str(job.id), "second")
     assert await qm.get_job_logs("emails", str(job.id)) == ["first", "second"]
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from mailqueue.errors import JobNotFoundError
-from mailqueue.job_reads import DATA_PREVIEW_BYTES
+from mailqueue.job_view import DATA_PREVIEW_BYTES
 from mailqueue.manager import MailManager
 
 
@@ -30,7 +30,7 @@ async def test_large_payload_is_not_read_whole(mail: MailManager) -> None:
     # bullmq writes ASCII-escaped JSON; Node's writes raw UTF-8, as done here by hand.
     payload = {"blob": "é€😀" * 1_000_000}
     await mail.add_job("jv", "big", {}, jobId="big")
-    await mail.client.hset(mail.queues.key("jv", "big"), "data",
+    await mail.client.hset(mail.queues.keys("jv").job("big"), "data",
                            json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
     view = await mail.queues.get_job_view("jv", "big")
     assert view["data"] is None
