@@ -11,13 +11,13 @@ import random
 import shutil
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
 
 from mailqueue.redis_server import EmbeddedRedis, find_redis_binary
+from tests.waiting import eventually_sync
 
 
 def find_redis_cli(server_binary: str) -> str | None:
@@ -99,11 +99,8 @@ class LocalCluster:
             with redis.Redis(port=self.nodes[0].port) as client:
                 for node in self.nodes[1:]:
                     client.execute_command("CLUSTER MEET", "127.0.0.1", node.port)
-        deadline = time.monotonic() + timeout
-        while not self._ready():
-            if time.monotonic() > deadline:
-                raise TimeoutError("the Redis Cluster did not reach cluster_state:ok")
-            time.sleep(0.2)
+        eventually_sync(self._ready, timeout, "the Redis Cluster at cluster_state:ok",
+                        interval=0.2)
 
     def _ready(self) -> bool:
         for node in self.nodes:

@@ -15,14 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from redis.asyncio.cluster import RedisCluster
 
 from mailqueue.dashboard.app import create_app
 from mailqueue.errors import MailQueueError
 from mailqueue.manager import MailManager
-from mailqueue.redis_server import find_redis_binary, free_port
+from mailqueue.redis_server import find_redis_binary
 from mailqueue.settings import Settings
+from tests.app_support import uvicorn_serving
 from tests.cluster.redis_cluster import LocalCluster
 from tests.dashboard.conftest import read_sse
 from tests.waiting import eventually
@@ -179,20 +179,13 @@ async def test_dashboard_and_its_event_stream_on_a_cluster(mail: MailManager) ->
         assert health.status_code == 200, health.text
 
     # The SSE stream needs a real server (ASGITransport buffers whole responses).
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            assert not task.done(), "uvicorn stopped at start"
-            await asyncio.sleep(0.02)
+    async with uvicorn_serving(app) as port:
         base = f"http://127.0.0.1:{port}"
         received: list[dict[str, str]] = []
         async with httpx.AsyncClient(base_url=base, timeout=20) as client:
             async with client.stream("GET", "/api/events/stream?queues=live") as response:
                 assert response.status_code == 200
-                await asyncio.sleep(0.3)  # subscribed before the events happen
+                await asyncio.sleep(0.3)  # subscribed before the events happen (no signal of it)
                 await mail.queues.pause("live")
                 await mail.add_job("live", "ping", {"n": 2})
                 received += await read_sse(response, 2, timeout=20)
@@ -201,9 +194,6 @@ async def test_dashboard_and_its_event_stream_on_a_cluster(mail: MailManager) ->
                                      headers={"Last-Event-ID": received[-1]["id"]}
                                      ) as response:
                 received += await read_sse(response, 2, timeout=20)
-    finally:
-        server.should_exit = True
-        await task
 
     entries = await mail.client.xrange(f"{PREFIX}:live:events")
     ids = [entry_id for entry_id, _ in entries]
