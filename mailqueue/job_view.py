@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from bullmq import Job
 
 from mailqueue.errors import JobNotFoundError
+from mailqueue.lua import load_script
 from mailqueue.queue_handles import QueueHandles
 from mailqueue.types import JobInfo, JobView, LogPage
 
@@ -23,21 +24,6 @@ _JOB_VIEW_FIELDS = (
     "rjk", "ats", "failedReason", "atm", "attemptsMade", "stc", "defa", "returnvalue",
     "stacktrace", "parentKey", "parent",
 )
-
-# The first ARGV[1] bytes of a job's data, cut before a UTF-8 continuation byte so that the
-# text stays decodable; computed inside Redis so a large payload never crosses the wire.
-_DATA_PREFIX_SCRIPT = """
-local v = redis.call('HGET', KEYS[1], 'data')
-if not v then return false end
-local n = tonumber(ARGV[1])
-if #v <= n then return v end
-local b = string.byte(v, n + 1)
-while n > 0 and b >= 128 and b < 192 do
-  n = n - 1
-  b = string.byte(v, n + 1)
-end
-return string.sub(v, 1, n)
-"""
 
 
 def job_info(queue_name: str, job: Job, state: str | None = None) -> JobInfo:
@@ -70,7 +56,7 @@ class JobViews:
     def __init__(self, client: aioredis.Redis, handles: QueueHandles) -> None:
         self._client = client
         self._handles = handles
-        self._data_prefix = client.register_script(_DATA_PREFIX_SCRIPT)
+        self._data_prefix = load_script(client, "job_data_prefix")
 
     async def get_job(self, queue: str, job_id: str, with_state: bool = True) -> JobInfo:
         q = await self._handles.get_queue(queue)

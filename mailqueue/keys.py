@@ -34,9 +34,10 @@ class Keys:
         it as their key prefix and add a job id or a key name to it."""
         return f"{self.prefix}:{self.queue}:"
 
-    def named(self, *parts: str) -> str:
-        """`bull:emails:<parts joined by ':'>`, for a key this class has no name for."""
-        return self.base + ":".join(parts)
+    @property
+    def qualified(self) -> str:
+        """The queue's name with its prefix (`bull:emails`), as a flow's parent names it."""
+        return f"{self.prefix}:{self.queue}"
 
     def state(self, state: str) -> str:
         """The list or sorted set that holds the jobs of `state` (`waiting` -> `wait`)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
@@ -18,8 +17,6 @@ from mailqueue.campaigns import Campaigns
 from mailqueue.cluster import (
     check_cluster_prefix,
     make_client,
-    node_infos,
-    redis_error_reason,
     with_cluster_flag,
 )
 from mailqueue.desk import MailDesk
@@ -31,14 +28,13 @@ from mailqueue.mail.message import parse_sender
 from mailqueue.mail.outbox import Outbox
 from mailqueue.mail.sink import MailSink, registered_sink_url
 from mailqueue.mail.templates import BUILTIN_TEMPLATES
+from mailqueue.monitoring import HealthReport, Monitoring, QueueStats
 from mailqueue.queue_counts import QueueMetrics
 from mailqueue.queues import QueueManager
 from mailqueue.redact import redact_url
-from mailqueue.redis_memory import redis_memory
 from mailqueue.redis_server import RedisTarget, resolve_redis
 from mailqueue.settings import Settings
 from mailqueue.types import ScheduleInfo
-from mailqueue.worker_gates import gate_warnings
 from mailqueue.workers import Handler, ManagedWorker, WorkerManager
 
 log = logging.getLogger(__name__)
@@ -68,6 +64,7 @@ class MailManager:
         self._campaigns: Campaigns | None = None
         self._campaign_workers: CampaignWorkers | None = None
         self._sink: MailSink | None = None
+        self._monitoring: Monitoring | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -111,6 +108,7 @@ class MailManager:
         self._workers = WorkerManager(connection, client, s.queue_prefix, s)
         self._flows = FlowManager(commands, client, s.queue_prefix, self._queues)
         self._campaigns = Campaigns(client, s.queue_prefix, self._queues)
+        self._monitoring = Monitoring(client, s, self.redis, self._queues, self._workers)
         self._desk = MailDesk(client, s.queue_prefix, self.record_audit,
                               sender_domain=parse_sender(s.mail_from).email.rpartition("@")[2])
         return self
@@ -208,6 +206,13 @@ class MailManager:
         self._started()
         assert self._events is not None
         return self._events
+
+    @property
+    def monitoring(self) -> Monitoring:
+        """Health, Redis and queue statistics (mailqueue.monitoring)."""
+        self._started()
+        assert self._monitoring is not None
+        return self._monitoring
 
     @property
     def desk(self) -> MailDesk:
@@ -399,140 +404,22 @@ class MailManager:
 
     # --- monitoring ----------------------------------------------------------------------------
 
-    async def get_queue_stats(self, queue: str) -> dict[str, Any]:
+    async def get_queue_stats(self, queue: str) -> QueueStats:
         """Counts per state, paused flag, workers and throughput of one queue."""
-        q = await self.queues.get_queue(queue)
-        counts, paused, workers, completed, failed = await asyncio.gather(
-            self.queues.get_job_counts(queue), q.isPaused(),
-            self.workers.list_workers(queue),
-            self.queues.get_metrics(queue, "completed", 60),
-            self.queues.get_metrics(queue, "failed", 60),
-        )
-        return {
-            "queue": queue, "counts": counts, "paused": bool(paused), "workers": len(workers),
-            "completed_per_minute": completed["per_minute"],
-            "failed_per_minute": failed["per_minute"],
-        }
+        return await self.monitoring.get_queue_stats(queue)
 
     async def get_all_queue_metrics(self) -> dict[str, QueueMetrics]:
         return await self.queues.get_all_queue_metrics()
 
-    async def health_check(self) -> dict[str, Any]:
+    async def health_check(self) -> HealthReport:
         """Redis ping latency and version, and per queue: counts and workers."""
-        report: dict[str, Any] = {"healthy": True, "redis": {}, "queues": {}}
-        try:
-            started = time.perf_counter()
-            await self.client.ping()
-            latency_ms = (time.perf_counter() - started) * 1000
-            info = (await node_infos(self.client, "server"))[0][1]
-            report["redis"] = {
-                "url": redact_url(self.redis.url) if self.redis else None,
-                "source": self.redis.source if self.redis else None,
-                "ping_ms": round(latency_ms, 2),
-                "version": info.get("redis_version"),
-            }
-            memory = await self._memory_health()
-            report["redis"]["memory"] = memory
-            if memory.get("warning"):
-                report.setdefault("warnings", []).append(memory["warning"])
-            if memory["state"] == "full":
-                report["healthy"] = False
-            every_worker: list[dict[str, Any]] = []
-            for name in await self.queues.list_queues(refresh=True):
-                counts, workers = await asyncio.gather(
-                    self.queues.get_job_counts(name), self.workers.list_workers(name)
-                )
-                every_worker += workers
-                report["queues"][name] = {"counts": counts, "workers": len(workers)}
-            # A worker whose SMTP server is down is a warning while another can send; a
-            # queue whose every worker is down cannot deliver anything: unhealthy.
-            gates = await self.workers.gate_states(every_worker)
-            warnings, down_queues = gate_warnings(every_worker, gates)
-            if warnings:
-                report.setdefault("warnings", []).extend(warnings)
-            for name in down_queues:
-                report["healthy"] = False
-                report["queues"][name]["no_worker_can_send"] = True
-            report["smtp"] = await self._smtp_health()
-            if report["smtp"].get("reachable") is False:
-                report["healthy"] = False
-        except Exception as exc:  # health is reported, never raised
-            report["healthy"] = False
-            report["error"] = redis_error_reason(exc, self.settings.redis_command_timeout_s)
-        return report
-
-    async def _memory_health(self) -> dict[str, Any]:
-        """Used memory against maxmemory: state "ok", "near full" (90 %) or "full" (98 %)."""
-        memory = await redis_memory(self.client)
-        ratio = memory["used_ratio"]
-        used_mb = memory["used_memory"] / (1024 * 1024)
-        limit_mb = memory["maxmemory"] / (1024 * 1024)
-        memory["state"] = "ok"
-        if ratio is None or ratio < 0.9:
-            return memory
-        memory["state"] = "full" if ratio >= 0.98 else "near full"
-        if memory["maxmemory_policy"] == "noeviction":
-            consequence = ("it refuses new jobs" if memory["state"] == "full"
-                           else "it will soon refuse new jobs")
-        else:
-            consequence = (f"policy {memory['maxmemory_policy']} evicts keys, which loses "
-                           "jobs: BullMQ needs noeviction")
-        memory["warning"] = (
-            f"Redis memory is {memory['state']}: {used_mb:.1f} MB of {limit_mb:.1f} MB "
-            f"maxmemory ({ratio:.0%}); {consequence}. Remove old completed and failed jobs "
-            "or raise maxmemory."
-        )
-        return memory
-
-    async def _smtp_health(self) -> dict[str, Any]:
-        """Whether the SMTP server that workers would use answers (EHLO + NOOP)."""
-        from mailqueue.mail.transport import probe_smtp
-        from mailqueue.smtp_url import SmtpConfig
-
-        url = self.settings.smtp_url
-        source = "SMTP_URL"
-        if not url:
-            url = await registered_sink_url(self.client, self.settings.queue_prefix)
-            source = "development sink"
-        if not url:
-            return {"configured": False, "detail": "no SMTP_URL and no development sink running"}
-        config = SmtpConfig.from_url(url)
-        result: dict[str, Any] = {"configured": True, "source": source,
-                                  "url": config.redacted_url()}
-        result.update(await probe_smtp(config))
-        return result
-
-    # --- dashboard support -------------------------------------------------------------------
+        return await self.monitoring.health_check()
 
     async def redis_info(self) -> dict[str, Any]:
-        """What an operator wants to know about the Redis: version, memory, clients, load.
+        """What an operator wants to know about the Redis: version, memory, clients, load."""
+        return await self.monitoring.redis_info()
 
-        On a cluster: memory, clients and load summed over the masters (`nodes` of them),
-        uptime the shortest. `memory`: used against maxmemory with the fragmentation ratio,
-        as /health reports it (the fullest master's on a cluster).
-        """
-        infos = [info for _, info in await node_infos(self.client)]
-        memory = await redis_memory(self.client)
-        first = infos[0]
-
-        def total(field: str) -> int:
-            return sum(int(info.get(field, 0)) for info in infos)
-
-        return {
-            "url": redact_url(self.redis.url) if self.redis else None,
-            "source": self.redis.source if self.redis else None,
-            "version": first.get("redis_version"),
-            "mode": first.get("redis_mode"),
-            "nodes": len(infos),
-            "used_memory": total("used_memory"),
-            "used_memory_peak": total("used_memory_peak"),
-            "maxmemory": total("maxmemory"),
-            "connected_clients": total("connected_clients"),
-            "ops_per_sec": total("instantaneous_ops_per_sec"),
-            "total_commands": total("total_commands_processed"),
-            "uptime_s": min(int(info.get("uptime_in_seconds", 0)) for info in infos),
-            "memory": memory,
-        }
+    # --- dashboard support -------------------------------------------------------------------
 
     async def run_schedule_now(self, queue: str, scheduler_id: str) -> Job:
         """Add one job from the scheduler's template at once (the schedule is unchanged)."""

@@ -11,7 +11,7 @@ import time
 from typing import Any, TypedDict
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.commands.core import AsyncScript
 
 from mailqueue import queue_stats
 from mailqueue.errors import MailQueueError
@@ -51,7 +51,7 @@ class QueueCounter:
     def __init__(self, client: aioredis.Redis, handles: QueueHandles) -> None:
         self._client = client
         self._handles = handles
-        self._counts_sha: str | None = None  # bullmq's getCounts script, loaded once
+        self._get_counts: AsyncScript | None = None
 
     async def get_job_counts(self, queue: str) -> dict[str, int]:
         """Counts for every state, `paused` included (bullmq leaves it out by default).
@@ -129,28 +129,19 @@ class QueueCounter:
         series (queue_stats.HOUR ending then; 3 replies per queue then, 2 otherwise)."""
         if not names:
             return []
-        for attempt in (1, 2):
-            if self._counts_sha is None:
-                source = self._handles.handle(names[0]).scripts.commands["getCounts"].script
-                self._counts_sha = await self._client.script_load(source)
-            pipe = self._client.pipeline(transaction=False)
-            for name in names:
-                keys = self._handles.keys(name)
-                pipe.evalsha(self._counts_sha, 1, keys.base, *_COUNTED_KEYS)
-                pipe.hexists(keys.meta, "paused")
-                if series_now_ms is not None:
-                    queue_stats.queue_series_command(pipe, keys, queue_stats.HOUR,
-                                                     series_now_ms)
-            try:
-                replies: list[Any] = await pipe.execute()
-                return replies
-            except NoScriptError:  # Redis restarted or its scripts were flushed: load again
-                self._counts_sha = None
-                if series_now_ms is not None:
-                    await queue_stats.load_script(self._client)
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        if self._get_counts is None:  # bullmq's own script, as its Queue.getJobCounts runs it
+            source = self._handles.handle(names[0]).scripts.commands["getCounts"].script
+            self._get_counts = self._client.register_script(source)
+        pipe = self._client.pipeline(transaction=False)
+        for name in names:
+            keys = self._handles.keys(name)
+            await self._get_counts(keys=[keys.base], args=_COUNTED_KEYS, client=pipe)
+            pipe.hexists(keys.meta, "paused")
+            if series_now_ms is not None:
+                await queue_stats.queue_series_command(self._client, pipe, keys,
+                                                       queue_stats.HOUR, series_now_ms)
+        replies: list[Any] = await pipe.execute()
+        return replies
 
 
 def _checked(names: list[str]) -> list[str]:

@@ -14,75 +14,25 @@ A series merges both, bucket by bucket: where both know a bucket the larger coun
 (each one can only miss jobs: trimmed sets, or workers without metrics), where neither knows
 it the bucket is `None` ("unknown"), never 0. Which sources a series used is part of it.
 
-Everything for one queue and window is one Lua script (ZCOUNT per bucket, the metrics, the
-counts that tell whether jobs were removed), so a page of 50 queues is one pipeline.
+Everything for one queue and window is one Lua script (lua/queue_series.lua: ZCOUNT per
+bucket, the metrics, the counts that tell whether jobs were removed), so a page of 50 queues
+is one pipeline.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
 
 from mailqueue.keys import Keys
+from mailqueue.lua import load_script
 
 MINUTE_MS = 60_000
 DURATION_SAMPLE = 500  # newest completed jobs read for the wait and run time percentiles
 
-# KEYS: 1 completed, 2 failed, 3 metrics:completed, 4 metrics:failed, 5 metrics:completed:data,
-# 6 metrics:failed:data, 7 id, 8 wait, 9 paused, 10 active, 11 delayed, 12 prioritized,
-# 13 waiting-children. ARGV: window start (ms), bucket width (ms), number of buckets.
-# Replies are comma-joined strings: a table of single integers costs redis-py (no hiredis)
-# more to parse than the script costs Redis.
-_SERIES_LUA = """
-local start, width, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local out = {}
-for k = 1, 2 do
-  local counts = {}
-  for i = 0, n - 1 do
-    -- The newest bucket is open-ended: a worker whose clock runs ahead still counts.
-    local hi = '+inf'
-    if i < n - 1 then hi = '(' .. string.format('%d', start + (i + 1) * width) end
-    counts[i + 1] = redis.call('ZCOUNT', KEYS[k], string.format('%d', start + i * width), hi)
-  end
-  out[#out + 1] = table.concat(counts, ',')
-  local oldest = redis.call('ZRANGE', KEYS[k], 0, 0, 'WITHSCORES')
-  out[#out + 1] = oldest[2] or ''
-  local m = redis.call('HMGET', KEYS[k + 2], 'prevTS', 'count', 'prevCount')
-  local len = redis.call('LLEN', KEYS[k + 4])
-  -- data[i] is the minute before prevTS's minute, minus i: read back to the window start.
-  local need = 0
-  if m[1] then need = math.floor(tonumber(m[1]) / 60000) - math.floor(start / 60000) end
-  local data = {}
-  if need > 0 and len > 0 then data = redis.call('LRANGE', KEYS[k + 4], 0, need - 1) end
-  out[#out + 1] = (m[1] or '') .. ',' .. (m[2] or '') .. ',' .. (m[3] or '') .. ',' .. len
-  out[#out + 1] = table.concat(data, ',')
-end
-local present = redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2])
-for i = 8, 10 do present = present + redis.call('LLEN', KEYS[i]) end
-for i = 11, 13 do present = present + redis.call('ZCARD', KEYS[i]) end
-out[#out + 1] = (redis.call('GET', KEYS[7]) or '0') .. ',' .. present
-return out
-"""
-_SERIES_SHA = hashlib.sha1(_SERIES_LUA.encode()).hexdigest()
-# The times of the newest completed jobs, for the wait and run percentiles, in one call: as
-# 500 HMGETs in a pipeline they were most of a queue page's time (packing and parsing 500
-# replies). KEYS: 1 completed. ARGV: the job key prefix (`<prefix>:<queue>:`), how many.
-# Replies "timestamp,processedOn,finishedOn,delay;..." newest first.
-_DURATIONS_LUA = """
-local ids = redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
-local out = {}
-for _, id in ipairs(ids) do
-  local f = redis.call('HMGET', ARGV[1] .. id, 'timestamp', 'processedOn', 'finishedOn', 'delay')
-  out[#out + 1] = (f[1] or '') .. ',' .. (f[2] or '') .. ',' .. (f[3] or '') .. ',' .. (f[4] or '')
-end
-return table.concat(out, ';')
-"""
-_DURATIONS_SHA = hashlib.sha1(_DURATIONS_LUA.encode()).hexdigest()
 KINDS = ("completed", "failed")
 NO_HISTORY = "no history kept (removeOnComplete) — enable metrics"
 
@@ -122,40 +72,20 @@ class Series(TypedDict):
 
 
 def _series_keys(keys: Keys) -> list[str]:
-    """The series script's KEYS, in its order (see _SERIES_LUA)."""
+    """The series script's KEYS, in its order (see lua/queue_series.lua)."""
     return [keys.completed, keys.failed, keys.metrics("completed"), keys.metrics("failed"),
             keys.metrics("completed") + ":data", keys.metrics("failed") + ":data", keys.id,
             keys.wait, keys.paused, keys.active, keys.delayed, keys.prioritized,
             keys.waiting_children]
 
 
-def queue_series_command(pipe: Any, keys: Keys, window: Window, now_ms: int) -> None:
-    """Add the series script for one queue to a pipeline (its reply: `parse_series`)."""
-    names = _series_keys(keys)
-    pipe.evalsha(_SERIES_SHA, len(names), *names,
-                 window.start(now_ms), window.bucket_ms, window.buckets)
-
-
-async def load_script(client: aioredis.Redis) -> None:
-    """Load the scripts (their shas are known in advance; this is for NoScriptError)."""
-    await client.script_load(_SERIES_LUA)
-    await client.script_load(_DURATIONS_LUA)
-
-
-async def run_pipeline(client: aioredis.Redis, build: Any) -> list[Any]:
-    """`build(pipe)` then execute; once more after loading the script if Redis lacks it
-    (first use, a restart or SCRIPT FLUSH). Every other command in it is idempotent."""
-    for attempt in (1, 2):
-        pipe = client.pipeline(transaction=False)
-        build(pipe)
-        try:
-            replies: list[Any] = await pipe.execute()
-            return replies
-        except NoScriptError:
-            if attempt == 2:
-                raise
-            await load_script(client)
-    raise AssertionError("unreachable")
+async def queue_series_command(client: aioredis.Redis, pipe: Any, keys: Keys, window: Window,
+                               now_ms: int) -> None:
+    """Queue the series script (lua/queue_series.lua) for one queue and window in `client`'s
+    pipeline `pipe` (its reply: `parse_series`)."""
+    await load_script(client, "queue_series")(
+        keys=_series_keys(keys), args=[window.start(now_ms), window.bucket_ms, window.buckets],
+        client=pipe)
 
 
 def _ints(text: str | bytes | None) -> list[int]:
@@ -264,11 +194,10 @@ def known_newest_first(kind: KindSeries) -> list[int]:
 async def read_series(client: aioredis.Redis, prefix: str, queues: list[str], window: Window,
                       now_ms: int) -> dict[str, Series]:
     """Series of many queues in one round trip."""
-    def build(pipe: Any) -> None:
-        for q in queues:
-            queue_series_command(pipe, Keys(prefix, q), window, now_ms)
-
-    replies = await run_pipeline(client, build)
+    pipe = client.pipeline(transaction=False)
+    for q in queues:
+        await queue_series_command(client, pipe, Keys(prefix, q), window, now_ms)
+    replies = await pipe.execute()
     return {q: parse_series(r, window, now_ms) for q, r in zip(queues, replies, strict=True)}
 
 
@@ -325,15 +254,13 @@ async def read_queue_charts(client: aioredis.Redis, prefix: str, queue: str, now
                             sample: int = DURATION_SAMPLE) -> QueueCharts:
     """What the queue page draws, in one round trip: the hour and day series, and the times
     of the newest `sample` completed jobs (four fields each)."""
-    windows = (HOUR, DAY)
     keys = Keys(prefix, queue)
-
-    def build(pipe: Any) -> None:
-        for window in windows:
-            queue_series_command(pipe, keys, window, now_ms)
-        pipe.evalsha(_DURATIONS_SHA, 1, keys.completed, keys.base, sample)
-
-    hour, day, times = await run_pipeline(client, build)
+    pipe = client.pipeline(transaction=False)
+    for window in (HOUR, DAY):
+        await queue_series_command(client, pipe, keys, window, now_ms)
+    await load_script(client, "queue_durations")(keys=[keys.completed],
+                                                 args=[keys.base, sample], client=pipe)
+    hour, day, times = await pipe.execute()
     hashes = [row.split(",") for row in _text(times).split(";") if row]
     return {"hour": parse_series(hour, HOUR, now_ms), "day": parse_series(day, DAY, now_ms),
             "durations": durations_of(hashes)}

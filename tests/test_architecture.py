@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("web", ("mailqueue.dashboard",)),
     ("facade", ("mailqueue.manager", "mailqueue.healthcheck", "mailqueue.__init__")),
     ("features", ("mailqueue.campaign_workers", "mailqueue.campaigns", "mailqueue.desk",
-                  "mailqueue.desk_query")),
+                  "mailqueue.desk_query", "mailqueue.monitoring")),
     ("managers", ("mailqueue.queues", "mailqueue.flows", "mailqueue.workers",
                   "mailqueue.events", "mailqueue.audit", "mailqueue.job_reads",
                   "mailqueue.job_view", "mailqueue.job_writes", "mailqueue.schedules",

@@ -10,7 +10,9 @@ from typing import TypedDict
 
 import redis.asyncio as aioredis
 
-from mailqueue.flows.tree import int_or_none, read_nodes
+from mailqueue.errors import MailQueueError
+from mailqueue.flows.tree import int_or_none, parse_flow_id, read_nodes
+from mailqueue.keys import Keys
 from mailqueue.queues import QueueManager
 
 # Score = when the flow was added (ms), member "<queue>:<root job id>" (the flow id).
@@ -78,8 +80,13 @@ class FlowIndex:
         under the prefix, so flows added by Node apps or other producers show there too.
         Durations are finishedOn - timestamp of finished (completed or failed) tracked flows.
         """
-        members = await self._client.zrange(self.key, 0, -1)
-        keys = [f"{self.prefix}:{member!s}" for member in members]
+        keys = []
+        for member in await self._client.zrange(self.key, 0, -1):
+            try:
+                queue, job_id = parse_flow_id(str(member))
+            except MailQueueError:  # not written by record(): a hand-edited index
+                continue
+            keys.append(Keys(self.prefix, queue).job(job_id))
         reads = await read_nodes(self._client, keys) if keys else []
         by_state: dict[str, int] = {}
         durations: list[int] = []
@@ -96,7 +103,7 @@ class FlowIndex:
         if queues:
             pipe = self._client.pipeline(transaction=False)
             for name in queues:
-                pipe.zcard(f"{self.prefix}:{name}:waiting-children")
+                pipe.zcard(Keys(self.prefix, name).waiting_children)
             for name, count in zip(queues, await pipe.execute(), strict=True):
                 if count:
                     waiting[name] = int(count)

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 
 from mailqueue.errors import JobNotFoundError, MailQueueError
 from mailqueue.job_options import validate_queue_name
+from mailqueue.keys import Keys
 
 MAX_TREE_NODES = 10_000
 _PIPELINE_CHUNK = 500
@@ -31,13 +32,14 @@ _JOB_FIELDS = (
     "name", "timestamp", "processedOn", "finishedOn", "atm", "attemptsMade", "failedReason",
     "returnvalue", "progress", "parentKey", "parent",
 )
-# The order of bullmq's getState script: sorted sets first, then the lists.
-_ZSET_STATES = (
-    ("completed", "completed"), ("failed", "failed"), ("delayed", "delayed"),
-    ("prioritized", "prioritized"), ("waiting-children", "waiting-children"),
-)
-_LIST_STATES = (("active", "active"), ("wait", "waiting"), ("paused", "waiting"))
-_CHILD_KINDS = ("pending", "processed", "failed", "unsuccessful")
+# The order of bullmq's getState script: sorted sets first, then the lists (the key's
+# state, the state reported: a paused queue's jobs are waiting).
+_ZSET_STATES = ("completed", "failed", "delayed", "prioritized", "waiting-children")
+_LIST_STATES = (("active", "active"), ("waiting", "waiting"), ("paused", "waiting"))
+# A parent's children by how it holds them, and the name of the key that does.
+_CHILD_KEYS = {"pending": "dependencies", "processed": "processed", "failed": "failed",
+               "unsuccessful": "unsuccessful"}
+_CHILD_KINDS = tuple(_CHILD_KEYS)
 
 
 class ParentRef(TypedDict):
@@ -129,14 +131,20 @@ def _parent_ref(fields: Mapping[str, str | None]) -> ParentRef | None:
 class NodeRead:
     """What one pipelined read learnt about one job key."""
 
-    __slots__ = ("counts", "exists", "fields", "key", "state")
+    __slots__ = ("counts", "exists", "fields", "job_id", "key", "keys", "state")
 
     def __init__(self, key: str) -> None:
         self.key = key
+        prefix, queue, self.job_id = split_job_key(key)
+        self.keys = Keys(prefix, queue)
         self.fields: dict[str, str | None] = {}
         self.exists = False
         self.state = "unknown"
         self.counts = dict.fromkeys(_CHILD_KINDS, 0)
+
+    def children_key(self, kind: str) -> str:
+        """The set, hash or sorted set in which this job holds its children of `kind`."""
+        return f"{self.key}:{_CHILD_KEYS[kind]}"
 
 
 async def read_nodes(client: aioredis.Redis, keys: Sequence[str]) -> list[NodeRead]:
@@ -147,14 +155,13 @@ async def read_nodes(client: aioredis.Redis, keys: Sequence[str]) -> list[NodeRe
         chunk = reads[start:start + _PIPELINE_CHUNK]
         pipe = client.pipeline(transaction=False)
         for read in chunk:
-            base, _, job_id = read.key.rpartition(":")
             pipe.hmget(read.key, list(_JOB_FIELDS))
-            for suffix, _state in _ZSET_STATES:
-                pipe.zscore(f"{base}:{suffix}", job_id)
-            pipe.scard(f"{read.key}:dependencies")
-            pipe.hlen(f"{read.key}:processed")
-            pipe.hlen(f"{read.key}:failed")
-            pipe.zcard(f"{read.key}:unsuccessful")
+            for state in _ZSET_STATES:
+                pipe.zscore(read.keys.state(state), read.job_id)
+            pipe.scard(read.children_key("pending"))
+            pipe.hlen(read.children_key("processed"))
+            pipe.hlen(read.children_key("failed"))
+            pipe.zcard(read.children_key("unsuccessful"))
         results = await pipe.execute()
         unplaced: list[NodeRead] = []
         for index, read in enumerate(chunk):
@@ -164,7 +171,7 @@ async def read_nodes(client: aioredis.Redis, keys: Sequence[str]) -> list[NodeRe
                 read.fields.get("timestamp")
             )
             scores = row[1:1 + len(_ZSET_STATES)]
-            for (_suffix, state), score in zip(_ZSET_STATES, scores, strict=True):
+            for state, score in zip(_ZSET_STATES, scores, strict=True):
                 if score is not None:
                     read.state = state
                     break
@@ -175,14 +182,13 @@ async def read_nodes(client: aioredis.Redis, keys: Sequence[str]) -> list[NodeRe
         if unplaced:
             pipe = client.pipeline(transaction=False)
             for read in unplaced:
-                base, _, job_id = read.key.rpartition(":")
-                for suffix, _state in _LIST_STATES:
-                    pipe.lpos(f"{base}:{suffix}", job_id)
+                for key_state, _state in _LIST_STATES:
+                    pipe.lpos(read.keys.state(key_state), read.job_id)
             positions = await pipe.execute()
             width = len(_LIST_STATES)
             for index, read in enumerate(unplaced):
                 row = positions[index * width:(index + 1) * width]
-                for (_suffix, state), pos in zip(_LIST_STATES, row, strict=True):
+                for (_key_state, state), pos in zip(_LIST_STATES, row, strict=True):
                     if pos is not None:
                         read.state = state
                         break
@@ -211,7 +217,7 @@ async def _read_children(
                 continue
             left -= take
             sampled = take < count
-            key = f"{parent.key}:{'dependencies' if kind == 'pending' else kind}"
+            key = parent.children_key(kind)
             if kind == "pending":
                 if sampled:
                     pipe.srandmember(key, take)
@@ -240,7 +246,6 @@ async def _read_children(
 
 
 def _node(read: NodeRead, relation: tuple[str, Any] | None) -> FlowNode:
-    _, queue, job_id = split_job_key(read.key)
     f = read.fields
     state = read.state
     return_value = _json_or_raw(f.get("returnvalue"))
@@ -255,8 +260,8 @@ def _node(read: NodeRead, relation: tuple[str, Any] | None) -> FlowNode:
             state = "failed"
             failed_reason = value if kind == "failed" else None
     return {
-        "queue": queue,
-        "id": job_id,
+        "queue": read.keys.queue,
+        "id": read.job_id,
         "name": f.get("name"),
         "state": state,
         "removed": not read.exists,
@@ -307,7 +312,7 @@ class FlowTrees:
             raise JobNotFoundError(f"No job {job_id!r} in queue {queue!r}")
         if max_depth < 0 or max_children < 0:
             raise MailQueueError("max_depth and max_children must be >= 0")
-        root_key = f"{self.prefix}:{queue}:{job_id}"
+        root_key = Keys(self.prefix, queue).job(job_id)
         # Per node key: where its parent saw it (for children whose own hash was removed).
         seen_as: dict[str, tuple[str, Any]] = {}
         nodes: dict[str, FlowNode] = {}

@@ -30,7 +30,7 @@ from bullmq.custom_errors import UnrecoverableError
 from mailqueue.errors import MailQueueError
 from mailqueue.mail.errors import InvalidMailDataError, TemplateNotFoundError
 from mailqueue.mail.flow_conditions import check_conditions_shape, evaluate_conditions
-from mailqueue.mail.flow_steps import child_value, job_key, mail_step
+from mailqueue.mail.flow_steps import child_value, failed_children_key, mail_step
 from mailqueue.mail.handlers import (
     EmailHandlers,
     Handler,
@@ -182,7 +182,7 @@ class MailHandlers(EmailHandlers):
                 return {"step": "fallback", "path": "primary", "primary_error": None,
                         "result": primary}
             redis: aioredis.Redis = job.queue.client
-            failed: dict[Any, Any] = await redis.hgetall(f"{job_key(job)}:failed")
+            failed: dict[Any, Any] = await redis.hgetall(failed_children_key(job))
             child_key, reason = next(iter(failed.items()), (None, "unknown failure"))
             reason = str(reason)
             primary_attempts = None

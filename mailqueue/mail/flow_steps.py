@@ -1,5 +1,5 @@
 """What every e-mail flow step's handler shares: a permanent mail error fails the job at once,
-the result of the step below, the job's own key."""
+the result of the step below, the children that failed."""
 
 from __future__ import annotations
 
@@ -8,13 +8,16 @@ from typing import Any
 
 from bullmq.custom_errors import UnrecoverableError
 
+from mailqueue.keys import Keys
 from mailqueue.mail.errors import InvalidMailDataError, PermanentMailError, PutBackError
 from mailqueue.mail.handlers import Handler
 from mailqueue.mail.sending import put_back
 
 
-def job_key(job: Any) -> str:
-    return f"{job.queue.prefix}:{job.queue.name}:{job.id}"
+def failed_children_key(job: Any) -> str:
+    """The hash of a parent's children that failed and let it run all the same
+    (ignoreDependencyOnFailure): child key -> failed reason."""
+    return f"{Keys(job.queue.prefix, job.queue.name).job(str(job.id))}:failed"
 
 
 async def child_value(job: Any, step: str) -> dict[str, Any] | None:

@@ -25,7 +25,7 @@ from mailqueue.mail.errors import (
     TransientDeliveryError,
     TransientMailError,
 )
-from mailqueue.mail.flow_steps import job_key, mail_step
+from mailqueue.mail.flow_steps import failed_children_key, mail_step
 from mailqueue.mail.handlers import Handler, MailService
 from mailqueue.mail.jobdata import normalize_mail_data, snake_case
 from mailqueue.mail.message import parse_address
@@ -148,7 +148,7 @@ def newsletter_steps(service: MailService) -> dict[str, Handler]:
                 room = MAX_LISTED_FAILURES - len(failures)
                 failures.extend(value.get("failures", [])[:max(0, room)])
         redis: aioredis.Redis = job.queue.client
-        failed_children = await redis.hgetall(f"{job_key(job)}:failed")
+        failed_children = await redis.hgetall(failed_children_key(job))
         for child_key, reason in failed_children.items():
             summary["failed_batches"] += 1
             raw = await redis.hget(child_key, "data")
