@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 
 from mailqueue.redis_server import EmbeddedRedis, free_port
+from mailqueue.settings import Settings
+from tests.waiting import eventually, eventually_sync
 
 
 def own_redis(directory: Path, *extra_args: str, port: int = 0) -> EmbeddedRedis:
@@ -47,11 +49,11 @@ class MailqueueProcess:
         return self.log_path.read_text(errors="replace")
 
     def wait_for_output(self, text: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.output():
+        def printed() -> bool:
             assert self.process.poll() is None, f"{self.args[0]} exited:\n{self.output()}"
-            assert time.monotonic() < deadline, f"no {text!r} after {timeout} s:\n{self.output()}"
-            time.sleep(0.05)
+            return text in self.output()
+
+        eventually_sync(printed, timeout, f"{self.args[0]} printing {text!r}", interval=0.05)
 
     def signal(self, sig: signal.Signals) -> None:
         self.process.send_signal(sig)
@@ -90,13 +92,33 @@ def start_dashboard(tmp_path: Path, *, redis_url: str, prefix: str, **env: str
     dashboard = MailqueueProcess(tmp_path, ["dashboard", "--port", str(port)],
                                  redis_url=redis_url, prefix=prefix, **env)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/health", timeout=2).status_code in (200, 503):
-                return dashboard, base
-        except httpx.TransportError:
-            pass
+
+    def answers() -> bool:
         assert dashboard.process.poll() is None, f"dashboard exited:\n{dashboard.output()}"
-        assert time.monotonic() < deadline, f"dashboard not up:\n{dashboard.output()}"
-        time.sleep(0.1)
+        try:
+            # /health answers 503 while Redis is away: the dashboard is up all the same.
+            return httpx.get(f"{base}/health", timeout=2).status_code in (200, 503)
+        except httpx.TransportError:
+            return False
+
+    eventually_sync(answers, 30, "the dashboard answering /health")
+    return dashboard, base
+
+
+async def dashboard_serving(http: httpx.AsyncClient, base: str, timeout: float) -> None:
+    """Until the dashboard's overview and /health both answer 200 (Redis is back to it)."""
+
+    async def statuses() -> list[int | str]:
+        try:
+            return [(await http.get(base + path)).status_code for path in ("/", "/health")]
+        except httpx.HTTPError as exc:
+            return [repr(exc)]
+
+    await eventually(statuses, timeout, f"{base}/ and /health answering 200",
+                     accept=lambda found: found == [200, 200])
+
+
+def own_settings(server: EmbeddedRedis, prefix: str, tmp_path: Path) -> Settings:
+    """The settings of a manager in this process on a Redis of the test's own."""
+    return Settings(_env_file=None, redis_url=server.url,  # type: ignore[call-arg]
+                    queue_prefix=prefix, data_dir=tmp_path / "data")

@@ -18,8 +18,6 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -31,7 +29,7 @@ import pytest
 from mailqueue.redis_server import EmbeddedRedis
 from tests.faults import test_load
 from tests.faults.system import MailqueueProcess
-from tests.faults.test_load import BUSY, PREFIX, PRODUCER, QUIET, make_queues, percentile, record
+from tests.faults.test_load import BUSY, QUIET, Producer, make_queues, percentile, record
 
 # The load scenario's own Redis (no AOF) and dashboard process.
 load_redis = test_load.load_redis
@@ -127,26 +125,20 @@ async def test_500_live_pages_under_1000_events_per_second(
 
     stop = asyncio.Event()
     prober = asyncio.create_task(probe_overview(base, stop))
-    producer_log = (tmp_path / "producer.log").open("wb")
-    producer = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", PRODUCER, load_redis.url, PREFIX, BUSY, str(ADDS_PER_S),
-        str(FLOOD_S), stdout=producer_log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    producer = await Producer.start(tmp_path, load_redis.url, ADDS_PER_S, FLOOD_S)
     started = time.monotonic()
     cpu_before = cpu_seconds(process.process.pid)
     try:
-        await asyncio.wait_for(producer.wait(), FLOOD_S + 30)
+        await asyncio.wait_for(producer.process.wait(), FLOOD_S + 30)
     finally:
         end = time.monotonic()
         stop.set()
-        if producer.returncode is None:
-            producer.kill()
-            await producer.wait()
-        producer_log.close()
+        await producer.stop()
         latencies, errors = await prober
         for transport, _ in streams:
             transport.close()
-    producer_output = (tmp_path / "producer.log").read_text()
-    assert producer.returncode == 0, producer_output
+    producer_output = producer.output()
+    assert producer.process.returncode == 0, producer_output
 
     seconds = range(int(started) + 1, int(end))  # whole seconds of the flood
     groups: dict[str, list[dict[str, float]]] = {}

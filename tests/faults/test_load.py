@@ -147,6 +147,32 @@ asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), floa
 """
 
 
+class Producer:
+    """PRODUCER in a process of its own, adding jobs to BUSY; its output in producer.log."""
+
+    def __init__(self, tmp_path: Path, process: asyncio.subprocess.Process, log: Any) -> None:
+        self.log_path, self.process, self._log = tmp_path / "producer.log", process, log
+
+    @classmethod
+    async def start(cls, tmp_path: Path, redis_url: str, per_s: float, seconds: float
+                    ) -> Producer:
+        log = (tmp_path / "producer.log").open("wb")
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", PRODUCER, redis_url, PREFIX, BUSY, str(per_s), str(seconds),
+            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+        return cls(tmp_path, process, log)
+
+    async def stop(self) -> None:
+        """Killed if still adding; waited for."""
+        if self.process.returncode is None:
+            self.process.kill()
+        await asyncio.wait_for(self.process.wait(), 10)
+        self._log.close()
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+
 class SSEClient:
     """One raw-socket SSE client: counts `event:` lines per wall-clock second."""
 
@@ -267,19 +293,17 @@ async def test_100_sse_clients_under_2000_events_per_second(
     not_started = [c for c in clients if c.messages == 0]
     assert not not_started, (f"{len(not_started)} clients got no first render: "
                              f"{[c.error for c in not_started[:3]]}")
-    await asyncio.sleep(1)
+    await asyncio.sleep(1)  # a quiet second after the first renders: the baseline's RSS
     rss_start = rss_kb(process.process.pid)
 
-    producer_log = (tmp_path / "producer.log").open("wb")
-    producer = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", PRODUCER, load_redis.url, PREFIX, BUSY, str(ADDS_PER_S),
-        str(FLOOD_S), stdout=producer_log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    producer = await Producer.start(tmp_path, load_redis.url, ADDS_PER_S, FLOOD_S)
     flood_started = time.monotonic()
     counted_before = counter.events["job-event"]
     rss_samples = [rss_start]
     try:
-        while producer.returncode is None and time.monotonic() < flood_started + FLOOD_S + 30:
-            await asyncio.sleep(1)
+        while (producer.process.returncode is None
+               and time.monotonic() < flood_started + FLOOD_S + 30):
+            await asyncio.sleep(1)  # the RSS sampling cadence
             rss_samples.append(rss_kb(process.process.pid))
             for task in tasks:
                 if task.done() and task.exception() is not None:
@@ -290,14 +314,11 @@ async def test_100_sse_clients_under_2000_events_per_second(
         end = time.monotonic()
         rss_end = rss_kb(process.process.pid)
     finally:
-        if producer.returncode is None:
-            producer.kill()
-        await asyncio.wait_for(producer.wait(), 10)
-        producer_log.close()
+        await producer.stop()
         stop.set()
         await asyncio.wait(tasks, timeout=15)
-    producer_output = (tmp_path / "producer.log").read_text()
-    assert producer.returncode == 0, producer_output
+    producer_output = producer.output()
+    assert producer.process.returncode == 0, producer_output
 
     dropped = [c for c in clients
                if c.closed_by_server or c.error or c.status != 200

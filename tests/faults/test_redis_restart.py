@@ -26,8 +26,14 @@ import redis.exceptions as redis_errors
 
 from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
-from mailqueue.settings import Settings
-from tests.faults.system import MailqueueProcess, own_redis, start_dashboard, start_worker
+from tests.faults.system import (
+    MailqueueProcess,
+    dashboard_serving,
+    own_redis,
+    own_settings,
+    start_dashboard,
+    start_worker,
+)
 from tests.faults.test_worker_killed import FAST_STALLS, report
 from tests.mailqueue.mail.test_mail_faults import NOTIFY, drained, message_ids
 from tests.waiting import eventually
@@ -76,7 +82,7 @@ class SseClient:
             if self._stopping:
                 return
             self.connected.clear()
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.0)  # a browser's EventSource waits about this before it retries
 
     async def _read(self) -> None:
         headers = {"Accept": "text/event-stream"}
@@ -115,8 +121,7 @@ async def test_redis_killed_and_restarted_under_load(
     tmp_path: Path, prefix: str, redis_client: aioredis.Redis,
 ) -> None:
     server = own_redis(tmp_path / "redis")
-    settings = Settings(_env_file=None, redis_url=server.url,  # type: ignore[call-arg]
-                        queue_prefix=prefix, data_dir=tmp_path / "data")
+    settings = own_settings(server, prefix, tmp_path)
     # The SMTP server keeps what it receives outside the Redis that is killed.
     sink = MailSink(redis_client, prefix, max_messages=10_000, register=False)
     await sink.start()
@@ -170,18 +175,13 @@ async def test_redis_killed_and_restarted_under_load(
             body = reply.json()
             assert body["healthy"] is False and "redis" in json.dumps(body).lower(), body
         sse.drop()  # the browser's connection drops while Redis is away
+        # The scenario: Redis stays away at least 3 s, long enough for every client to notice.
         await asyncio.sleep(max(0.0, 3.0 - (time.monotonic() - killed_at)))
         outage_s = time.monotonic() - killed_at
 
         server.start()  # same port, same data directory: the AOF is replayed
         back_at = time.monotonic()
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                statuses = [(await http.get(base + p)).status_code for p in ("/", "/health")]
-                if statuses == [200, 200]:
-                    break
-            assert time.monotonic() - back_at < 60, f"dashboard still {statuses}"
-            await asyncio.sleep(0.1)
+        await dashboard_serving(http, base, 60)
         dashboard_recovery_s = time.monotonic() - back_at
 
         async def all_done() -> bool:

@@ -28,12 +28,18 @@ import redis.asyncio as aioredis
 
 from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
-from mailqueue.settings import Settings
-from tests.faults.system import MailqueueProcess, own_redis, start_dashboard, start_worker
+from tests.faults.system import (
+    MailqueueProcess,
+    dashboard_serving,
+    own_redis,
+    own_settings,
+    start_dashboard,
+    start_worker,
+)
 from tests.faults.test_redis_restart import assert_redis_banner
 from tests.faults.test_worker_killed import report
 from tests.mailqueue.mail.test_mail_faults import NOTIFY, drained, message_ids
-from tests.waiting import eventually
+from tests.waiting import eventually, eventually_sync
 
 STALL_S = 10
 # The goal is 2 s (REDIS_COMMAND_TIMEOUT_S is 1.5 s); 3 s leaves room for a busy shared
@@ -108,16 +114,17 @@ def stall(url: str, seconds: int) -> threading.Thread:
 
 def wait_until_asleep(url: str, timeout: float = 5) -> None:
     """Returns once Redis does not answer a PING within 0.2 s: the stall has begun."""
-    deadline = time.monotonic() + timeout
     probe = redis.Redis.from_url(url, socket_timeout=0.2)
+
+    def asleep() -> bool:
+        try:
+            probe.ping()
+        except redis.TimeoutError:
+            return True
+        return False
+
     try:
-        while time.monotonic() < deadline:
-            try:
-                probe.ping()
-            except redis.TimeoutError:
-                return
-            time.sleep(0.01)
-        raise AssertionError(f"Redis still answers {timeout} s after DEBUG SLEEP")
+        eventually_sync(asleep, timeout, "Redis not answering after DEBUG SLEEP", interval=0.01)
     finally:
         probe.close()
 
@@ -134,8 +141,7 @@ async def test_redis_stalled_dashboard_answers_503_fast(
 ) -> None:
     # DEBUG is refused by default since Redis 7; `local`: only from this machine.
     server = own_redis(tmp_path / "redis", "--enable-debug-command", "local")
-    settings = Settings(_env_file=None, redis_url=server.url,  # type: ignore[call-arg]
-                        queue_prefix=prefix, data_dir=tmp_path / "data")
+    settings = own_settings(server, prefix, tmp_path)
     sink = MailSink(redis_client, prefix, max_messages=10_000, register=False)
     await sink.start()
     processes: list[MailqueueProcess] = []
@@ -223,14 +229,7 @@ async def test_redis_stalled_dashboard_answers_503_fast(
         await asyncio.to_thread(sleeper.join, STALL_S + 30)
         assert not sleeper.is_alive()
         awake_at = time.monotonic()
-        statuses: list[int] = []
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                statuses = [(await http.get(base + p)).status_code for p in ("/", "/health")]
-                if statuses == [200, 200]:
-                    break
-            assert time.monotonic() - awake_at < 30, f"dashboard still {statuses}"
-            await asyncio.sleep(0.05)
+        await dashboard_serving(http, base, 30)
         recovery_s = time.monotonic() - awake_at
         for path in PAGES + JSON_ROUTES:
             reply = await http.get(base + path)

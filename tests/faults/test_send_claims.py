@@ -32,15 +32,18 @@ from aiosmtpd.smtp import Envelope, Session
 
 from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
-from mailqueue.settings import Settings
 
-from .system import MailqueueProcess, own_redis, start_worker
+from .system import MailqueueProcess, own_redis, own_settings, start_worker
 from .test_smtp_faults import NOTIFY, QUEUE, report, wait_for
 
 SHORT_LOCKS = {"WORKER_LOCK_DURATION_MS": "2000", "WORKER_STALLED_INTERVAL_MS": "1000"}
 # The defaults of JOB_ATTEMPTS / JOB_BACKOFF_*: what the issue's run used.
 DEFAULT_RETRIES = {"attempts": 3, "backoff": {"type": "exponential", "delay": 2000}}
 TOTAL, CONCURRENCY = 200, 10
+
+
+def message_id(job_id: str) -> str:
+    return f"<{QUEUE}.{job_id}@localhost>"
 
 
 class AcceptedThenSlowSink(MailSink):
@@ -111,6 +114,18 @@ class Run:
         return {"sent_before_kill": sent, "active_at_kill": active,
                 "settled_after_kill_s": round(time.monotonic() - killed_at, 1)}
 
+    async def outcome(self, job_ids: list[str], **more: Any
+                      ) -> tuple[collections.Counter[str], dict[str, str], dict[str, Any]]:
+        """After a run: the outbox's Message-IDs (with copies), the failed jobs' reasons, and
+        the scenario's figures (`more` among them)."""
+        ids, failed = await self.outbox_ids(), await self.failures(job_ids)
+        expected = {message_id(job_id) for job_id in job_ids}
+        return ids, failed, {
+            "jobs": TOTAL, **SHORT_LOCKS, "attempts": 3, **more,
+            "sent": len(ids), "lost": len(expected - set(ids)),
+            "duplicated": sum(n - 1 for n in ids.values()), "failed": len(failed),
+        }
+
     async def failures(self, job_ids: list[str]) -> dict[str, str]:
         reasons = {}
         for job_id in job_ids:
@@ -129,10 +144,7 @@ async def run_factory(tmp_path: Path) -> AsyncIterator[Any]:
     server = await asyncio.to_thread(own_redis, tmp_path / "redis")
     prefix = "sendclaims"
     client = aioredis.Redis.from_url(server.url, decode_responses=True)
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        redis_url=server.url, queue_prefix=prefix, data_dir=tmp_path / "data",
-    )
+    settings = own_settings(server, prefix, tmp_path)
     runs: list[Run] = []
     try:
         async with MailManager(settings) as mail:
@@ -153,15 +165,6 @@ async def run_factory(tmp_path: Path) -> AsyncIterator[Any]:
         await asyncio.to_thread(server.stop)
 
 
-def figures_of(ids: collections.Counter[str], expected: set[str], failed: dict[str, str],
-               **more: Any) -> dict[str, Any]:
-    return {
-        "jobs": TOTAL, **SHORT_LOCKS, "attempts": 3, **more,
-        "sent": len(ids), "lost": len(expected - set(ids)),
-        "duplicated": sum(n - 1 for n in ids.values()), "failed": len(failed),
-    }
-
-
 async def test_point_7_killed_mid_send_with_short_locks_loses_nothing(run_factory: Any) -> None:
     """1 s before each RCPT and end-of-DATA reply (MailSink drops a message whose client
     went away before its reply). Before the fix, the killed attempts' 30 s claims made
@@ -173,12 +176,10 @@ async def test_point_7_killed_mid_send_with_short_locks_loses_nothing(run_factor
         kill = await run.kill_one_mid_send(TOTAL * 3 // 4)
     finally:
         run.stop()
-    ids, failed = await run.outbox_ids(), await run.failures(job_ids)
-    expected = {f"<{QUEUE}.{job_id}@localhost>" for job_id in job_ids}
-    figures = figures_of(ids, expected, failed, reply_delay_s=1.0, **kill)
+    ids, failed, figures = await run.outcome(job_ids, reply_delay_s=1.0, **kill)
     report("send-claims-short-locks", figures)
     assert not failed, list(failed.values())[:3]
-    assert set(ids) == expected
+    assert set(ids) == {message_id(job_id) for job_id in job_ids}
     assert figures["duplicated"] == 0  # the sink kept nothing of the killed sends
 
 
@@ -194,13 +195,11 @@ async def test_point_9_accepted_but_slow_end_of_data_at_least_once(run_factory: 
         kill = await run.kill_one_mid_send(TOTAL * 3 // 4)
     finally:
         run.stop()
-    ids, failed = await run.outbox_ids(), await run.failures(job_ids)
-    expected = {f"<{QUEUE}.{job_id}@localhost>" for job_id in job_ids}
-    figures = figures_of(ids, expected, failed, delivery="at-least-once",
-                         end_of_data_reply_delay_s=2.0, **kill)
+    ids, failed, figures = await run.outcome(job_ids, delivery="at-least-once",
+                                             end_of_data_reply_delay_s=2.0, **kill)
     report("send-claims-slow-data-at-least-once", figures)
     assert not failed, list(failed.values())[:3]
-    assert set(ids) == expected  # nothing lost
+    assert set(ids) == {message_id(job_id) for job_id in job_ids}  # nothing lost
     # Every duplicate is a job the killed worker had in flight (it had at most CONCURRENCY).
     assert figures["duplicated"] <= CONCURRENCY
 
@@ -222,12 +221,10 @@ async def test_point_9_at_most_once_template_sends_nothing_twice(
     try:
         job_ids = await run.add(TOTAL)
         kill = await run.kill_one_mid_send(TOTAL * 3 // 4, MAIL_TEMPLATE_DIR=str(templates))
-        ids, failed = await run.outbox_ids(), await run.failures(job_ids)
-        expected = {f"<{QUEUE}.{job_id}@localhost>" for job_id in job_ids}
-        figures = figures_of(ids, expected, failed, delivery="at-most-once",
-                             end_of_data_reply_delay_s=2.0, **kill)
+        ids, failed, figures = await run.outcome(job_ids, delivery="at-most-once",
+                                                 end_of_data_reply_delay_s=2.0, **kill)
         # Of the unconfirmed jobs, how many the server in fact had (the operator's check).
-        unconfirmed_ids = {f"<{QUEUE}.{job_id}@localhost>" for job_id in failed}
+        unconfirmed_ids = {message_id(job_id) for job_id in failed}
         figures["unconfirmed_in_outbox"] = len(unconfirmed_ids & set(ids))
         report("send-claims-slow-data-at-most-once", figures)
         assert figures["duplicated"] == 0
@@ -237,18 +234,18 @@ async def test_point_9_at_most_once_template_sends_nothing_twice(
             assert reason.startswith("unconfirmed send"), reason
             assert "check the recipient's mailbox" in reason
         # Every other job completed; nothing else is missing from the outbox.
-        assert set(ids) | unconfirmed_ids == expected
+        assert set(ids) | unconfirmed_ids == {message_id(job_id) for job_id in job_ids}
 
         # The operator looked and decides to send one again: the retry sends it, once more.
         chosen = sorted(failed)[0]
-        before = (await run.outbox_ids())[f"<{QUEUE}.{chosen}@localhost>"]
+        before = (await run.outbox_ids())[message_id(chosen)]
         await run.mail.queues.retry_job(QUEUE, chosen)
 
         async def retried() -> bool:
             return (await run.mail.queues.get_job(QUEUE, chosen))["state"] == "completed"
 
         await wait_for(retried, 30, "the operator's retry to complete")
-        after = (await run.outbox_ids())[f"<{QUEUE}.{chosen}@localhost>"]
+        after = (await run.outbox_ids())[message_id(chosen)]
         assert after == before + 1
     finally:
         run.stop()

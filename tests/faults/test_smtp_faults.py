@@ -27,10 +27,9 @@ import redis.asyncio as aioredis
 from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
 from mailqueue.redis_server import EmbeddedRedis
-from mailqueue.settings import Settings
 from tests.waiting import eventually
 
-from .system import MailqueueProcess, own_redis, start_worker
+from .system import MailqueueProcess, own_redis, own_settings, start_worker
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "reliability"
 QUEUE = "emails"
@@ -78,6 +77,14 @@ class System:
         messages = await self.sink.outbox.list_messages(10_000)
         return collections.Counter(m["message_id"] for m in messages)
 
+    async def outcome(self, job_ids: list[str]
+                      ) -> tuple[collections.Counter[str], dict[str, int], dict[str, list[str]]]:
+        """After a run: the outbox's Message-IDs (with copies), the queue's counts, and each
+        job's transient failures."""
+        failures = {job_id: await self.transient_failures(job_id) for job_id in job_ids}
+        return (await self.outbox_ids(), await self.mail.queues.get_job_counts(QUEUE),
+                failures)
+
     def expected_ids(self, job_ids: list[str]) -> set[str]:
         return {f"<{QUEUE}.{job_id}@localhost>" for job_id in job_ids}
 
@@ -92,10 +99,7 @@ async def system(tmp_path: Path) -> AsyncIterator[System]:
     server = await asyncio.to_thread(own_redis, tmp_path / "redis")
     prefix = "smtpfaults"
     client = aioredis.Redis.from_url(server.url, decode_responses=True)
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        redis_url=server.url, queue_prefix=prefix, data_dir=tmp_path / "data",
-    )
+    settings = own_settings(server, prefix, tmp_path)
     sink = MailSink(client, prefix, max_messages=10_000)
     try:
         async with MailManager(settings) as mail:
@@ -132,7 +136,7 @@ async def test_smtp_down_30_s_then_up(system: System) -> None:
         down_at = time.monotonic()
         before_outage = await system.sink.outbox.count()
         assert before_outage < total, "every message went out before the outage"
-        await asyncio.sleep(outage_s)
+        await asyncio.sleep(outage_s)  # the scenario: the SMTP server away this long
         during_outage = await system.sink.outbox.count() - before_outage
         counts_at_up = await system.mail.queues.get_job_counts(QUEUE)
         await system.sink.start()
@@ -183,9 +187,7 @@ async def test_slow_server_within_the_timeout_delivers_once(system: System) -> N
         elapsed = await wait_for(lambda: system.finished(total), 60, "drained queue")
     finally:
         worker.stop()
-    ids = await system.outbox_ids()
-    counts = await system.mail.queues.get_job_counts(QUEUE)
-    failures = {job_id: await system.transient_failures(job_id) for job_id in job_ids}
+    ids, counts, failures = await system.outcome(job_ids)
     figures = {
         "jobs": total,
         "reply_delay_s": delay_s,
@@ -214,15 +216,14 @@ async def test_slow_server_beyond_the_timeout_is_retried_and_delivers_once(
     job_ids = await system.add([f"slower{i}@example.com" for i in range(total)], 20, 1000)
     worker = await system.worker(timeout_s=2, pool=total, concurrency=total)
     try:
+        # The window in which nothing may go out: each attempt times out (2 s) and retries.
         await asyncio.sleep(slow_for_s)
         assert await system.sink.outbox.count() == 0
         system.sink.reply_delay_s = 0  # the server is fast again
         drain_s = await wait_for(lambda: system.finished(total), 60, "drained queue")
     finally:
         worker.stop()
-    ids = await system.outbox_ids()
-    counts = await system.mail.queues.get_job_counts(QUEUE)
-    failures = {job_id: await system.transient_failures(job_id) for job_id in job_ids}
+    ids, counts, failures = await system.outcome(job_ids)
     sample = next(f for f in failures.values() if f)
     figures = {
         "jobs": total,
@@ -307,7 +308,10 @@ async def test_sink_stop_answers_the_message_it_is_storing(system: System) -> No
     sink = system.sink
     add = sink.outbox.add
 
+    storing = asyncio.Event()
+
     async def slow_add(*args: Any) -> str:
+        storing.set()
         await asyncio.sleep(0.5)  # a slow Redis write: stop() comes in the middle of it
         return await add(*args)
 
@@ -316,7 +320,7 @@ async def test_sink_stop_answers_the_message_it_is_storing(system: System) -> No
     await client.connect()
     message = b"From: a@example.com\r\nTo: b@example.com\r\nMessage-ID: <x@y>\r\n\r\nhi\r\n"
     sending = asyncio.create_task(client.sendmail("a@example.com", ["b@example.com"], message))
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(storing.wait(), 5)
     await sink.stop()
     (outcome,) = await asyncio.gather(sending, return_exceptions=True)
     errors = outcome if isinstance(outcome, BaseException) else None

@@ -6,12 +6,10 @@ handlers, sending to an SMTP sink in the test process.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -47,11 +45,9 @@ async def test_worker_processes_share_the_jobs_and_stop_together(
         assert sorted(c.pid for c in children) == sorted(pids)
 
         # Each child connects on its own schedule after the supervisor prints their pids.
-        deadline = time.monotonic() + 30
-        workers = await mail.workers.list_workers("emails")
-        while len(workers) < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-            workers = await mail.workers.list_workers("emails")
+        workers = await eventually(lambda: mail.workers.list_workers("emails"), 30,
+                                   "both children registered as workers",
+                                   accept=lambda found: len(found) >= 2)
         assert len(workers) == 2, workers
         assert {str(pid) for pid in pids} == {w["name"].split("-")[-2] for w in workers}
 
@@ -69,10 +65,8 @@ async def test_worker_processes_share_the_jobs_and_stop_together(
     assert code == 0, output
     assert "Stopped." in output
     # No process left: neither child, nor a worker in Redis.
-    deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in pids):
-        assert time.monotonic() < deadline, f"left behind: {pids}\n{output}"
-        await asyncio.sleep(0.05)
+    await eventually(lambda: not any(_alive(pid) for pid in pids), 10,
+                     f"both children {pids} gone")
     assert await mail.workers.list_workers("emails") == []
     assert output.count("[worker 1] Stopped.") == 1
     assert output.count("[worker 2] Stopped.") == 1
