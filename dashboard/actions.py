@@ -9,6 +9,7 @@ with what result) and answered as an htmx fragment shown in place, as JSON for s
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,11 +19,13 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from mailqueue.errors import JobNotFoundError, MailQueueError, UnknownQueueError
+from mailqueue.errors import MailQueueError
 from mailqueue.manager import MailManager
 from mailqueue.redis_memory import is_redis_full
 
-from .render import is_htmx, render
+from .context import mail_of
+from .errors import status_of
+from .render import is_htmx, render, wants_json
 from .security import identity_of
 
 log = logging.getLogger(__name__)
@@ -42,17 +45,6 @@ class ActionResult:
 
 ActionHandler = Callable[[Request, MailManager], Awaitable[ActionResult]]
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-def mail_of(request: Request) -> MailManager:
-    manager: MailManager = request.app.state.mail
-    return manager
-
-
-def wants_json(request: Request) -> bool:
-    return request.url.path.startswith("/api/") or "application/json" in request.headers.get(
-        "accept", ""
-    )
 
 
 def safe_redirect(request: Request, fallback: str) -> str:
@@ -85,10 +77,9 @@ def operator_action(action: str, *, audited: bool = False
             try:
                 result = await handler(request, mail)
                 status, raised = result.status, False
-            except (UnknownQueueError, JobNotFoundError) as exc:
-                result, status = ActionResult(str(exc), target, ok=False), 404
-            except (MailQueueError, ValueError) as exc:
-                result, status = ActionResult(str(exc), target, ok=False), 422
+            except (MailQueueError, ValueError) as exc:  # a refusal: audited, then answered
+                result = ActionResult(str(exc), target, ok=False)
+                status = status_of(exc, reading=False)
             try:
                 if raised or not audited:
                     await mail.events.record_audit(
@@ -112,7 +103,7 @@ def operator_action(action: str, *, audited: bool = False
                     response.headers["HX-Location"] = result.redirect
                 return response
             if not result.ok:
-                return render(request, "pages/action_error.html", {"result": result},
+                return render(request, "pages/error.html", {"result": result},
                               status_code=status)
             return RedirectResponse(result.redirect or safe_redirect(request, "/"),
                                     status_code=303)
@@ -126,19 +117,24 @@ def operator_action(action: str, *, audited: bool = False
 
 async def form_data(request: Request) -> dict[str, str]:
     """Form fields as plain strings (the last value wins), from a form or a JSON body."""
-    if request.headers.get("content-type", "").startswith("application/json"):
-        try:
-            body = await request.json()
-        except ValueError:
-            raise MailQueueError("The body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise MailQueueError("The body must be a JSON object")
-        return {str(k): v if isinstance(v, str) else _json_text(v) for k, v in body.items()}
+    if is_json_body(request):
+        body = await json_object(request, MailQueueError)
+        return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in body.items()}
     form = await request.form()
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
-def _json_text(value: Any) -> str:
-    import json
+def is_json_body(request: Request) -> bool:
+    return request.headers.get("content-type", "").startswith("application/json")
 
-    return json.dumps(value)
+
+async def json_object(request: Request, refuse: type[Exception] = ValueError
+                      ) -> dict[str, Any]:
+    """The request's JSON body, an object; else `refuse` with the reason, one line."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise refuse("The body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise refuse("The body must be a JSON object")
+    return body

@@ -2,32 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from mailqueue.cluster import redis_error_reason
-from mailqueue.errors import RedisUnavailableError
 from mailqueue.manager import MailManager
-from mailqueue.redact import redact_url
 from mailqueue.settings import Settings
 
+from .errors import exception_handlers
 from .live import event_stream, live
 from .login_limit import LoginLimiter
 from .origins import AllowedHosts
-from .redis_full import redis_full_handler
-from .render import STATIC_DIR, is_htmx, render, render_fragment
+from .render import STATIC_DIR
 from .security import SecurityMiddleware, parse_credentials
 from .views.campaigns import (
     api_campaign,
@@ -42,17 +34,14 @@ from .views.campaigns import (
 from .views.events import api_events, events_page
 from .views.find import api_find_job, find_job
 from .views.flows import api_flow, flow_page
-from .views.jobs import (
-    api_job,
-    job_data,
+from .views.job_actions import (
     job_duplicate,
-    job_logs,
-    job_page,
     job_promote,
     job_remove,
     job_retry,
     job_update_data,
 )
+from .views.jobs import api_job, job_data, job_logs, job_page
 from .views.messages import (
     api_job_messages,
     api_message_entry,
@@ -122,18 +111,20 @@ from .views.templates_page import (
 )
 from .views.workers import api_workers, workers_page
 
-# Redis gone (killed, restarting, loading its AOF, unreachable): what any view may raise.
-# redis-py's ConnectionError covers BusyLoadingError; the builtin covers raw socket errors.
-REDIS_DOWN_ERRORS: tuple[type[Exception], ...] = (
-    RedisConnectionError, RedisTimeoutError, RedisUnavailableError, ConnectionError,
-)
-REDIS_RETRY_AFTER_S = 5
+
+def page(path: str, view: Callable[..., Any], api_view: Callable[..., Any]) -> list[Route]:
+    """A page and its JSON twin at /api<path>, each route named after its view."""
+    return [Route(path, view, name=view.__name__),
+            Route(f"/api{path}", api_view, name=api_view.__name__)]
 
 
-def action(path: str, endpoint: Callable[..., Any], name: str) -> list[Route]:
-    """An operator action (POST) and its JSON twin under /api/; one handler answers both."""
-    return [Route(path, endpoint, methods=["POST"], name=name),
-            Route(f"/api{path}", endpoint, methods=["POST"], name=f"api_{name}")]
+def actions(base: str, endpoints: Mapping[str, Callable[..., Any]]) -> list[Route]:
+    """Operator actions: each `base/<suffix>` (POST) and its JSON twin under /api/, one
+    handler answering both, the routes named after it (`queue_clean`, `api_queue_clean`)."""
+    return [Route(f"{prefix}{base}/{suffix}", endpoint, methods=["POST"],
+                  name=f"{twin}{endpoint.__name__}")
+            for suffix, endpoint in endpoints.items()
+            for prefix, twin in (("", ""), ("/api", "api_"))]
 
 
 def routes() -> list[Route | Mount]:
@@ -145,71 +136,65 @@ def routes() -> list[Route | Mount]:
     return [
         Route("/", overview, name="overview"),
         Route("/api/queues", api_queues, name="api_queues"),
-        Route("/jobs/find", find_job, name="find_job"),
-        Route("/api/jobs/find", api_find_job, name="api_find_job"),
-        *action("/queues/pause-all", queues_pause_all, "queues_pause_all"),
-        *action("/queues/resume-all", queues_resume_all, "queues_resume_all"),
-        Route(queue, queue_page, name="queue_page"),
-        Route(f"/api{queue}", api_queue, name="api_queue"),
+        *page("/jobs/find", find_job, api_find_job),
+        *actions("/queues", {
+            "pause-all": queues_pause_all,
+            "resume-all": queues_resume_all,
+        }),
+        *page(queue, queue_page, api_queue),
         Route(f"/api{queue}/jobs", api_queue_jobs, name="api_queue_jobs"),
-        *action(f"{queue}/retry-failed", queue_retry_failed, "queue_retry_failed"),
-        *action(f"{queue}/promote-delayed", queue_promote_delayed, "queue_promote_delayed"),
-        *action(f"{queue}/clean", queue_clean, "queue_clean"),
-        *action(f"{queue}/pause", queue_pause, "queue_pause"),
-        *action(f"{queue}/resume", queue_resume, "queue_resume"),
-        *action(f"{queue}/drain", queue_drain, "queue_drain"),
-        *action(f"{queue}/obliterate", queue_obliterate, "queue_obliterate"),
-        *action(f"{queue}/add-job", queue_add_job, "queue_add_job"),
-        *action(f"{queue}/selected/retry", queue_retry_selected, "queue_retry_selected"),
-        *action(f"{queue}/selected/remove", queue_remove_selected, "queue_remove_selected"),
-        Route(f"{queue}/latest", queue_latest, name="queue_latest"),
-        Route(f"/api{queue}/latest", api_queue_latest, name="api_queue_latest"),
+        *actions(queue, {
+            "retry-failed": queue_retry_failed,
+            "promote-delayed": queue_promote_delayed,
+            "clean": queue_clean,
+            "pause": queue_pause,
+            "resume": queue_resume,
+            "drain": queue_drain,
+            "obliterate": queue_obliterate,
+            "add-job": queue_add_job,
+            "selected/retry": queue_retry_selected,
+            "selected/remove": queue_remove_selected,
+            "concurrency": queue_set_concurrency,
+            "concurrency/release": queue_release_concurrency,
+            "rate-limit": queue_set_rate_limit,
+            "rate-limit/release": queue_release_rate_limit,
+        }),
+        *page(f"{queue}/latest", queue_latest, api_queue_latest),
         Route(f"/api{queue}/limits", api_queue_limits, name="api_queue_limits"),
         Route(f"{queue}/limits-line", queue_limits_line, name="queue_limits_line"),
-        *action(f"{queue}/concurrency", queue_set_concurrency, "queue_set_concurrency"),
-        *action(f"{queue}/concurrency/release", queue_release_concurrency,
-                "queue_release_concurrency"),
-        *action(f"{queue}/rate-limit", queue_set_rate_limit, "queue_set_rate_limit"),
-        *action(f"{queue}/rate-limit/release", queue_release_rate_limit,
-                "queue_release_rate_limit"),
-        Route(f"{job}/flow", flow_page, name="flow_page"),
-        Route(f"/api{job}/flow", api_flow, name="api_flow"),
+        *page(f"{job}/flow", flow_page, api_flow),
         Route(f"{job}/data.json", job_data, name="job_data"),
         Route(f"{job}/logs", job_logs, name="job_logs"),
-        Route(f"{job}/messages", job_messages, name="job_messages"),
-        Route(f"/api{job}/messages", api_job_messages, name="api_job_messages"),
+        *page(f"{job}/messages", job_messages, api_job_messages),
         Route(f"/api{job}/logs", job_logs, name="api_job_logs"),
-        *action(f"{job}/retry", job_retry, "job_retry"),
-        *action(f"{job}/promote", job_promote, "job_promote"),
-        *action(f"{job}/remove", job_remove, "job_remove"),
-        *action(f"{job}/duplicate", job_duplicate, "job_duplicate"),
-        *action(f"{job}/data", job_update_data, "job_update_data"),
-        *action(f"{job}/delay", job_change_delay, "job_change_delay"),
-        *action(f"{job}/priority", job_change_priority, "job_change_priority"),
-        Route(job, job_page, name="job_page"),
-        Route(f"/api{job}", api_job, name="api_job"),
+        *actions(job, {
+            "retry": job_retry,
+            "promote": job_promote,
+            "remove": job_remove,
+            "duplicate": job_duplicate,
+            "data": job_update_data,
+            "delay": job_change_delay,
+            "priority": job_change_priority,
+        }),
+        *page(job, job_page, api_job),
         Route("/health", health, name="health"),
         Route("/metrics", metrics, name="metrics"),
-        Route("/schedules", schedules_page, name="schedules_page"),
-        Route("/api/schedules", api_schedules, name="api_schedules"),
+        *page("/schedules", schedules_page, api_schedules),
         Route("/schedules/preview", schedule_preview, name="schedule_preview"),
         Route("/api/schedules/preview", schedule_preview, name="api_schedule_preview"),
-        *action(f"{schedule}/update", schedule_update, "schedule_update"),
-        *action(f"{schedule}/run", schedule_run_now, "schedule_run_now"),
-        *action(f"{schedule}/remove", schedule_remove, "schedule_remove"),
-        Route("/workers", workers_page, name="workers_page"),
-        Route("/api/workers", api_workers, name="api_workers"),
-        Route("/events", events_page, name="events_page"),
-        Route("/api/events", api_events, name="api_events"),
-        Route("/outbox", outbox_page, name="outbox_page"),
-        Route("/api/outbox", api_outbox, name="api_outbox"),
+        *actions(schedule, {
+            "update": schedule_update,
+            "run": schedule_run_now,
+            "remove": schedule_remove,
+        }),
+        *page("/workers", workers_page, api_workers),
+        *page("/events", events_page, api_events),
+        *page("/outbox", outbox_page, api_outbox),
         Route("/outbox/{message_id}", outbox_message_page, name="outbox_message_page"),
         Route("/outbox/{message_id}/html", outbox_message_html, name="outbox_message_html"),
         Route("/api/outbox/{message_id}", api_outbox_message, name="api_outbox_message"),
-        Route("/messages", messages_page, name="messages_page"),
-        Route("/api/messages", api_messages, name="api_messages"),
-        Route("/messages/{entry_id}", message_entry_page, name="message_entry_page"),
-        Route("/api/messages/{entry_id}", api_message_entry, name="api_message_entry"),
+        *page("/messages", messages_page, api_messages),
+        *page("/messages/{entry_id}", message_entry_page, api_message_entry),
         Route("/suppressions", suppressions_page, name="suppressions_page"),
         Route("/suppressions", suppression_add, methods=["POST"], name="suppression_add"),
         Route("/api/suppressions", api_suppressions, name="api_suppressions"),
@@ -219,57 +204,27 @@ def routes() -> list[Route | Mount]:
               name="suppression_remove"),
         Route("/api/suppressions/{address:path}", suppression_remove, methods=["DELETE"],
               name="api_suppression_remove"),
-        Route("/campaigns", campaigns_page, name="campaigns_page"),
-        Route("/api/campaigns", api_campaigns, name="api_campaigns"),
+        *page("/campaigns", campaigns_page, api_campaigns),
         Route("/campaigns", campaign_create, methods=["POST"], name="campaign_create"),
         Route("/api/campaigns", campaign_create, methods=["POST"], name="api_campaign_create"),
-        Route("/campaigns/{campaign_id}", campaign_page, name="campaign_page"),
-        Route("/api/campaigns/{campaign_id}", api_campaign, name="api_campaign"),
-        *action("/campaigns/{campaign_id}/pause", campaign_pause, "campaign_pause"),
-        *action("/campaigns/{campaign_id}/resume", campaign_resume, "campaign_resume"),
-        *action("/campaigns/{campaign_id}/cancel", campaign_cancel, "campaign_cancel"),
-        Route("/templates", templates_page, name="templates_page"),
-        Route("/api/templates", api_templates, name="api_templates"),
-        Route("/templates/{name}", template_page, name="template_page"),
-        Route("/api/templates/{name}", api_template, name="api_template"),
+        *page("/campaigns/{campaign_id}", campaign_page, api_campaign),
+        *actions("/campaigns/{campaign_id}", {
+            "pause": campaign_pause,
+            "resume": campaign_resume,
+            "cancel": campaign_cancel,
+        }),
+        *page("/templates", templates_page, api_templates),
+        *page("/templates/{name}", template_page, api_template),
         Route("/templates/{name}/preview", template_preview, name="template_preview"),
         Route("/templates/{name}/preview.html", template_preview_html,
               name="template_preview_html"),
-        *action("/templates/{name}/send-test", template_send_test, "template_send_test"),
+        *actions("/templates/{name}", {
+            "send-test": template_send_test,
+        }),
         Route("/live", live, name="live"),
         Route("/api/events/stream", event_stream, name="api_event_stream"),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
-
-
-async def redis_unavailable(request: Request, exc: Exception) -> Response:
-    """503 while Redis is away, never a traceback: a page with a banner (reloading by
-    itself), the banner alone for an htmx request, JSON for /api/ and /health. The next
-    request after Redis is back reconnects: nothing to restart."""
-    reason = redact_url(" ".join(str(exc).split())) or type(exc).__name__
-    mail = getattr(request.app.state, "mail", None)
-    if isinstance(exc, RedisTimeoutError) and mail is not None:
-        # A stalled Redis (REDIS_COMMAND_TIMEOUT_S ran out): say that, not "Timeout reading".
-        reason = redis_error_reason(exc, mail.settings.redis_command_timeout_s)
-    headers = {"Retry-After": str(REDIS_RETRY_AFTER_S), "Cache-Control": "no-store"}
-    path = request.url.path
-    if path.startswith("/api/") or path in ("/health", "/metrics"):
-        return JSONResponse(
-            {"healthy": False, "error": "redis_unavailable",
-             "message": f"Redis is unavailable: {reason}"},
-            status_code=503, headers=headers,
-        )
-    context = {"redis_error": reason, "retry_after": REDIS_RETRY_AFTER_S}
-    if is_htmx(request):
-        html = render_fragment(request, "partials/_redis_unavailable.html", context)
-        # Into the page's banner, whatever the request was going to swap.
-        headers.update({"HX-Retarget": "#banner", "HX-Reswap": "outerHTML"})
-        return HTMLResponse(html, status_code=503, headers=headers)
-    target = getattr(mail, "redis", None)
-    context["redis_url"] = redact_url(target.url) if target is not None else "(unknown)"
-    response = render(request, "pages/redis_unavailable.html", context, status_code=503)
-    response.headers.update(headers)
-    return response
 
 
 def create_app(settings: Settings | None = None, mail: MailManager | None = None) -> Starlette:
@@ -303,10 +258,6 @@ def create_app(settings: Settings | None = None, mail: MailManager | None = None
         # leaves text/event-stream alone, so live updates are not buffered.)
         Middleware(GZipMiddleware, minimum_size=1024),
     ]
-    app = Starlette(routes=routes(), middleware=middleware, lifespan=lifespan)
-    # Redis at maxmemory (an OOM reply to a write): a clear 503, not a 500.
-    app.add_exception_handler(ResponseError, redis_full_handler)
-    # Redis away (killed, restarting, unreachable): a 503 with a banner, not a traceback.
-    for error in REDIS_DOWN_ERRORS:
-        app.add_exception_handler(error, redis_unavailable)
-    return app
+    # Domain errors, Redis away and Redis full: answered in one place (dashboard/errors.py).
+    return Starlette(routes=routes(), middleware=middleware, lifespan=lifespan,
+                     exception_handlers=dict(exception_handlers()))

@@ -7,31 +7,42 @@ the `sidebar` event, rendered by `live_sidebar` from the same partial the page i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlencode
 
 from starlette.requests import Request
 
 from mailqueue.manager import MailManager
 
-from .actions import mail_of
 from .render import render_fragment
 
 SIDEBAR_TEMPLATE = "partials/_sidebar.html"
 
 
+def mail_of(request: Request) -> MailManager:
+    """The app's manager: every view reaches the manager layer through it."""
+    manager: MailManager = request.app.state.mail
+    return manager
+
+
 SIDEBAR_MAX = 40  # queues listed in the sidebar; past that, the overview pages through all
 
 
+class SidebarQueue(TypedDict):
+    name: str
+    waiting: int
+    failed: int
+
+
 async def sidebar_queues(mail: MailManager, current_queue: str | None = None
-                         ) -> tuple[list[dict[str, Any]], int]:
+                         ) -> tuple[list[SidebarQueue], int]:
     """The queues the sidebar lists, with their waiting and failed counts, and how many it
     leaves out. With more than `SIDEBAR_MAX` (a Redis of one queue per tenant), it lists the
     ones that need a look — most failed, then most waiting — and the page's own queue, in
     name order; the overview lists them all."""
     names = await mail.queues.list_queues()
     counts = await mail.queues.get_many_job_counts(names)  # one round trip for all
-    rows: list[dict[str, Any]] = [
+    rows: list[SidebarQueue] = [
         # A paused queue's waiting jobs are counted as `paused` by BullMQ: still waiting.
         {"name": name, "waiting": counts[name]["counts"].get("waiting", 0)
          + counts[name]["counts"].get("paused", 0),
@@ -80,7 +91,7 @@ async def live_sidebar(request: Request, params: Mapping[str, str]) -> dict[str,
     return {"sidebar": render_fragment(request, SIDEBAR_TEMPLATE, context)}
 
 
-def _sidebar(queues: list[dict[str, Any]], more: int) -> dict[str, Any]:
+def _sidebar(queues: list[SidebarQueue], more: int) -> dict[str, Any]:
     return {"sidebar_queues": queues, "sidebar_more": more}
 
 

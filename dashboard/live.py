@@ -33,7 +33,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from redis.exceptions import RedisError
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -42,8 +41,8 @@ from mailqueue.cluster import redis_error_reason
 from mailqueue.errors import MailQueueError
 from mailqueue.manager import MailManager
 
-from .actions import mail_of
-from .context import live_sidebar, no_live_regions
+from .context import live_sidebar, mail_of, no_live_regions
+from .errors import REDIS_TROUBLE
 from .live_hub import CSRF_PLACEHOLDER, RETRY_S, LiveHub, LiveView, Render
 from .security import csrf_token_of
 from .views.events import live_events
@@ -185,9 +184,7 @@ async def live(request: Request) -> Response:
 
 
 def _is_redis_trouble(exc: BaseException) -> bool:
-    if isinstance(exc, MailQueueError | OSError | ConnectionError):
-        return True
-    return type(exc).__module__.startswith("redis")
+    return isinstance(exc, (MailQueueError, *REDIS_TROUBLE))
 
 
 def _reason(mail: MailManager, exc: BaseException) -> str:
@@ -221,7 +218,7 @@ async def event_stream(request: Request) -> Response:
                            "data": json.dumps(event, default=str, separators=(",", ":"))}
                     if time.monotonic() - started > 24 * 3600:  # let proxies rotate
                         break
-            except (RedisError, OSError) as exc:
+            except REDIS_TROUBLE as exc:
                 # End the stream cleanly: the client reconnects with Last-Event-ID and
                 # resumes exactly where it was once Redis is back.
                 log.info("event stream ended: Redis is unavailable (%s)", exc)

@@ -7,6 +7,7 @@ same partial serves the page, the htmx swap and the SSE event data.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from importlib.resources import files
 from typing import Any
 from urllib.parse import quote
@@ -78,6 +79,13 @@ def is_htmx(request: Request) -> bool:
     return request.headers.get("hx-request") == "true"
 
 
+def wants_json(request: Request) -> bool:
+    """An /api/ route, or a script that asks for JSON."""
+    return request.url.path.startswith("/api/") or "application/json" in request.headers.get(
+        "accept", ""
+    )
+
+
 def common_context(request: Request) -> dict[str, Any]:
     identity = identity_of(request)
     return {
@@ -88,7 +96,7 @@ def common_context(request: Request) -> dict[str, Any]:
 
 
 def render(
-    request: Request, template: str, context: dict[str, Any], status_code: int = 200,
+    request: Request, template: str, context: Mapping[str, Any], status_code: int = 200,
     fragment: str | None = None,
 ) -> HTMLResponse:
     """The page `template`, or `fragment` alone when htmx asks and a fragment is named."""
@@ -99,7 +107,7 @@ def render(
     return response
 
 
-def render_fragment(request: Request, template: str, context: dict[str, Any]) -> str:
+def render_fragment(request: Request, template: str, context: Mapping[str, Any]) -> str:
     """A partial as a string: the data of an SSE event or of an htmx out-of-band swap."""
     return templates.get_template(template).render({**common_context(request), **context,
                                                     "request": request})

@@ -23,22 +23,15 @@ import hashlib
 import hmac
 import math
 import secrets
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .login_limit import LoginLimiter
 from .origins import AllowedHosts, same_origin
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 CSRF_COOKIE = "mq_csrf"
 CSRF_HEADER = "x-csrf-token"
@@ -253,6 +246,12 @@ async def _buffer_body(receive: Receive) -> tuple[bytes | None, Receive]:
         chunks.append(chunk)
         more = message.get("more_body", False)
     body = b"".join(chunks)
+    return body, replaying(body, receive)
+
+
+def replaying(body: bytes, after: Receive | None = None) -> Receive:
+    """A receive that gives the app `body`, read already, then asks `after` (none: the
+    client is gone)."""
     replayed = False
 
     async def replay() -> Message:
@@ -260,9 +259,11 @@ async def _buffer_body(receive: Receive) -> tuple[bytes | None, Receive]:
         if not replayed:
             replayed = True
             return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
+        if after is None:
+            return {"type": "http.disconnect"}
+        return await after()
 
-    return body, replay
+    return replay
 
 
 async def _plain(send: Send, status: int, text: str, headers: dict[str, str] | None = None

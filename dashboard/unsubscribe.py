@@ -33,17 +33,16 @@ import base64
 import hashlib
 import html
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 from urllib.parse import parse_qsl
 
-from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailqueue.errors import MailQueueError
 from mailqueue.mail.errors import InvalidMailDataError
@@ -57,13 +56,13 @@ from mailqueue.mail.unsubscribe import (
 from mailqueue.manager import MailManager
 from mailqueue.settings import Settings
 
-log = logging.getLogger(__name__)
+from .errors import REDIS_TROUBLE
+from .security import replaying
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+# What the suppression list's Redis raises when it cannot answer.
+UNAVAILABLE: tuple[type[Exception], ...] = (*REDIS_TROUBLE, MailQueueError)
+
+log = logging.getLogger(__name__)
 
 # RFC 8058 section 3.1: the POST body holds this one key/value pair.
 ONE_CLICK_KEY, ONE_CLICK_VALUE = "List-Unsubscribe", "One-Click"
@@ -222,18 +221,9 @@ async def _read_form(request: Request) -> dict[str, str] | Response:
 async def _multipart(scope: Scope, content_type: str, body: bytes) -> dict[str, str] | None:
     """A multipart/form-data body's text fields, or None when it does not parse (or holds
     a file: a one-click form has none)."""
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
-
     headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
     headers.append((b"content-type", content_type.encode("latin-1")))
-    request = Request({**scope, "headers": headers}, replay)
+    request = Request({**scope, "headers": headers}, replaying(body))
     try:
         async with request.form(max_files=0, max_fields=50) as form:
             return {k: v for k, v in form.items() if isinstance(v, str)}
@@ -252,20 +242,21 @@ def create_unsubscribe_app(settings: Settings | None = None,
     secret = settings_secret(settings)
     suppressions = _Suppressions(settings, mail)
 
-    def token_of(request: Request) -> UnsubscribeToken | None:
-        """The request's token read (UnsubscribeTokenError), or None: not a token path."""
+    def token_of(request: Request) -> UnsubscribeToken | Response:
+        """The request's token read, or the answer: a 404 when the path is not a token, the
+        refusal when the token does not hold."""
         token = request.path_params["token"]
         if not _looks_like_token(token):
-            return None
-        return read_token(secret, token)
-
-    async def confirm(request: Request) -> Response:
+            return PlainTextResponse("Not Found", 404)
         try:
-            token = token_of(request)
+            return read_token(secret, token)
         except UnsubscribeTokenError as exc:
             return _refused(exc)
-        if token is None:
-            return PlainTextResponse("Not Found", 404)
+
+    async def confirm(request: Request) -> Response:
+        token = token_of(request)
+        if isinstance(token, Response):
+            return token
         masked = html.escape(mask_address(token.address))
         what = (f"the e-mails of <strong>{html.escape(token.list_name)}</strong>"
                 if token.list_name else "these e-mails")
@@ -277,12 +268,9 @@ def create_unsubscribe_app(settings: Settings | None = None,
             '<p class="small">Nothing changes until you press the button.</p>'))
 
     async def unsubscribe(request: Request) -> Response:
-        try:
-            token = token_of(request)
-        except UnsubscribeTokenError as exc:
-            return _refused(exc)
-        if token is None:
-            return PlainTextResponse("Not Found", 404)
+        token = token_of(request)
+        if isinstance(token, Response):
+            return token
         form = await _read_form(request)
         if isinstance(form, Response):
             return form
@@ -296,7 +284,7 @@ def create_unsubscribe_app(settings: Settings | None = None,
             added = await listed.add(token.address, "unsubscribe", by="unsubscribe", note=note)
         except InvalidMailDataError:  # signed by us, yet no address: a bug, not the reader's
             return PlainTextResponse("Bad request: the link names no valid address", 400)
-        except (RedisError, MailQueueError, OSError) as exc:  # Redis away, full or stalled
+        except UNAVAILABLE as exc:  # Redis away, full or stalled
             log.warning("unsubscribe: the suppression list is unavailable: %s",
                         type(exc).__name__)
             return PlainTextResponse(

@@ -16,11 +16,16 @@ import redis.asyncio as aioredis
 from mailqueue.errors import MailQueueError
 from mailqueue.mail.message import make_message_id
 from mailqueue.mail.message_log import OUTCOMES, MessageLog, Retention
+from mailqueue.mail.outbox import outbox_key
 from mailqueue.mail.suppressions import REASONS, Reason, Suppression, SuppressionList
 
 Audit = Callable[[str, str, str, str, str], Awaitable[Any]]
 
 _CURSOR = re.compile(r"^\d{1,13}-\d{1,10}$")
+# The outbox copy of a sent message is stored during its DATA, just before its log entry:
+# looked for among the outbox entries of this window (ms before, after) around the entry.
+OUTBOX_WINDOW_MS = (120_000, 10_000)
+OUTBOX_SCANNED = 200
 
 
 class InvalidSearchError(MailQueueError, ValueError):
@@ -36,6 +41,8 @@ class MailDesk:
         self.suppressions = SuppressionList(client, prefix)
         self._audit = audit
         self._sender_domain = sender_domain
+        self._client = client
+        self._outbox_key = outbox_key(prefix)
 
     # --- the delivery log ---------------------------------------------------------------------
 
@@ -74,6 +81,22 @@ class MailDesk:
         message_id = make_message_id(queue, job_id, self._sender_domain)
         entries, _ = await self.messages.search(message_id=message_id, limit=limit)
         return entries
+
+    async def outbox_copy(self, message_id: str, at_ms: int) -> str | None:
+        """The outbox stream id of the development sink's copy of the message `message_id`
+        logged at `at_ms`, if the outbox has it (only a sent entry has one: another attempt
+        of the same message may have been received)."""
+        if not message_id:
+            return None
+        low, high = at_ms - OUTBOX_WINDOW_MS[0], at_ms + OUTBOX_WINDOW_MS[1]
+        rows: Any = await self._client.xrevrange(self._outbox_key, str(high), str(low),
+                                                 count=OUTBOX_SCANNED)
+        for stream_id, fields in rows:
+            value = fields.get(b"message_id", fields.get("message_id", b""))
+            found = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            if found == message_id:
+                return stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
+        return None
 
     # --- the suppression list -----------------------------------------------------------------
 

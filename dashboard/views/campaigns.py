@@ -22,15 +22,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from mailqueue.campaigns import DEFAULT_ERROR_LIMIT, CampaignError
-from mailqueue.errors import MailQueueError
-from mailqueue.mail.templates import TemplateRenderer
-from mailqueue.manager import MailManager
+from mailqueue.campaigns import DEFAULT_ERROR_LIMIT, Campaign, CampaignError
 
-from ..actions import ActionResult, mail_of, safe_redirect, wants_json
-from ..context import page_context
-from ..render import is_htmx, path_for, render, render_fragment
+from ..actions import ActionResult, is_json_body, json_object, safe_redirect
+from ..context import mail_of, page_context
+from ..render import is_htmx, path_for, render, render_fragment, wants_json
 from ..security import identity_of
+from .templates_page import renderer_of
 
 LIST_LIMIT = 100
 MAX_PART_BYTES = 10 * 1024 * 1024  # a pasted list of recipients (the middleware caps ~11 MB)
@@ -49,7 +47,7 @@ def valid_id(campaign_id: str) -> bool:
     return 0 < len(campaign_id) <= 40 and campaign_id.isascii() and campaign_id.isalnum()
 
 
-def campaign_view(c: dict[str, Any]) -> dict[str, Any]:
+def campaign_view(c: Campaign) -> dict[str, Any]:
     """A campaign as the pages show it: its figures, a percentage, what may be done."""
     total = int(c.get("total") or 0)
     done = int(c.get("done") or 0)
@@ -62,7 +60,7 @@ def campaign_view(c: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _campaign_or_none(request: Request) -> dict[str, Any] | None:
+async def _campaign_or_none(request: Request) -> Campaign | None:
     campaign_id = request.path_params["campaign_id"]
     if not valid_id(campaign_id):
         return None
@@ -79,16 +77,9 @@ async def campaigns_page(request: Request) -> Response:
     if is_htmx(request):  # the poll: the table alone, no sidebar to read
         return render(request, "partials/_campaigns_table.html", context)
     context.update(await page_context(request, "campaigns_page"))
-    context.update(templates=_renderer(mail).list_templates(),
+    context.update(templates=renderer_of(mail)[0].list_templates(),
                    default_error_limit=DEFAULT_ERROR_LIMIT)
     return render(request, "pages/campaigns.html", context)
-
-
-def _renderer(mail: MailManager) -> TemplateRenderer:
-    try:
-        return TemplateRenderer(mail.settings.mail_template_dir)
-    except MailQueueError:  # MAIL_TEMPLATE_DIR missing: the built-ins (/templates says why)
-        return TemplateRenderer(None)
 
 
 async def api_campaigns(request: Request) -> Response:
@@ -137,7 +128,7 @@ async def _campaign_action(request: Request, verb: str) -> Response:
     campaign_id = request.path_params["campaign_id"]
     actor = identity_of(request).user
     status = 200
-    campaign: dict[str, Any] | None = None
+    campaign: Campaign | None = None
     if not valid_id(campaign_id):
         message, status = f"no campaign {campaign_id!r}", 404
     else:
@@ -173,13 +164,13 @@ async def _campaign_action(request: Request, verb: str) -> Response:
                                         {"campaign": campaign_view(campaign), "oob": True})
         return HTMLResponse(html, status_code=status)
     if not result.ok:
-        return render(request, "pages/action_error.html", {"result": result},
+        return render(request, "pages/error.html", {"result": result},
                       status_code=status)
     fallback = str(path_for(request, "campaign_page", campaign_id=campaign_id))
     return RedirectResponse(safe_redirect(request, fallback), status_code=303)
 
 
-def _done_message(verb: str, c: dict[str, Any]) -> str:
+def _done_message(verb: str, c: Campaign) -> str:
     if verb == "pause":
         return f"Paused campaign {c['id']}: jobs in flight finish, nothing else is sent"
     if verb == "resume":
@@ -211,13 +202,8 @@ def recipients_from_text(text: str) -> Iterator[Any]:
 async def _create_fields(request: Request) -> tuple[dict[str, Any], str]:
     """The new campaign's fields from a form (an uploaded file's text included) or JSON,
     and the recipients' text (or a JSON list, as `recipients`)."""
-    if request.headers.get("content-type", "").startswith("application/json"):
-        try:
-            body = await request.json()
-        except ValueError:
-            raise CampaignError("the body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise CampaignError("the body must be a JSON object")
+    if is_json_body(request):
+        body = await json_object(request, CampaignError)
         recipients = body.get("recipients")
         text = "\n".join(recipients) if isinstance(recipients, list) and all(
             isinstance(r, str) for r in recipients) else None
@@ -252,7 +238,7 @@ async def campaign_create(request: Request) -> Response:
     campaign-create; anything the manager refuses (CampaignError) is a 400 in one line."""
     mail = mail_of(request)
     actor = identity_of(request).user
-    campaign: dict[str, Any] | None = None
+    campaign: Campaign | None = None
     template = ""
     try:
         fields, text = await _create_fields(request)
@@ -260,7 +246,7 @@ async def campaign_create(request: Request) -> Response:
         variables = fields.get("variables") or {}
         if not isinstance(variables, dict):
             raise CampaignError("variables: a JSON object of name -> value")
-        if not _renderer(mail).exists(template):
+        if not renderer_of(mail)[0].exists(template):
             raise CampaignError(f"no template {template!r}")
         try:
             error_limit = int(fields.get("error_limit") or DEFAULT_ERROR_LIMIT)
@@ -296,7 +282,7 @@ async def campaign_create(request: Request) -> Response:
             response.headers["HX-Redirect"] = link  # a full page load, not a swap
         return response
     if link is None:
-        return render(request, "pages/action_error.html", {"result": result},
+        return render(request, "pages/error.html", {"result": result},
                       status_code=status)
     return RedirectResponse(link, status_code=303)
 

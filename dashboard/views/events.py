@@ -16,8 +16,7 @@ from starlette.responses import JSONResponse, Response
 from mailqueue.errors import MailQueueError
 from mailqueue.manager import MailManager
 
-from ..actions import mail_of
-from ..context import live_url, page_context
+from ..context import live_url, mail_of, page_context
 from ..formatting import ago, timestamp
 from ..render import render, render_fragment
 

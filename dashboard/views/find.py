@@ -7,8 +7,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from ..actions import mail_of
-from ..context import page_context
+from ..context import mail_of, page_context
 from ..render import job_url, render
 
 MAX_ID_CHARS = 1000

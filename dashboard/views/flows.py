@@ -10,13 +10,12 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from mailqueue.errors import JobNotFoundError, MailQueueError, UnknownQueueError
+from mailqueue.errors import MailQueueError
 from mailqueue.manager import MailManager
 
-from ..actions import mail_of
-from ..context import page_context
+from ..context import mail_of, page_context
 from ..render import render, render_fragment
-from ..views.jobs import as_job_page, job_path, queue_path, suffix_is_literal
+from .jobs import as_job_page, job_ids, job_path, queue_path, suffix_is_literal
 
 MAX_ANCESTORS = 32  # BullMQ flows nest far less; a hand-made cycle must not loop forever
 
@@ -78,34 +77,19 @@ async def flow_context(request: Request, queue: str, job_id: str) -> dict[str, A
     }
 
 
-def _ids(request: Request) -> tuple[str, str]:
-    return str(request.path_params["name"]), str(request.path_params["job_id"])
-
-
 async def flow_page(request: Request) -> Response:
     if not suffix_is_literal(request, "/flow"):
         return await as_job_page(request, "/flow")
-    queue, job_id = _ids(request)
-    try:
-        context = await flow_context(request, queue, job_id)
-        status = 200
-    except (JobNotFoundError, UnknownQueueError, MailQueueError) as exc:
-        context = {"queue": queue, "job_id": job_id, "missing": True, "message": str(exc),
-                   "urls": {"queue_page": queue_path(request, queue)}}
-        status = 404
+    queue, job_id = job_ids(request)
+    context = await flow_context(request, queue, job_id)
     context.update(await page_context(request, "overview", queue))
-    return render(request, "pages/flow.html", context, status_code=status,
-                  fragment="partials/_flow_tree.html" if status == 200 else None)
+    return render(request, "pages/flow.html", context, fragment="partials/_flow_tree.html")
 
 
 async def api_flow(request: Request) -> Response:
     if not suffix_is_literal(request, "/flow"):
         return await as_job_page(request, "/flow", api=True)
-    queue, job_id = _ids(request)
-    try:
-        context = await flow_context(request, queue, job_id)
-    except (JobNotFoundError, UnknownQueueError, MailQueueError) as exc:
-        return JSONResponse({"error": str(exc)}, status_code=404)
+    context = await flow_context(request, *job_ids(request))
     return JSONResponse({key: context[key] for key in ("queue", "job_id", "root", "totals",
                                                        "nodes", "tree")})
 

@@ -4,7 +4,7 @@ again, over htmx, when the job changes (views/messages.py job_messages)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from mailqueue.mail.message import make_message_id, parse_sender
 from mailqueue.manager import MailManager
@@ -18,8 +18,16 @@ def job_message_id(mail: MailManager, queue: str, job_id: str) -> str:
     return make_message_id(queue, job_id, domain)
 
 
-async def job_messages_context(mail: MailManager, queue: str, job_id: str) -> dict[str, Any]:
+class JobMessages(TypedDict):
     """The context of partials/_job_messages_list.html."""
+
+    entries: list[dict[str, Any]]
+    queue: str
+    job_id: str
+    message_id: str
+
+
+async def job_messages_context(mail: MailManager, queue: str, job_id: str) -> JobMessages:
     return {"entries": await mail.desk.job_messages(queue, job_id, JOB_MESSAGES_SHOWN),
             "queue": queue, "job_id": job_id,
             "message_id": job_message_id(mail, queue, job_id)}

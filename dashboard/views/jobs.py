@@ -1,5 +1,6 @@
 """The job page: one job's data, options, progress, result, failures, logs, timeline and
-family, its JSON twin, the data download, and the per-job operator actions.
+family, its JSON twin, its live regions and the data download (how a job is shown:
+views/job_view.py; the actions on it: views/job_actions.py).
 
 A job's payload may be 10 MB: the page reads it through `get_job_view`, which hands back at
 most DATA_PREVIEW_BYTES of it, so the page stays small and fast whatever the job carries.
@@ -7,9 +8,8 @@ most DATA_PREVIEW_BYTES of it, so the page stays small and fast whatever the job
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
@@ -22,25 +22,14 @@ from mailqueue.job_options import validate_queue_name
 from mailqueue.manager import MailManager
 from mailqueue.types import JobView
 
-from ..actions import (
-    ActionResult,
-    form_data,
-    mail_of,
-    operator_action,
-    wants_json,
-)
-from ..context import page_context
-from ..formatting import progress_percent
-from ..render import is_htmx, render, render_fragment
-from ..security import identity_of
+from ..context import mail_of, page_context
+from ..render import is_htmx, render, render_fragment, wants_json
 from .job_messages import job_messages_context
+from .job_view import cut, present_job
 
 LOG_TAIL = 100  # log lines on the page (the newest); the rest on demand
 LOG_PAGE = 1000  # log lines per request for more
 LOG_LINE_CHARS = 4000
-TEXT_CHARS = 16_000  # failure reason, each stack trace, the return value
-PRETTY_CHARS = 64 * 1024  # the data as shown
-STACKTRACES_SHOWN = 20
 CHILDREN_SHOWN = 100
 
 LIVE_REGIONS = {
@@ -89,105 +78,65 @@ def _urls(request: Request, queue: str, job_id: str, logs_from: int | None) -> d
     return urls
 
 
-# --- reading and presenting one job ---------------------------------------------------------
+# --- reading one job ------------------------------------------------------------------
 
-def _cut(text: str, limit: int) -> tuple[str, bool]:
-    return (text, False) if len(text) <= limit else (text[:limit], True)
-
-
-def _pretty(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+class LogLine(TypedDict):
+    n: int  # from 1
+    text: str
 
 
-def present_job(job: JobView) -> dict[str, Any]:
-    """What the templates show of a job: bounded texts, numbered stack traces, a timeline."""
-    if job["data_preview"] is not None:
-        data_text, data_cut = job["data_preview"], job["data_truncated"]
-        edit_text: str | None = None if job["data_truncated"] else job["data_preview"]
-    else:
-        pretty = _pretty(job["data"])
-        data_text, data_cut = _cut(pretty, PRETTY_CHARS)
-        compact = json.dumps(job["data"], ensure_ascii=False, default=str)
-        edit_text = pretty if not data_cut else (compact if len(compact) <= PRETTY_CHARS
-                                                 else None)
-    traces = job["stacktrace"][-STACKTRACES_SHOWN:]
-    # The newest trace is of the newest failed attempt: the last one made, unless the job
-    # then completed (its last attempt succeeded). bullmq keeps the traces of a job retried
-    # by hand, so a completed job may carry some.
-    last_failed = job["attempts_made"] - (1 if job["state"] == "completed" else 0)
-    first_attempt = max(last_failed, len(job["stacktrace"])) - len(traces) + 1
-    progress = job["progress"]
-    numeric = isinstance(progress, int | float) and not isinstance(progress, bool)
-    return_text, return_cut = _cut(_pretty(job["return_value"]), TEXT_CHARS)
-    reason, _ = _cut(job["failed_reason"] or "", TEXT_CHARS)
-    return {
-        "data_text": data_text,
-        "data_cut": data_cut,
-        # A small payload comes back as a preview only when it is not JSON (another
-        # producer wrote the hash): shown as it is, and said so.
-        "data_not_json": job["data_preview"] is not None and not job["data_truncated"],
-        "edit_text": edit_text,
-        "opts_text": _pretty(job["opts"]),
-        "progress_percent": progress_percent(job),
-        "progress_text": None if numeric or progress is None
-        else _cut(_pretty(progress), TEXT_CHARS)[0],
-        "return_text": return_text if job["return_value"] is not None else None,
-        "return_cut": return_cut,
-        "failed_reason": reason,
-        # Red and open only while the job is failed; otherwise it is history.
-        "failure_current": job["state"] == "failed",
-        "attempts_text": attempts_text(job),
-        "stacktraces": [
-            {"attempt": first_attempt + i, "text": _cut(t, TEXT_CHARS)[0]}
-            for i, t in enumerate(traces)
-        ],
-        "stacktraces_hidden": len(job["stacktrace"]) - len(traces),
-        "timeline": timeline(job),
-    }
+class LogLines(TypedDict):
+    """A run of a job's log lines, and whether there are lines before and after it."""
+
+    lines: list[LogLine]
+    count: int
+    first: int
+    earlier: bool
+    later: bool
 
 
-def attempts_text(job: JobView) -> str:
-    """Attempts made, against the `attempts` option when set.
+class Relative(TypedDict):
+    """A job's parent or child, with its state and the link to its page."""
 
-    bullmq counts attempts for the job's whole life: a retry by hand keeps attemptsMade
-    (unless told to reset it), so a job with attempts 1 retried once has made 2; and that
-    retry runs once, whatever `attempts` says, since attemptsMade already reached it.
-    """
-    made = int(job["attempts_made"] or 0)
-    allowed = (job["opts"] or {}).get("attempts")
-    if not isinstance(allowed, int) or isinstance(allowed, bool) or allowed < 1:
-        return str(made)
-    if made <= allowed:
-        return f"{made} of {allowed}"
-    extra = made - allowed
-    after = "after a manual retry" if extra == 1 else "after manual retries"
-    return f"{made} made: {allowed} allowed by its options, {extra} more {after}"
+    queue: str
+    id: str
+    name: str | None
+    state: str
+    url: str
 
 
-def timeline(job: JobView) -> list[dict[str, Any]]:
-    """Added, delayed until, started, finished, each with the time since the previous step."""
-    added = job["timestamp"] or None
-    due = added + job["delay"] if added and job["delay"] else None
-    started, finished = job["processed_on"], job["finished_on"]
-    rows: list[dict[str, Any]] = [{"label": "Added", "at": added, "span": None, "note": ""}]
-    if due:
-        rows.append({"label": "Delayed until", "at": due, "span": job["delay"],
-                     "note": "delay"})
-    if started:
-        rows.append({"label": "Started", "at": started,
-                     "span": started - (due or added) if added else None,
-                     "note": "waited"})
-    if finished:
-        rows.append({"label": "Finished", "at": finished,
-                     "span": finished - started if started else None, "note": "ran"})
-        if added:
-            rows.append({"label": "Total", "at": None, "span": finished - added,
-                         "note": "from added to finished"})
-    return rows
+class Child(Relative):
+    removed: bool
+
+
+class ChildCounts(TypedDict):
+    pending: int
+    processed: int
+    failed: int
+
+
+class JobFamily(TypedDict):
+    parent: Relative | None
+    children: list[Child]
+    counts: ChildCounts
+    truncated: bool
+    in_flow: bool
+
+
+class JobBody(TypedDict):
+    """A job as its JSON twin (/api/.../jobs/<id>) answers it."""
+
+    job: dict[str, Any]
+    data_url: str
+    logs: dict[str, Any]
+    parent: Relative | None
+    children: list[Child]
+    children_counts: ChildCounts
+    flow_url: str
 
 
 async def read_logs(mail: MailManager, queue: str, job_id: str, logs_from: int | None
-                    ) -> dict[str, Any]:
+                    ) -> LogLines:
     """The newest LOG_TAIL lines, or LOG_PAGE lines from `logs_from`; numbered from 1."""
     if logs_from is None:
         page = await mail.queues.get_job_log_page(queue, job_id, -LOG_TAIL, -1)
@@ -195,15 +144,15 @@ async def read_logs(mail: MailManager, queue: str, job_id: str, logs_from: int |
     else:
         first = max(logs_from, 0)
         page = await mail.queues.get_job_log_page(queue, job_id, first, first + LOG_PAGE - 1)
-    lines = [{"n": first + i + 1, "text": _cut(str(line), LOG_LINE_CHARS)[0]}
+    lines: list[LogLine] = [{"n": first + i + 1, "text": cut(str(line), LOG_LINE_CHARS)[0]}
              for i, line in enumerate(page["logs"])]
     return {"lines": lines, "count": page["count"], "first": first,
             "earlier": first > 0, "later": first + len(lines) < page["count"]}
 
 
-async def read_family(request: Request, mail: MailManager, job: JobView) -> dict[str, Any]:
+async def read_family(request: Request, mail: MailManager, job: JobView) -> JobFamily:
     """The job's parent and children, each with its state and a link."""
-    parent: dict[str, Any] | None = None
+    parent: Relative | None = None
     if job["parent_key"]:
         try:
             _, parent_queue, parent_id = split_job_key(job["parent_key"])
@@ -217,8 +166,8 @@ async def read_family(request: Request, mail: MailManager, job: JobView) -> dict
                 state, name = "removed", None
             parent = {"queue": parent_queue, "id": parent_id, "state": state, "name": name,
                       "url": job_path(request, "job_page", parent_queue, parent_id)}
-    children: list[dict[str, Any]] = []
-    counts = {"pending": 0, "processed": 0, "failed": 0}
+    children: list[Child] = []
+    counts: ChildCounts = {"pending": 0, "processed": 0, "failed": 0}
     truncated = False
     try:
         tree = await mail.flows.get_flow(job["queue"], job["id"], max_depth=1,
@@ -269,7 +218,8 @@ def known_queue_name(queue: str) -> str:
         raise UnknownQueueError(str(exc)) from None
 
 
-def _ids(request: Request) -> tuple[str, str]:
+def job_ids(request: Request) -> tuple[str, str]:
+    """The queue and job id a job route names."""
     return str(request.path_params["name"]), str(request.path_params["job_id"])
 
 
@@ -292,29 +242,18 @@ async def as_job_page(request: Request, suffix: str, api: bool = False) -> Respo
     return await (api_job(request) if api else job_page(request))
 
 
-async def _missing_page(request: Request, queue: str, job_id: str, exc: Exception
-                        ) -> Response:
-    context = await page_context(request, "overview", queue)
-    context.update(queue=queue, job_id=job_id, missing=True, message=str(exc),
-                   urls={"queue_page": queue_path(request, queue)})
-    return render(request, "pages/job.html", context, status_code=404)
-
-
 # --- pages -------------------------------------------------------------------------------
 
 async def job_page(request: Request) -> Response:
-    queue, job_id = _ids(request)
-    logs_from = _logs_from(request.query_params.get("logs_from"))
-    try:
-        context = await job_context(request, queue, job_id, logs_from)
-    except (JobNotFoundError, UnknownQueueError) as exc:
-        return await _missing_page(request, queue, job_id, exc)
+    queue, job_id = job_ids(request)
+    context = await job_context(request, queue, job_id,
+                                _logs_from(request.query_params.get("logs_from")))
     context.update(await page_context(request, "overview", queue))
     context["job_messages"] = await job_messages_context(mail_of(request), queue, job_id)
     return render(request, "pages/job.html", context)
 
 
-def api_job_body(context: Mapping[str, Any]) -> dict[str, Any]:
+def api_job_body(context: Mapping[str, Any]) -> JobBody:
     job = dict(context["job"])
     urls = context["urls"]
     return {
@@ -330,12 +269,9 @@ def api_job_body(context: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def api_job(request: Request) -> Response:
-    queue, job_id = _ids(request)
-    try:
-        context = await job_context(request, queue, job_id,
-                                    _logs_from(request.query_params.get("logs_from")))
-    except (JobNotFoundError, UnknownQueueError) as exc:
-        return JSONResponse({"error": str(exc)}, status_code=404)
+    queue, job_id = job_ids(request)
+    context = await job_context(request, queue, job_id,
+                                _logs_from(request.query_params.get("logs_from")))
     return JSONResponse(api_job_body(context))
 
 
@@ -343,12 +279,8 @@ async def job_data(request: Request) -> Response:
     """The whole payload, as stored, as a JSON download."""
     if not suffix_is_literal(request, "/data.json"):
         return await as_job_page(request, "/data.json")
-    queue, job_id = _ids(request)
-    try:
-        text = await mail_of(request).queues.get_job_data_text(known_queue_name(queue),
-                                                               job_id)
-    except (JobNotFoundError, UnknownQueueError) as exc:
-        return JSONResponse({"error": str(exc)}, status_code=404)
+    queue, job_id = job_ids(request)
+    text = await mail_of(request).queues.get_job_data_text(known_queue_name(queue), job_id)
     filename = f"{queue}-{job_id}.json".replace("/", "_")
     disposition = f"attachment; filename=\"job-data.json\"; filename*=UTF-8''{quote(filename)}"
     return Response(text, media_type="application/json",
@@ -359,14 +291,11 @@ async def job_logs(request: Request) -> Response:
     """More log lines: the logs fragment from `?start=` (htmx), or JSON."""
     if not suffix_is_literal(request, "/logs"):
         return await as_job_page(request, "/logs", api=wants_json(request))
-    queue, job_id = _ids(request)
+    queue, job_id = job_ids(request)
     start = _logs_from(request.query_params.get("start")) or 0
     mail = mail_of(request)
-    try:
-        await mail.queues.get_queue(known_queue_name(queue))
-        logs = await read_logs(mail, queue, job_id, start)
-    except UnknownQueueError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=404)
+    await mail.queues.get_queue(known_queue_name(queue))
+    logs = await read_logs(mail, queue, job_id, start)
     if wants_json(request) or not is_htmx(request):
         return JSONResponse({"queue": queue, "job_id": job_id, "count": logs["count"],
                              "start": logs["first"],
@@ -387,93 +316,3 @@ async def live_job(request: Request, params: Mapping[str, str]) -> dict[str, str
         return {"job-summary": render_fragment(request, "partials/_job_summary.html", context)}
     return {event: render_fragment(request, template, context)
             for event, template in LIVE_REGIONS.items()}
-
-
-# --- actions -------------------------------------------------------------------------------
-
-@operator_action("job.retry")
-async def job_retry(request: Request, mail: MailManager) -> ActionResult:
-    """Move a failed or completed job back to waiting."""
-    queue, job_id = _ids(request)
-    await mail.queues.retry_job(queue, job_id)
-    return ActionResult(f"Job {job_id} is waiting to run again", f"{queue}/{job_id}")
-
-
-@operator_action("job.promote")
-async def job_promote(request: Request, mail: MailManager) -> ActionResult:
-    """Run a delayed job now."""
-    queue, job_id = _ids(request)
-    await mail.queues.promote_job(queue, job_id)
-    return ActionResult(f"Job {job_id} was promoted: it runs now", f"{queue}/{job_id}")
-
-
-@operator_action("job.remove")
-async def job_remove(request: Request, mail: MailManager) -> ActionResult:
-    """Remove the job (and its logs); back to its queue."""
-    queue, job_id = _ids(request)
-    await mail.queues.remove_job(queue, job_id)
-    return ActionResult(f"Job {job_id} was removed", f"{queue}/{job_id}",
-                        redirect=queue_path(request, queue))
-
-
-@operator_action("job.duplicate")
-async def job_duplicate(request: Request, mail: MailManager) -> ActionResult:
-    """Add a new job with the same name, data and options (not the id)."""
-    queue, job_id = _ids(request)
-    copy = await mail.queues.duplicate_job(queue, job_id)
-    new_id = str(copy.id)
-    return ActionResult(f"Added job {new_id}, a copy of {job_id}", f"{queue}/{job_id}",
-                        redirect=job_path(request, "job_page", queue, new_id),
-                        data={"job_id": new_id})
-
-
-def parse_job_data(text: str) -> tuple[Any, str | None]:
-    """The operator's JSON, or the reason it is not JSON (with line and column)."""
-    try:
-        return json.loads(text), None
-    except json.JSONDecodeError as exc:
-        return None, f"Invalid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
-
-
-async def _update_job_data(request: Request, mail: MailManager) -> ActionResult:
-    """Replace the job's data with the operator's JSON."""
-    queue, job_id = _ids(request)
-    target = f"{queue}/{job_id}"
-    text = (await form_data(request)).get("data", "")
-    data, error = parse_job_data(text)
-    if error is not None:
-        if is_htmx(request) and not wants_json(request):
-            # A 200 so that htmx shows the error in place; the textarea is not touched.
-            return ActionResult(error, target, ok=False)
-        raise ValueError(error)
-    await mail.queues.update_job_data(queue, job_id, data)
-    return ActionResult(f"Saved the data of job {job_id}", target,
-                        redirect=job_path(request, "job_page", queue, job_id))
-
-
-_update_job_data_action = operator_action("job.update-data")(_update_job_data)
-
-
-async def job_update_data(request: Request) -> Response:
-    """Edit data. Without JavaScript, invalid JSON shows the page again with the text kept."""
-    if is_htmx(request) or wants_json(request):
-        return await _update_job_data_action(request)
-    try:
-        text = (await form_data(request)).get("data", "")
-    except MailQueueError:  # a JSON body that is not an object: the action answers 422
-        return await _update_job_data_action(request)
-    _, error = parse_job_data(text)
-    if error is None:
-        return await _update_job_data_action(request)
-    queue, job_id = _ids(request)
-    mail = mail_of(request)
-    await mail.events.record_audit(identity_of(request).user, "job.update-data",
-                                   f"{queue}/{job_id}", "error", error)
-    try:
-        context = await job_context(request, queue, job_id)
-    except (JobNotFoundError, UnknownQueueError) as exc:
-        return await _missing_page(request, queue, job_id, exc)
-    context["view"]["edit_text"] = text
-    context["edit_error"] = error
-    context.update(await page_context(request, "overview", queue))
-    return render(request, "pages/job.html", context, status_code=422)

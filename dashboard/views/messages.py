@@ -19,19 +19,14 @@ from mailqueue.desk import InvalidSearchError
 from mailqueue.desk_query import SINCE_CHOICES, MessageQuery, MessageSearch, search_messages
 from mailqueue.mail.message_log import OUTCOMES
 from mailqueue.mail.templates import BUILTIN_TEMPLATES
-from mailqueue.manager import MailManager
 
-from ..actions import mail_of
-from ..context import page_context
+from ..context import mail_of, page_context
 from ..render import is_htmx, path_for, render
 from .job_messages import JOB_MESSAGES_SHOWN, job_message_id, job_messages_context
-from .jobs import _ids, as_job_page, suffix_is_literal
+from .jobs import as_job_page, job_ids, suffix_is_literal
 
 PAGE_SIZE = 50
 ATTEMPTS_SHOWN = 50
-# The outbox copy of a sent message was stored during its DATA, just before its log entry:
-# looked for among the outbox entries of this window around the entry's time.
-OUTBOX_WINDOW_MS = (120_000, 10_000)
 
 
 def _search_params(search: MessageSearch | None, query: MessageQuery) -> dict[str, str]:
@@ -77,10 +72,7 @@ async def messages_page(request: Request) -> Response:
 
 
 async def api_messages(request: Request) -> Response:
-    try:
-        _query, search = await _search(request)
-    except InvalidSearchError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=400)
+    _query, search = await _search(request)
     return JSONResponse({
         "searched": {"kind": search.kind or None, "value": search.value or None},
         "filters": search.filters, "entries": search.entries,
@@ -90,22 +82,6 @@ async def api_messages(request: Request) -> Response:
 
 # --- one entry ------------------------------------------------------------------------------
 
-async def outbox_copy(mail: MailManager, message_id: str, at_ms: int) -> str | None:
-    """The outbox stream id of the sink's copy of `message_id`, if the outbox has it (only a
-    sent entry has one: another attempt of the same message may have been received)."""
-    if not message_id:
-        return None
-    low, high = at_ms - OUTBOX_WINDOW_MS[0], at_ms + OUTBOX_WINDOW_MS[1]
-    rows: Any = await mail.outbox.redis.xrevrange(mail.outbox.key, str(high), str(low),
-                                                  count=200)
-    for stream_id, fields in rows:
-        value = fields.get(b"message_id", fields.get("message_id", b""))
-        found = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-        if found == message_id:
-            return stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
-    return None
-
-
 async def _entry_context(request: Request) -> dict[str, Any] | None:
     mail = mail_of(request)
     entry = await mail.desk.message(str(request.path_params["entry_id"]))
@@ -114,7 +90,7 @@ async def _entry_context(request: Request) -> dict[str, Any] | None:
     (attempts, _), outbox_id = await asyncio.gather(
         mail.desk.search_messages(message_id=entry["message_id"], limit=ATTEMPTS_SHOWN)
         if entry["message_id"] else _nothing(),
-        outbox_copy(mail, entry["message_id"], entry["at"]) if entry["outcome"] == "sent"
+        mail.desk.outbox_copy(entry["message_id"], entry["at"]) if entry["outcome"] == "sent"
         else _none())
     return {"entry": entry, "outbox_id": outbox_id,
             "attempts": [a for a in attempts if a["id"] != entry["id"]]}
@@ -159,7 +135,7 @@ async def job_messages(request: Request) -> Response:
     if not suffix_is_literal(request, "/messages"):  # the page of a job id ending so
         return await as_job_page(request, "/messages")
     mail = mail_of(request)
-    queue, job_id = _ids(request)
+    queue, job_id = job_ids(request)
     if not is_htmx(request):
         query = urlencode({"message_id": job_message_id(mail, queue, job_id)})
         return RedirectResponse(f"{path_for(request, 'messages_page')}?{query}",
@@ -172,7 +148,7 @@ async def api_job_messages(request: Request) -> Response:
     if not suffix_is_literal(request, "/messages"):
         return await as_job_page(request, "/messages", api=True)
     mail = mail_of(request)
-    queue, job_id = _ids(request)
+    queue, job_id = job_ids(request)
     entries = await mail.desk.job_messages(queue, job_id, JOB_MESSAGES_SHOWN)
     return JSONResponse({"message_id": job_message_id(mail, queue, job_id),
                          "entries": entries})

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from mailqueue.manager import MailManager
 
-from ..actions import mail_of
+from ..context import mail_of
 
 log = logging.getLogger(__name__)
 

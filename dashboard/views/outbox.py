@@ -8,7 +8,7 @@ the route that serves it adds its own CSP that blocks scripts, network and frami
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypedDict
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -16,8 +16,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from mailqueue.mail.outbox import OutboxMessage
 from mailqueue.manager import MailManager
 
-from ..actions import mail_of
-from ..context import page_context
+from ..context import mail_of, page_context
 from ..render import render
 
 OUTBOX_PAGE_SIZE = 100
@@ -27,7 +26,13 @@ MAIL_HTML_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; 
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 
-async def sink_status(mail: MailManager) -> dict[str, Any]:
+class SinkStatus(TypedDict):
+    active: bool
+    url: str | None
+    message: str
+
+
+async def sink_status(mail: MailManager) -> SinkStatus:
     """Whether the development sink receives this prefix's mail, in words."""
     url = await mail.dev_sink_url()
     if mail.settings.smtp_url:

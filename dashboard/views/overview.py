@@ -20,9 +20,8 @@ from starlette.responses import JSONResponse, Response
 
 from mailqueue.manager import MailManager
 
-from ..actions import mail_of
 from ..charts import sparkline
-from ..context import live_url, page_context
+from ..context import live_url, mail_of, page_context
 from ..queue_warnings import as_json, queue_warnings
 from ..render import render, render_fragment
 

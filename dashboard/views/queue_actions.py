@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -14,7 +15,8 @@ from starlette.requests import Request
 from mailqueue.errors import MailQueueError
 from mailqueue.manager import MailManager
 
-from ..actions import ActionResult, form_data, operator_action
+from ..actions import ActionResult, Endpoint, form_data, is_json_body, json_object, operator_action
+from ..params import bounded
 
 CLEANABLE_STATES = ("completed", "failed", "delayed", "waiting", "active", "paused",
                     "prioritized")
@@ -25,20 +27,25 @@ def _name(request: Request) -> str:
     return str(request.path_params["name"])
 
 
-@operator_action("queue.retry-failed")
-async def queue_retry_failed(request: Request, mail: MailManager) -> ActionResult:
-    name = _name(request)
-    count = await mail.queues.retry_failed(name)
-    return ActionResult(f"Retried {count} failed job(s) of {name}", name,
-                        data={"retried": count})
+def _count_action(action: str, verb: str, state: str, key: str,
+                  call: Callable[[MailManager, str], Awaitable[int]]) -> Endpoint:
+    """An action on every job of one state of the queue, answered with how many."""
+
+    async def handler(request: Request, mail: MailManager) -> ActionResult:
+        name = _name(request)
+        count = await call(mail, name)
+        return ActionResult(f"{verb} {count} {state} job(s) of {name}", name,
+                            data={key: count})
+
+    handler.__name__ = action.replace(".", "_").replace("-", "_")
+    return operator_action(action)(handler)
 
 
-@operator_action("queue.promote-delayed")
-async def queue_promote_delayed(request: Request, mail: MailManager) -> ActionResult:
-    name = _name(request)
-    count = await mail.queues.promote_delayed(name)
-    return ActionResult(f"Promoted {count} delayed job(s) of {name}", name,
-                        data={"promoted": count})
+queue_retry_failed = _count_action("queue.retry-failed", "Retried", "failed", "retried",
+                                   lambda mail, name: mail.queues.retry_failed(name))
+queue_promote_delayed = _count_action("queue.promote-delayed", "Promoted", "delayed",
+                                      "promoted",
+                                      lambda mail, name: mail.queues.promote_delayed(name))
 
 
 @operator_action("queue.clean")
@@ -48,12 +55,8 @@ async def queue_clean(request: Request, mail: MailManager) -> ActionResult:
     state = form.get("state") or "completed"
     if state not in CLEANABLE_STATES:
         raise ValueError(f"Cannot clean {state!r}: one of {', '.join(CLEANABLE_STATES)}")
-    try:
-        grace_s = float(form.get("grace") or 0)
-    except ValueError:
-        raise ValueError("The grace period is a number of seconds") from None
-    if not 0 <= grace_s < 10 ** 9:
-        raise ValueError("The grace period must be 0 seconds or more")
+    grace_s = bounded(form.get("grace"), 0.0, float, 0.0, 1e9,
+                      "The grace period is a number of seconds, 0 or more")
     removed = await mail.queues.clean(name, state, int(grace_s * 1000))
     return ActionResult(f"Removed {len(removed)} {state} job(s) older than {grace_s:g} s "
                         f"from {name}", name, data={"removed": len(removed)})
@@ -121,12 +124,8 @@ async def queue_add_job(request: Request, mail: MailManager) -> ActionResult:
 
 
 async def _selected_ids(request: Request) -> list[str]:
-    if request.headers.get("content-type", "").startswith("application/json"):
-        try:
-            body = await request.json()
-        except ValueError:
-            raise ValueError("The body is not valid JSON") from None
-        raw = body.get("job_ids") if isinstance(body, dict) else None
+    if is_json_body(request):
+        raw = (await json_object(request)).get("job_ids")
         ids = [str(i) for i in raw] if isinstance(raw, list) else []
     else:
         form = await request.form()

@@ -4,14 +4,14 @@ runs, and the "latest" tab (the newest jobs whatever their state).
 
 Every change goes through the manager layer (mailqueue/queue_limits.py, job_writes.py,
 schedules.py), is audited by `operator_action`, and answers htmx, JSON (`/api/...`) or a
-plain form. A job in the wrong state is a 409 with the reason, one line.
+plain form. A job in the wrong state is a 409 with the reason, one line (dashboard/errors.py).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlencode
 
 from starlette.requests import Request
@@ -19,25 +19,17 @@ from starlette.responses import JSONResponse, Response
 
 from mailqueue.errors import (
     InvalidScheduleError,
-    JobStateError,
-    MailQueueError,
 )
 from mailqueue.manager import MailManager
 from mailqueue.queue_limits import QueueLimits
 from mailqueue.schedules import iso_utc, next_runs
 from mailqueue.types import JOB_STATES
 
-from ..actions import (
-    ActionResult,
-    Endpoint,
-    form_data,
-    mail_of,
-    operator_action,
-    wants_json,
-)
-from ..context import page_context
+from ..actions import ActionResult, Endpoint, form_data, operator_action
+from ..context import mail_of, page_context
 from ..formatting import ago
-from ..render import is_htmx, render
+from ..render import is_htmx, render, wants_json
+from .jobs import job_ids
 
 LATEST_ROWS = 50
 
@@ -67,7 +59,12 @@ def limits_words(limits: QueueLimits) -> dict[str, str]:
     }
 
 
-async def queue_limits_context(mail: MailManager, name: str) -> dict[str, Any]:
+class LimitsContext(TypedDict):
+    limits: QueueLimits
+    limits_words: dict[str, str]
+
+
+async def queue_limits_context(mail: MailManager, name: str) -> LimitsContext:
     """What the queue page's Limits line shows (and its forms prefill)."""
     limits = await mail.queues.get_limits(name)
     return {"limits": limits, "limits_words": limits_words(limits)}
@@ -92,15 +89,13 @@ def limits_changed(endpoint: Endpoint) -> Endpoint:
 async def queue_limits_line(request: Request) -> Response:
     """The Limits line alone (what htmx loads again after a change)."""
     name = _name(request)
-    try:
-        context = await queue_limits_context(mail_of(request), name)
-    except MailQueueError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=404)
+    context = await queue_limits_context(mail_of(request), name)
     return render(request, "partials/_queue_limits_line.html", {"queue": name, **context})
 
 
+@limits_changed
 @operator_action("queue.set-concurrency")
-async def _queue_set_concurrency(request: Request, mail: MailManager) -> ActionResult:
+async def queue_set_concurrency(request: Request, mail: MailManager) -> ActionResult:
     name = _name(request)
     form = await form_data(request)
     n = await mail.queues.set_global_concurrency(name, form.get("concurrency", ""))
@@ -108,17 +103,22 @@ async def _queue_set_concurrency(request: Request, mail: MailManager) -> ActionR
                         name, data={"concurrency": n})
 
 
-@operator_action("queue.release-concurrency")
-async def _queue_release_concurrency(request: Request, mail: MailManager) -> ActionResult:
-    name = _name(request)
-    removed = await mail.queues.remove_global_concurrency(name)
+def _released(name: str, limit: str, removed: bool) -> ActionResult:
     what = "released" if removed else "had none"
-    return ActionResult(f"{name}: global concurrency {what}", name,
-                        data={"concurrency": None, "removed": removed})
+    return ActionResult(f"{name}: global {limit.replace('_', ' ')} {what}", name,
+                        data={limit: None, "removed": removed})
 
 
+@limits_changed
+@operator_action("queue.release-concurrency")
+async def queue_release_concurrency(request: Request, mail: MailManager) -> ActionResult:
+    name = _name(request)
+    return _released(name, "concurrency", await mail.queues.remove_global_concurrency(name))
+
+
+@limits_changed
 @operator_action("queue.set-rate-limit")
-async def _queue_set_rate_limit(request: Request, mail: MailManager) -> ActionResult:
+async def queue_set_rate_limit(request: Request, mail: MailManager) -> ActionResult:
     name = _name(request)
     form = await form_data(request)
     rate = await mail.queues.set_global_rate_limit(name, form.get("max", ""),
@@ -128,44 +128,25 @@ async def _queue_set_rate_limit(request: Request, mail: MailManager) -> ActionRe
                         data={"rate_limit": dict(rate)})
 
 
+@limits_changed
 @operator_action("queue.release-rate-limit")
-async def _queue_release_rate_limit(request: Request, mail: MailManager) -> ActionResult:
+async def queue_release_rate_limit(request: Request, mail: MailManager) -> ActionResult:
     name = _name(request)
-    removed = await mail.queues.remove_global_rate_limit(name)
-    what = "released" if removed else "had none"
-    return ActionResult(f"{name}: global rate limit {what}", name,
-                        data={"rate_limit": None, "removed": removed})
-
-
-queue_set_concurrency = limits_changed(_queue_set_concurrency)
-queue_release_concurrency = limits_changed(_queue_release_concurrency)
-queue_set_rate_limit = limits_changed(_queue_set_rate_limit)
-queue_release_rate_limit = limits_changed(_queue_release_rate_limit)
+    return _released(name, "rate_limit", await mail.queues.remove_global_rate_limit(name))
 
 
 async def api_queue_limits(request: Request) -> Response:
     name = _name(request)
-    try:
-        limits = await mail_of(request).queues.get_limits(name)
-    except MailQueueError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=404)
+    limits = await mail_of(request).queues.get_limits(name)
     return JSONResponse({"queue": name, **limits})
 
 
 # --- one job: delay and priority ---------------------------------------------------------
 
-def _job_ids(request: Request) -> tuple[str, str]:
-    return str(request.path_params["name"]), str(request.path_params["job_id"])
-
-
-def _wrong_state(exc: JobStateError, target: str) -> ActionResult:
-    return ActionResult(str(exc), target, ok=False, status=409)
-
-
 @operator_action("job.change-delay")
 async def job_change_delay(request: Request, mail: MailManager) -> ActionResult:
     """Run a delayed job N seconds from now (not from when it was added)."""
-    queue, job_id = _job_ids(request)
+    queue, job_id = job_ids(request)
     target = f"{queue}/{job_id}"
     form = await form_data(request)
     if form.get("delay_ms", "").strip():
@@ -175,10 +156,7 @@ async def job_change_delay(request: Request, mail: MailManager) -> ActionResult:
             delay_ms = round(float(form.get("delay_s", "")) * 1000)
         except ValueError:
             raise ValueError("The delay is a number of seconds") from None
-    try:
-        ms = await mail.queues.change_delay(queue, job_id, delay_ms)
-    except JobStateError as exc:
-        return _wrong_state(exc, target)
+    ms = await mail.queues.change_delay(queue, job_id, delay_ms)  # JobStateError: a 409
     due = int(time.time() * 1000) + ms
     return ActionResult(f"Job {job_id} now runs in {ms / 1000:g} s ({iso_utc(due)})", target,
                         data={"delay_ms": ms, "due_ms": due})
@@ -187,14 +165,11 @@ async def job_change_delay(request: Request, mail: MailManager) -> ActionResult:
 @operator_action("job.change-priority")
 async def job_change_priority(request: Request, mail: MailManager) -> ActionResult:
     """Another priority for a waiting or prioritized job (0: none; 1 runs first)."""
-    queue, job_id = _job_ids(request)
+    queue, job_id = job_ids(request)
     target = f"{queue}/{job_id}"
     form = await form_data(request)
     lifo = form.get("lifo", "") in ("1", "on", "true", "yes")
-    try:
-        n = await mail.queues.change_priority(queue, job_id, form.get("priority", ""), lifo)
-    except JobStateError as exc:
-        return _wrong_state(exc, target)
+    n = await mail.queues.change_priority(queue, job_id, form.get("priority", ""), lifo)
     return ActionResult(f"Job {job_id} now has priority {n}", target, data={"priority": n})
 
 
@@ -218,8 +193,17 @@ def _schedule_fields(form: dict[str, str]) -> tuple[str | None, int | None, str 
     return cron, every, tz
 
 
+# One next run: when (ms, and in UTC words) and how long from now ("in": "in 5 min").
+Run = TypedDict("Run", {"ms": int, "utc": str, "in": str})
+
+
+class SchedulePreview(TypedDict):
+    preview: list[Run]
+    preview_error: str | None
+
+
 def preview_rows(cron: str | None, every_ms: int | None, tz: str | None,
-                 now_ms: float | None = None) -> dict[str, Any]:
+                 now_ms: float | None = None) -> SchedulePreview:
     """`preview`: the next runs ({ms, utc, in}), or `preview_error`: why there are none."""
     now = time.time() * 1000 if now_ms is None else now_ms
     try:
@@ -234,6 +218,7 @@ async def schedule_preview(request: Request) -> Response:
     """The next runs of a pattern or interval as typed (GET: it changes nothing). An error
     is its one line, with status 200 for htmx (it is shown in place) and 422 for JSON."""
     form = {k: v for k, v in request.query_params.items()}
+    error: str | None
     try:
         cron, every, tz = _schedule_fields(form)
     except InvalidScheduleError as exc:
@@ -282,12 +267,7 @@ async def _latest(request: Request, name: str) -> dict[str, Any]:
 
 async def queue_latest(request: Request) -> Response:
     name = _name(request)
-    try:
-        latest = await _latest(request, name)
-    except MailQueueError as exc:
-        context = await page_context(request, "overview", name)
-        context.update(queue=name, problem=str(exc), status=404)
-        return render(request, "pages/queue.html", context, status_code=404)
+    latest = await _latest(request, name)
     base = str(request.url_for("queue_page", name=name))
     context = await page_context(request, "overview", name)
     context.update(
@@ -300,8 +280,4 @@ async def queue_latest(request: Request) -> Response:
 
 
 async def api_queue_latest(request: Request) -> Response:
-    name = _name(request)
-    try:
-        return JSONResponse(await _latest(request, name))
-    except MailQueueError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=404)
+    return JSONResponse(await _latest(request, _name(request)))

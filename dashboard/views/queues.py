@@ -11,21 +11,22 @@ import asyncio
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Required, TypedDict
 from urllib.parse import quote, urlencode
 
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from mailqueue.errors import JobNotFoundError, MailQueueError, UnknownQueueError
+from mailqueue.errors import JobNotFoundError, MailQueueError
 from mailqueue.job_reads import MAX_PER_PAGE
 from mailqueue.manager import MailManager
 from mailqueue.types import JOB_STATES
 
-from ..actions import mail_of
 from ..charts import queue_charts
-from ..context import live_url, page_context
+from ..context import live_url, mail_of, page_context
+from ..errors import BadParameterError
+from ..params import bounded
 from ..queue_warnings import as_json, queue_warnings
 from ..render import is_htmx, render, render_fragment
 from .failed_rows import add_failure_stacks
@@ -56,44 +57,64 @@ class QueueNameConvertor(Convertor[str]):
 register_url_convertor("queue", QueueNameConvertor())
 
 
-class BadParameterError(ValueError):
-    """A query parameter the page cannot use; answered with 422 and the reason."""
-
-
 # --- one queue --------------------------------------------------------------------------
 
+# What a queue page lists: `from` is where a search by name or data goes on.
+ListingParams = TypedDict("ListingParams", {
+    "state": str, "page": int, "per_page": int, "sort": str, "by": str, "q": str, "from": int,
+})
 
-def listing_params(params: Mapping[str, str]) -> dict[str, Any]:
+
+class ListingSearch(TypedDict, total=False):
+    """A search's figures: how many jobs matched, were read of how many, where next."""
+
+    by: Required[str]
+    text: Required[str]
+    matched: Required[int]
+    scanned: int | None  # None for a search by id: one read
+    total: int | None
+    start: int
+    next_start: int | None
+
+
+class JobListing(TypedDict):
+    """The rows a queue page shows: one page of a state, or a search's matches."""
+
+    queue: str
+    state: str
+    counts: dict[str, int]
+    jobs: list[Any]  # job summaries (a search by id: the job's view without its data)
+    total: int
+    page: int
+    pages: int
+    per_page: int
+    sort: str
+    search: ListingSearch | None
+
+
+def listing_params(params: Mapping[str, str]) -> ListingParams:
     """state, page, per_page, sort and search of a queue page; BadParameterError if wrong."""
     state = params.get("state") or "waiting"
     if state not in JOB_STATES:
         raise BadParameterError(f"Unknown state {state!r}: one of {', '.join(JOB_STATES)}")
-    try:
-        page = int(params.get("page") or 1)
-        per_page = int(params.get("per_page") or DEFAULT_PER_PAGE)
-    except ValueError:
-        raise BadParameterError("page and per_page must be whole numbers") from None
-    if page < 1 or page > 10_000_000:
-        raise BadParameterError("page must be 1 or more")
-    if not 1 <= per_page <= MAX_PER_PAGE:
-        raise BadParameterError(f"per_page must be within 1..{MAX_PER_PAGE}")
+    page = bounded(params.get("page"), 1, int, 1, 10_000_000,
+                   "page must be a whole number, 1 or more", BadParameterError)
+    per_page = bounded(params.get("per_page"), DEFAULT_PER_PAGE, int, 1, MAX_PER_PAGE,
+                       f"per_page must be a whole number within 1..{MAX_PER_PAGE}",
+                       BadParameterError)
     sort = params.get("sort") or "desc"
     if sort not in ("asc", "desc"):
         raise BadParameterError("sort must be asc or desc")
     by = params.get("by") or "name"
     if by not in SEARCH_FIELDS:
         raise BadParameterError(f"search by one of {', '.join(SEARCH_FIELDS)}")
-    try:
-        start = int(params.get("from") or 0)
-    except ValueError:
-        raise BadParameterError("from must be a whole number") from None
-    if start < 0:
-        raise BadParameterError("from must be 0 or more")
+    start = bounded(params.get("from"), 0, int, 0, 2 ** 53,
+                    "from must be a whole number, 0 or more", BadParameterError)
     return {"state": state, "page": page, "per_page": per_page, "sort": sort, "by": by,
             "q": (params.get("q") or "").strip()[:500], "from": start}
 
 
-async def job_listing(mail: MailManager, name: str, p: Mapping[str, Any]) -> dict[str, Any]:
+async def job_listing(mail: MailManager, name: str, p: ListingParams) -> JobListing:
     """The rows to show: one page of a state, or a search (by id, name or data); on the
     failed list, each row with its newest stack trace."""
     listing = await _read_listing(mail, name, p)
@@ -102,13 +123,12 @@ async def job_listing(mail: MailManager, name: str, p: Mapping[str, Any]) -> dic
     return listing
 
 
-async def _read_listing(mail: MailManager, name: str, p: Mapping[str, Any]) -> dict[str, Any]:
+async def _read_listing(mail: MailManager, name: str, p: ListingParams) -> JobListing:
     if not p["q"]:
-        listing: dict[str, Any] = dict(await mail.queues.get_job_summaries(
-            name, p["state"], p["page"], p["per_page"], p["sort"]))
-        listing["search"] = None
-        listing["pages"] = max(1, math.ceil(listing["total"] / p["per_page"]))
-        return listing
+        page = await mail.queues.get_job_summaries(name, p["state"], p["page"],
+                                                   p["per_page"], p["sort"])
+        return {**page, "search": None,
+                "pages": max(1, math.ceil(page["total"] / p["per_page"]))}
     if p["by"] == "id":
         counts = await mail.queues.get_job_counts(name)
         try:
@@ -116,28 +136,29 @@ async def _read_listing(mail: MailManager, name: str, p: Mapping[str, Any]) -> d
             # JSON (written by another producer) is found too.
             job = await mail.queues.get_job_view(name, p["q"], data_limit=0)
         except JobNotFoundError:
-            jobs = []
+            jobs: list[dict[str, Any]] = []
         else:
             jobs = [{**job, "attempts": (job["opts"] or {}).get("attempts", 1)}]
             for key in ("data", "data_preview", "data_size", "data_truncated"):
                 jobs[0].pop(key, None)
             jobs[0].pop("return_value", None)
-        search = {"by": "id", "text": p["q"], "matched": len(jobs), "scanned": None,
-                  "total": None}
+        search: ListingSearch = {"by": "id", "text": p["q"], "matched": len(jobs),
+                                 "scanned": None, "total": None}
         return {"queue": name, "state": p["state"], "counts": counts, "jobs": jobs,
                 "total": len(jobs), "page": 1, "pages": 1, "per_page": p["per_page"],
                 "sort": p["sort"], "search": search}
     found = await mail.queues.search_jobs(name, p["state"], p["q"], field=p["by"],
                                           max_results=p["per_page"], sort=p["sort"],
-                                          start=p.get("from", 0))
-    search = {k: found[k] for k in ("scanned", "total", "matched", "start", "next_start")}
-    search.update(by=p["by"], text=p["q"])
+                                          start=p["from"])
+    search = {"by": p["by"], "text": p["q"], "matched": found["matched"],
+              "scanned": found["scanned"], "total": found["total"], "start": found["start"],
+              "next_start": found["next_start"]}
     return {"queue": name, "state": p["state"], "counts": found["counts"],
             "jobs": found["jobs"], "total": found["matched"], "page": 1, "pages": 1,
             "per_page": p["per_page"], "sort": p["sort"], "search": search}
 
 
-def _page_links(p: Mapping[str, Any], pages: int) -> dict[str, Any]:
+def _page_links(p: ListingParams, pages: int) -> dict[str, Any]:
     """Query strings of the pager (first, previous, next, last) and of each state tab."""
     base = {"per_page": p["per_page"], "sort": p["sort"]}
 
@@ -155,7 +176,7 @@ def _page_links(p: Mapping[str, Any], pages: int) -> dict[str, Any]:
     }
 
 
-async def _queue_context(request: Request, name: str, p: Mapping[str, Any]
+async def _queue_context(request: Request, name: str, p: ListingParams
                          ) -> dict[str, Any]:
     mail = mail_of(request)
     listing, paused, workers, alerts = await asyncio.gather(
@@ -176,23 +197,16 @@ async def _queue_context(request: Request, name: str, p: Mapping[str, Any]
 
 async def queue_page(request: Request) -> Response:
     name = request.path_params["name"]
-    try:
-        p = listing_params(request.query_params)
-        mail = mail_of(request)
-        await mail.queues.get_queue(name)
-        if is_htmx(request):  # only the job rows are swapped: no charts to read
-            context = await _queue_context(request, name, p)
-        else:
-            context, charts, limits = await asyncio.gather(
-                _queue_context(request, name, p), queue_charts(mail, name),
-                queue_limits_context(mail, name))
-            context.update(limits, charts=charts)
-    except (BadParameterError, MailQueueError) as exc:
-        # The parameters are checked first, so a MailQueueError here is about the queue.
-        status = 422 if isinstance(exc, BadParameterError) else 404
-        context = await page_context(request, "overview", name)
-        context.update(queue=name, problem=str(exc), status=status)
-        return render(request, "pages/queue.html", context, status_code=status)
+    p = listing_params(request.query_params)
+    mail = mail_of(request)
+    await mail.queues.get_queue(name)
+    if is_htmx(request):  # only the job rows are swapped: no charts to read
+        context = await _queue_context(request, name, p)
+    else:
+        context, charts, limits = await asyncio.gather(
+            _queue_context(request, name, p), queue_charts(mail, name),
+            queue_limits_context(mail, name))
+        context.update(limits, charts=charts)
     context.update(await page_context(request, "overview", name))
     return render(request, "pages/queue.html", context, fragment="partials/_queue_jobs.html")
 
@@ -200,12 +214,9 @@ async def queue_page(request: Request) -> Response:
 async def api_queue(request: Request) -> Response:
     name = request.path_params["name"]
     mail = mail_of(request)
-    try:
-        stats = await mail.get_queue_stats(name)
-        workers, alerts = await asyncio.gather(mail.workers.list_workers(name),
-                                               mail.queues.get_queue_alerts([name]))
-    except MailQueueError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=404)
+    stats = await mail.get_queue_stats(name)
+    workers, alerts = await asyncio.gather(mail.workers.list_workers(name),
+                                           mail.queues.get_queue_alerts([name]))
     warnings = queue_warnings(stats.get("counts", {}), len(workers),
                               bool(stats.get("paused")), alerts[name])
     return JSONResponse({**stats, "name": name, "workers": len(workers),
@@ -214,15 +225,9 @@ async def api_queue(request: Request) -> Response:
 
 async def api_queue_jobs(request: Request) -> Response:
     name = request.path_params["name"]
-    try:
-        p = listing_params(request.query_params)
-        await mail_of(request).queues.get_queue(name)
-        listing = await job_listing(mail_of(request), name, p)
-    except UnknownQueueError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=404)
-    except (BadParameterError, MailQueueError) as exc:
-        return JSONResponse({"error": str(exc)}, status_code=422)
-    return JSONResponse(listing)
+    p = listing_params(request.query_params)
+    await mail_of(request).queues.get_queue(name)
+    return JSONResponse(await job_listing(mail_of(request), name, p))
 
 
 async def live_queue(request: Request, params: Mapping[str, str]) -> dict[str, str]:

@@ -12,8 +12,8 @@ from mailqueue.errors import JobNotFoundError
 from mailqueue.manager import MailManager
 from mailqueue.types import ScheduleInfo
 
-from ..actions import ActionResult, mail_of, operator_action
-from ..context import page_context
+from ..actions import ActionResult, operator_action
+from ..context import mail_of, page_context
 from ..cron_words import cron_to_words, every_to_words
 from ..formatting import ago
 from ..render import render

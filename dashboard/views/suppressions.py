@@ -21,8 +21,8 @@ from mailqueue.desk_query import list_suppressions
 from mailqueue.mail.suppressions import REASONS, Suppression, normalize_address
 from mailqueue.manager import MailManager
 
-from ..actions import ActionResult, form_data, mail_of, operator_action, safe_redirect
-from ..context import page_context
+from ..actions import ActionResult, form_data, operator_action, safe_redirect
+from ..context import mail_of, page_context
 from ..render import path_for, render
 from ..security import identity_of
 
@@ -87,10 +87,7 @@ async def suppressions_page(request: Request) -> Response:
 
 
 async def api_suppressions(request: Request) -> Response:
-    try:
-        listing = await _listing(mail_of(request), request.query_params)
-    except InvalidSearchError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=400)
+    listing = await _listing(mail_of(request), request.query_params)
     listing["entries"] = [e.as_dict() for e in listing["entries"]]
     listing.pop("cursor")
     return JSONResponse(listing)
@@ -118,8 +115,8 @@ async def suppression_add(request: Request, mail: MailManager) -> ActionResult:
     """Put an address on the suppression list (reason manual or complaint, a note)."""
     form = await form_data(request)
     reason = (form.get("reason") or "manual").strip()
-    if reason not in OPERATOR_REASONS:
-        raise InvalidSearchError(f"reason must be {' or '.join(OPERATOR_REASONS)}")
+    if reason not in OPERATOR_REASONS:  # a refused change, not a search: a 422
+        raise ValueError(f"reason must be {' or '.join(OPERATOR_REASONS)}")
     address = normalize_address(form.get("address", ""))  # a bad one: one line, 422
     added = await mail.desk.suppress(address, actor=identity_of(request).user,
                                      reason=reason,  # type: ignore[arg-type]

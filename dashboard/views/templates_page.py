@@ -29,9 +29,8 @@ from mailqueue.manager import MailManager
 from mailqueue.settings import Settings
 
 from .. import template_info as info
-from ..actions import mail_of, wants_json
-from ..context import page_context
-from ..render import is_htmx, path_for, render, render_fragment
+from ..context import mail_of, page_context
+from ..render import is_htmx, path_for, render, render_fragment, wants_json
 from ..security import identity_of
 from .outbox import MAIL_HTML_CSP
 
@@ -267,7 +266,7 @@ async def template_send_test(request: Request) -> Response:
         return HTMLResponse(render_fragment(request, "partials/_template_send_result.html",
                                             context), status_code=status)
     if job is None:
-        return render(request, "pages/action_error.html",
+        return render(request, "pages/error.html",
                       {"result": {"ok": False, "message": message}}, status_code=status)
     return RedirectResponse(link or "/", status_code=303)
 

@@ -10,8 +10,7 @@ from starlette.responses import JSONResponse, Response
 
 from mailqueue.manager import MailManager
 
-from ..actions import mail_of
-from ..context import page_context
+from ..context import mail_of, page_context
 from ..render import render
 
 
@@ -24,8 +23,8 @@ async def workers_overview(mail: MailManager) -> dict[str, Any]:
     gates = await mail.workers.gate_states(workers)
     by_queue: dict[str, list[dict[str, Any]]] = {name: [] for name in queues}
     for worker in workers:
-        worker["smtp_down"] = gates.get(worker.get("name") or "")
-        by_queue.setdefault(worker["queue"], []).append(worker)
+        by_queue.setdefault(worker["queue"], []).append(
+            {**worker, "smtp_down": gates.get(worker["name"] or "")})
     return {
         "queues": [{"name": name, "workers": by_queue[name]} for name in sorted(by_queue)],
         "total_workers": len(workers),
