@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -85,7 +85,18 @@ def _event_rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
              "summary": event_summary(e)} for e in events]
 
 
-async def events_data(mail: MailManager, filters: Mapping[str, str]) -> dict[str, Any]:
+class EventsData(TypedDict):
+    """What the events page shows: recent events, the audit log, the alerts, the filters."""
+
+    events: list[dict[str, Any]]
+    audit: list[Any]
+    alerts: list[Any]
+    queues: list[str]
+    event_types: tuple[str, ...]
+    filters: dict[str, str]
+
+
+async def events_data(mail: MailManager, filters: Mapping[str, str]) -> EventsData:
     events, audit, alerts, queues = await asyncio.gather(
         recent_events(mail, filters), mail.get_audit_log(AUDIT_ENTRIES),
         mail.events.get_alerts(ALERTS), mail.queues.list_queues(),
