@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -65,7 +66,7 @@ class ScriptCalls(Protocol):
     """Where script calls go: a worker's pipelined command connection
     (mailqueue.runtime.scripts.ScriptPipe), whose calls are written in order."""
 
-    def call(self, script: Any, keys: Sequence[Any], args: Sequence[Any]
+    def call(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]
              ) -> asyncio.Future[Any]: ...
 
 
@@ -127,7 +128,7 @@ class DeliveryLog:
         self._claim_script = load_script(redis, "delivery_claim")
         self._record_script = load_script(redis, "delivery_record")
 
-    def _call(self, script: Any, keys: list[Any], args: list[Any]) -> Any:
+    def _call(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Any:
         if self.pipe is not None:
             return self.pipe.call(script, keys, args)
         return script(keys=keys, args=args)

@@ -20,7 +20,7 @@ import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import redis.asyncio as aioredis
 
@@ -34,6 +34,18 @@ REASONS: tuple[Reason, ...] = ("bounce", "unsubscribe", "manual", "complaint")
 NOTE_MAX = 500
 
 
+class SuppressionEntry(TypedDict):
+    """A Suppression as stored (JSON, in the list's hash) and as the API shows it."""
+
+    address: str
+    reason: str
+    at: int
+    by: str
+    note: str
+    reply: str
+    code: int | None
+
+
 @dataclass(frozen=True, slots=True)
 class Suppression:
     address: str
@@ -44,7 +56,7 @@ class Suppression:
     reply: str = ""  # the server's reply, for a bounce
     code: int | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> SuppressionEntry:
         return {"address": self.address, "reason": self.reason, "at": self.at, "by": self.by,
                 "note": self.note, "reply": self.reply, "code": self.code}
 

@@ -9,9 +9,11 @@ next batch, one write and one read loop, on the same connection (so CLIENT LIST 
 the worker's two connections), holding the client's own lock so that other commands
 (lock renewal, job.log) never interleave with a batch.
 
-The calls are EVALSHA with bullmq's own script objects (same text, same SHA as every other
-bullmq client); a NOSCRIPT reply (Redis restarted, SCRIPT FLUSH) re-runs that call through
-redis-py's Script, which loads it.
+Every call is made with a redis-py Script object, never a SHA of its own: bullmq's (its
+moveToFinished: same text, same SHA as every other bullmq client) and ours, from
+mailqueue.lua's `load_script` (the delivery claim and record, the delivery log). The pipe
+writes EVALSHA with the object's `.sha`; a NOSCRIPT reply (Redis restarted, SCRIPT FLUSH)
+re-runs that call through the Script itself, which loads its text and runs it again.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 # One pending call: the script, its keys, its arguments, the future of its reply.
-_Call = tuple[Any, Sequence[Any], Sequence[Any], "asyncio.Future[Any]"]
+_Call = tuple[AsyncScript, Sequence[Any], Sequence[Any], "asyncio.Future[Any]"]
 
 # Encoded RESP bulk strings of the strings that recur in every call (the queue's keys, the
 # script SHA, "completed"...): redis-py's packer encodes each of the ~22 arguments of a
@@ -85,12 +88,12 @@ class ScriptPipe:
         self.batches = 0
         self.calls = 0
 
-    async def prepare(self, *scripts: Any) -> None:
+    async def prepare(self, *scripts: AsyncScript) -> None:
         """Load the scripts into Redis now, so the first batch is not a NOSCRIPT one."""
         for script in scripts:
             await self._client.script_load(script.script)
 
-    def call(self, script: Any, keys: Sequence[Any], args: Sequence[Any]
+    def call(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]
              ) -> asyncio.Future[Any]:
         """Queue one call; the future resolves to its reply (or raises its error)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
