@@ -86,6 +86,10 @@ def test_wheel_ships_the_web_layer_under_the_project_namespace(dists: dict[str, 
         if relative.startswith("dashboard/"):
             relative = "mailqueue/" + relative
         assert relative in names, f"package {relative} missing from the wheel (pyproject)"
+    # Every Lua script: package data, read when a script is first loaded (mailqueue.lua).
+    for script in CHECKOUT.glob("mailqueue/lua/*.lua"):
+        relative = script.relative_to(CHECKOUT).as_posix()
+        assert relative in names, f"{relative} missing from the wheel (pyproject package data)"
     # Nothing at the top of site-packages but our package: no `dashboard`, `templates`,
     # `static` or `tests` to shadow (or be shadowed by) a user's own.
     tops = {name.split("/")[0] for name in names}
