@@ -15,7 +15,7 @@ import functools
 import math
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from mailqueue.manager import MailManager
 from mailqueue.queue_stats import KINDS, NO_HISTORY, Durations, KindSeries, Series
@@ -25,6 +25,87 @@ from .formatting import duration
 
 BAR_STEP, CHART_H = 10, 100  # viewBox units per bucket, and the height (stretched by CSS)
 SPARK_W, SPARK_H = 120, 22
+class Bar(TypedDict):
+    x: int
+    title: str  # the bucket's hover text
+
+
+class BarRow(TypedDict):
+    label: str
+    completed: str
+    failed: str
+
+
+class Totals(TypedDict):
+    completed: str
+    failed: str
+    rate: str
+
+
+class ThroughputChart(TypedDict):
+    """One window's bar chart: SVG paths, hover titles, its text equivalent and notes."""
+
+    title: str
+    per: str
+    window: str
+    width: int
+    height: int
+    step: int
+    completed: str  # SVG path data, as are failed and unknown
+    failed: str
+    unknown: str
+    hits: list[Bar]
+    rows: list[BarRow]
+    peak: str
+    from_label: str
+    totals: Totals
+    summary: str
+    source: str
+    note: str
+    no_history: bool
+    message: str
+
+
+class Sparkline(TypedDict):
+    ok: str  # SVG path data, as are bad and gaps
+    bad: str
+    gaps: str
+    width: int
+    height: int
+    label: str
+    no_history: bool
+    message: str
+
+
+class DurationRow(TypedDict):
+    kind: str
+    y: int
+    p50: str
+    p95: str
+    x50: float
+    x95: float
+    known: bool
+
+
+class Tick(TypedDict):
+    x: float
+    label: str
+
+
+class DurationsChart(TypedDict):
+    rows: list[DurationRow]
+    ticks: list[Tick]
+    width: int
+    sample: str
+    span: str
+    empty: bool
+
+
+class QueueCharts(TypedDict):
+    throughput: list[ThroughputChart]  # the last hour, then the last day
+    durations: DurationsChart
+
+
 _SOURCE_NAMES = {"metrics": "BullMQ metrics", "set": "the {kind} set"}
 _WINDOW_TITLES = {"hour": ("Last hour", "per minute", "minute"),
                   "day": ("Last 24 hours", "per 15 minutes", "quarter hour")}
@@ -114,7 +195,7 @@ def _redraw_when_bucket_ends(series: Series) -> None:
         holder[0] = min(holder[0], ends_s)
 
 
-def throughput_chart(series: Series) -> dict[str, Any]:
+def throughput_chart(series: Series) -> ThroughputChart:
     """A bar chart of one window: paths, hover titles, text equivalent, notes."""
     _redraw_when_bucket_ends(series)
     title, per, unit = _WINDOW_TITLES[series["window"]]
@@ -123,7 +204,11 @@ def throughput_chart(series: Series) -> dict[str, Any]:
     known = _known(series)
     top = max([1, *(c + f for _, c, f in known)])
     scale = (CHART_H - 2) / top
-    ok, bad, unknown, hits, rows = [], [], [], [], []
+    ok: list[str] = []
+    bad: list[str] = []
+    unknown: list[str] = []
+    hits: list[Bar] = []
+    rows: list[BarRow] = []
     for i in range(n):
         start = series["start"] + i * width_ms
         label = (_hhmm(start) if width_ms <= 60_000
@@ -179,7 +264,7 @@ def _spark_path(values: list[int | None], top: int) -> str:
     return "".join(parts)
 
 
-def sparkline(series: Series) -> dict[str, Any]:
+def sparkline(series: Series) -> Sparkline:
     """The overview's sparkline of the last hour: completed and failed per minute, oldest on
     the left, the current minute on the right; unknown minutes are a dotted baseline."""
     c, f = series["completed"]["values"], series["failed"]["values"]
@@ -215,7 +300,7 @@ def _tick(exponent: int) -> str:
     return f"{ms / 60_000:.0f} min" if ms < 10_000_000 else f"{ms / 3_600_000:.1f} h"
 
 
-def durations_chart(d: Durations) -> dict[str, Any]:
+def durations_chart(d: Durations) -> DurationsChart:
     """Wait and run time p50/p95 on one log scale (milliseconds to hours), with numbers."""
     values: list[int] = [v for p in (d["wait"], d["run"]) for v in (p["p50"], p["p95"])
                          if v is not None]
@@ -225,12 +310,12 @@ def durations_chart(d: Durations) -> dict[str, Any]:
     def x(ms: int | None) -> float:
         return round(math.log10(max(ms or 0, 1)) / top_exp * width, 1)
 
-    rows = []
+    rows: list[DurationRow] = []
     for i, (kind, p) in enumerate((("wait", d["wait"]), ("run", d["run"]))):
         rows.append({"kind": kind, "y": 4 + i * 16, "p50": duration(p["p50"]),
                      "p95": duration(p["p95"]), "x50": x(p["p50"]), "x95": x(p["p95"]),
                      "known": p["p50"] is not None})
-    ticks = [{"x": round(e / top_exp * width, 1), "label": _tick(e)}
+    ticks: list[Tick] = [{"x": round(e / top_exp * width, 1), "label": _tick(e)}
              for e in range(0, top_exp + 1, max(1, top_exp // 4))]
     span = ""
     if d["oldest"] is not None and d["newest"] is not None:
@@ -252,7 +337,7 @@ _charts_seen: dict[tuple[int, str, int, int], Any] = {}
 
 
 async def queue_charts(mail: MailManager, name: str, events_seen: int | None = None
-                       ) -> dict[str, Any]:
+                       ) -> QueueCharts:
     """The queue page's charts region: last hour and day of throughput, wait and run times.
     `events_seen`: the live layer's count of the queue's events, to reuse the last read."""
     key = (id(mail), name, events_seen if events_seen is not None else -1,
