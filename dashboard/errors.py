@@ -111,7 +111,7 @@ def _what_is_missing(request: Request, exc: Exception, status: int, queue: objec
                      ) -> dict[str, object]:
     """The error page's heading, a hint and the link back."""
     route = getattr(request.scope.get("route"), "name", "") or ""
-    subject = _SUBJECTS.get(route) or route.removesuffix("_page").capitalize()
+    subject = _SUBJECTS.get(route) or route.removesuffix("_page").replace("_", " ").capitalize()
     if isinstance(exc, UnknownQueueError):
         subject = "Queue"
     back = None
