@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from mailqueue.desk import InvalidSearchError, MailDesk
-from mailqueue.mail.message_log import OUTCOMES
+from mailqueue.mail.message_log import OUTCOMES, MessageEntry
 from mailqueue.mail.suppressions import REASONS, Suppression, SuppressionList
 
 SearchKind = Literal["", "address", "domain", "message_id"]
@@ -134,7 +134,7 @@ class MessageQuery:
 class MessageSearch:
     """A search's answer: the entries, the cursor of the next page, what was searched."""
 
-    entries: list[dict[str, Any]]
+    entries: list[MessageEntry]
     next_before: str | None
     kind: SearchKind
     value: str

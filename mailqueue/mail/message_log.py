@@ -26,7 +26,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import redis.asyncio as aioredis
 
@@ -107,7 +107,27 @@ class Retention:
         return args
 
 
-def parse_entry(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
+class MessageEntry(TypedDict):
+    """One delivery-log entry as the API, the pages and the command line show it."""
+
+    id: str  # the stream entry's id
+    at: int  # ms since the epoch
+    outcome: str
+    recipients: list[str]
+    message_id: str
+    queue: str
+    job_id: str
+    attempt: int
+    template: str | None
+    subject: str
+    code: int | None  # the SMTP reply's code
+    reply: str  # the server's reply, or the reason (suppressed)
+    size: int  # bytes of the message
+    replies: dict[str, str]  # recipient -> its RCPT reply
+    campaign: str | None
+
+
+def parse_entry(entry_id: str, fields: dict[str, str]) -> MessageEntry:
     """A stream entry as the API and the pages show it."""
     code = fields.get("code") or ""
     return {
@@ -155,7 +175,7 @@ class MessageLog:
             return [*self.keys, campaign_key(self.prefix, attempt.campaign)]
         return self.keys
 
-    async def get(self, entry_id: str) -> dict[str, Any] | None:
+    async def get(self, entry_id: str) -> MessageEntry | None:
         found = await self.redis.xrange(self.keys[0], entry_id, entry_id)
         if not found:
             return None
@@ -176,7 +196,7 @@ class MessageLog:
         before: str | None = None,
         limit: int = 50,
         scan_limit: int = 5_000,
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[MessageEntry], str | None]:
         """Entries, newest first, matching every filter given; and the cursor for the next
         page (`before`), or None at the end.
 
@@ -200,10 +220,10 @@ class MessageLog:
     async def _search_stream(self, before: str | None, until_ms: int | None,
                              since_ms: int | None, scan_limit: int, outcome: str | None,
                              template: str | None, limit: int
-                             ) -> tuple[list[dict[str, Any]], str | None]:
+                             ) -> tuple[list[MessageEntry], str | None]:
         entries, done = await self._read_back(before, until_ms, since_ms, scan_limit,
                                               outcome, template, limit)
-        page: list[dict[str, Any]] = []
+        page: list[MessageEntry] = []
         for entry in entries:
             if _matches(entry, outcome, template, since_ms, until_ms):
                 page.append(entry)
@@ -216,7 +236,7 @@ class MessageLog:
                               before: str | None, limit: int, scan_limit: int,
                               outcome: str | None, template: str | None,
                               since_ms: int | None, until_ms: int | None
-                              ) -> tuple[list[dict[str, Any]], str | None]:
+                              ) -> tuple[list[MessageEntry], str | None]:
         if message_id:
             key, prefix = self.keys[3], _bracketed(message_id.strip()) + "\0"
         else:
@@ -229,7 +249,7 @@ class MessageLog:
         filtered = bool(outcome or template or since_ms or until_ms)
         chunk = 200 if filtered else limit
         high = f"({prefix}{_padded(before)}" if before else f"[{prefix}\xff"
-        page: list[dict[str, Any]] = []
+        page: list[MessageEntry] = []
         scanned = 0
         while scanned < scan_limit:
             members = await self.redis.zrevrangebylex(key, high, f"[{prefix}", 0, chunk)
@@ -245,7 +265,7 @@ class MessageLog:
             high = f"({prefix}{_padded(ids[-1])}"
         return page, ids[-1] if ids else None  # scan limit reached: go on from here
 
-    async def _entries(self, ids: list[str]) -> list[dict[str, Any]]:
+    async def _entries(self, ids: list[str]) -> list[MessageEntry]:
         if not ids:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -259,10 +279,10 @@ class MessageLog:
     async def _read_back(self, before: str | None, until_ms: int | None,
                          since_ms: int | None, scan_limit: int, outcome: str | None,
                          template: str | None, limit: int
-                         ) -> tuple[list[dict[str, Any]], bool]:
+                         ) -> tuple[list[MessageEntry], bool]:
         high = f"({before}" if before else (str(until_ms) if until_ms else "+")
         low = str(since_ms) if since_ms else "-"
-        read: list[dict[str, Any]] = []
+        read: list[MessageEntry] = []
         matched = 0
         chunk = 500 if outcome or template else limit
         while len(read) < scan_limit:
@@ -280,7 +300,7 @@ class MessageLog:
         return read, False
 
 
-def _matches(entry: dict[str, Any], outcome: str | None, template: str | None,
+def _matches(entry: MessageEntry, outcome: str | None, template: str | None,
              since_ms: int | None, until_ms: int | None) -> bool:
     return ((not outcome or entry["outcome"] == outcome)
             and (not template or entry["template"] == template)
