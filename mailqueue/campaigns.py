@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import redis.asyncio as aioredis
 
@@ -85,6 +85,35 @@ def recipients_from(items: Iterable[Any]) -> Iterator[Recipient | str]:
         yield Recipient(address.email, variables)
 
 
+class Campaign(TypedDict):
+    """A campaign and its progress."""
+
+    id: str
+    name: str
+    template: str | None
+    queue: str
+    state: str  # running, paused, completed, cancelled
+    reason: str  # why it paused or ended
+    total: int
+    sent: int
+    failed: int
+    suppressed: int
+    deferred: int
+    remaining: int
+    done: int
+    invalid: int
+    invalid_reasons: list[Any]
+    errors_in_a_row: int
+    error_limit: int
+    rate: float  # e-mails/s while running
+    eta_s: int | None
+    created_at: int
+    started_at: int
+    finished_at: int | None
+    created_by: str
+    variables: dict[str, Any]
+
+
 class Campaigns:
     """Create, read and steer campaigns of one prefix."""
 
@@ -102,7 +131,7 @@ class Campaigns:
                      variables: dict[str, Any] | None = None, name: str = "",
                      created_by: str = "api", error_limit: int = DEFAULT_ERROR_LIMIT,
                      batch: int = DEFAULT_BATCH, attempts: int = 3,
-                     on_batch: Any = None) -> dict[str, Any]:
+                     on_batch: Any = None) -> Campaign:
         """Enqueue a campaign: `template` to every recipient, read in batches of `batch`.
 
         `on_batch(enqueued, invalid)` is called after each batch (a progress bar). Returns
@@ -160,7 +189,7 @@ class Campaigns:
         await self.client.hincrby(key, "total", len(jobs))
         return len(jobs)
 
-    async def get(self, campaign_id: str) -> dict[str, Any]:
+    async def get(self, campaign_id: str) -> Campaign:
         """The campaign with its progress: total, sent, failed, suppressed, remaining, rate
         (e-mails/s while running), ETA (s), state and the reason of a pause."""
         raw = await self.client.hgetall(self._key(campaign_id))
@@ -172,7 +201,7 @@ class Campaigns:
         return await self._progress(data, counts)
 
     async def _progress(self, data: dict[str, str], counts: dict[str, int]
-                        ) -> dict[str, Any]:
+                        ) -> Campaign:
         now = _now_ms()
         total, sent = int(data.get("total", 0)), int(data.get("sent", 0))
         suppressed = int(data.get("suppressed", 0))
@@ -217,10 +246,10 @@ class Campaigns:
         except CampaignError:
             await self.client.srem(self._active, campaign_id)
 
-    async def list(self, limit: int = 50) -> list[dict[str, Any]]:
+    async def list(self, limit: int = 50) -> list[Campaign]:
         """The newest campaigns first, with their progress."""
         ids = await self.client.zrevrange(self._index, 0, limit - 1)
-        found = []
+        found: list[Campaign] = []
         for campaign_id in ids:
             try:
                 found.append(await self.get(_text(campaign_id)))
@@ -232,7 +261,7 @@ class Campaigns:
         """The campaigns whose queue workers should serve."""
         return {_text(i) for i in await self.client.smembers(self._active)}
 
-    async def pause(self, campaign_id: str, reason: str = "") -> dict[str, Any]:
+    async def pause(self, campaign_id: str, reason: str = "") -> Campaign:
         """Stop sending: the queue pauses (jobs in flight finish). Idempotent."""
         campaign = await self.get(campaign_id)
         if campaign["state"] in ("completed", "cancelled"):
@@ -243,7 +272,7 @@ class Campaigns:
                 "state": "paused", "paused_at": _now_ms(), "reason": reason[:300]})
         return await self.get(campaign_id)
 
-    async def resume(self, campaign_id: str) -> dict[str, Any]:
+    async def resume(self, campaign_id: str) -> Campaign:
         campaign = await self.get(campaign_id)
         if campaign["state"] != "paused":
             raise CampaignError(f"campaign {campaign_id} is {campaign['state']}, not paused")
@@ -257,7 +286,7 @@ class Campaigns:
         await self.queues.resume(campaign["queue"])
         return await self.get(campaign_id)
 
-    async def cancel(self, campaign_id: str) -> dict[str, Any]:
+    async def cancel(self, campaign_id: str) -> Campaign:
         """Remove what has not been sent (waiting, delayed, paused jobs); jobs in flight
         finish. The campaign keeps its counts."""
         campaign = await self.get(campaign_id)

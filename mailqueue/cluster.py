@@ -33,6 +33,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from mailqueue.bullmq_fixes import find_workers, pool_options
 from mailqueue.errors import MailQueueError
+from mailqueue.types import WorkerInfo
 
 # Marks a connection-options dict as "a cluster": popped before it reaches redis-py.
 CLUSTER_OPTION = "cluster"
@@ -276,7 +277,7 @@ class MailRedisCluster(RedisCluster):
 def find_workers_on_cluster(
     node_clients: list[list[dict[str, Any]]], prefix: str, queue: str | None = None,
     known_queues: Collection[str] = (),
-) -> list[dict[str, Any]]:
+) -> list[WorkerInfo]:
     """`find_workers` over the CLIENT LIST of every master of a cluster.
 
     A cluster client names its connections on *every* master (bullmq sets the name on each
@@ -285,9 +286,9 @@ def find_workers_on_cluster(
     worker, and it is counted on the master where it has the most connections (the one
     holding the queue's slot). Unnamed workers (Node's) are paired as usual, from that master.
     """
-    best: dict[str, tuple[int, list[dict[str, Any]]]] = {}
+    best: dict[str, tuple[int, list[WorkerInfo]]] = {}
     for clients in node_clients:
-        groups: dict[str, list[dict[str, Any]]] = {}
+        groups: dict[str, list[WorkerInfo]] = {}
         for worker in find_workers(clients, prefix, queue, known_queues):
             groups.setdefault(worker["client_name"], []).append(worker)
         for client_name, workers in groups.items():

@@ -20,7 +20,7 @@ from mailqueue.cluster import (
     with_cluster_flag,
 )
 from mailqueue.desk import MailDesk
-from mailqueue.errors import MailQueueError, RedisNotAnsweringError, RedisUnavailableError
+from mailqueue.errors import MailQueueError, RedisUnavailableError
 from mailqueue.events import EventManager, Subscription
 from mailqueue.events.reader_stats import EventStats
 from mailqueue.flows import AddedFlow, FlowManager, FlowMetrics, FlowNode
@@ -28,20 +28,16 @@ from mailqueue.mail.message import parse_sender
 from mailqueue.mail.outbox import Outbox
 from mailqueue.mail.sink import MailSink, registered_sink_url
 from mailqueue.mail.templates import BUILTIN_TEMPLATES
-from mailqueue.monitoring import HealthReport, Monitoring, QueueStats
+from mailqueue.monitoring import HealthReport, Monitoring, QueueStats, RedisInfo
 from mailqueue.queue_counts import QueueMetrics
 from mailqueue.queues import QueueManager
 from mailqueue.redact import redact_url
-from mailqueue.redis_server import RedisTarget, resolve_redis
+from mailqueue.redis_server import RedisTarget, wait_for_redis
 from mailqueue.settings import Settings
 from mailqueue.types import ScheduleInfo
 from mailqueue.workers import Handler, ManagedWorker, WorkerManager
 
 log = logging.getLogger(__name__)
-
-# Back-off while waiting for Redis at start: 1, 2, 4, 5, 5... seconds.
-_FIRST_RETRY_S = 1.0
-_MAX_RETRY_S = 5.0
 
 
 class MailManager:
@@ -79,7 +75,7 @@ class MailManager:
                 raise MailQueueError(
                     "REDIS_CLUSTER=true needs REDIS_URL: the address of any node of the cluster"
                 )
-        self.redis = await self._resolve_redis()
+        self.redis = await wait_for_redis(s.redis_url, s.data_dir, s.redis_connect_timeout_s)
         # Two kinds of connection. Blocking reads (a Worker's BZPOPMIN/BRPOPLPUSH, the event
         # reader's XREAD BLOCK) wait on purpose and must never time out (docs/bullmq-notes.md
         # #1): `connection`, no socket timeout. Every other command (pages, /health, adding
@@ -112,38 +108,6 @@ class MailManager:
         self._desk = MailDesk(client, s.queue_prefix, self.record_audit,
                               sender_domain=parse_sender(s.mail_from).email.rpartition("@")[2])
         return self
-
-    async def _resolve_redis(self) -> RedisTarget:
-        """The Redis to use; a REDIS_URL one that does not answer yet is waited for.
-
-        Containers start in any order: a worker or dashboard started before its Redis tries
-        again with back-off, one log line per attempt, for up to REDIS_CONNECT_TIMEOUT_S.
-        A malformed URL, a refused password or a certificate that does not verify fail at
-        once: waiting would not change them.
-        """
-        s = self.settings
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + s.redis_connect_timeout_s
-        delay = _FIRST_RETRY_S
-        while True:
-            try:
-                # Probing, or starting a redis-server child, blocks: keep the loop free.
-                return await asyncio.to_thread(resolve_redis, s.redis_url, s.data_dir)
-            except RedisNotAnsweringError as exc:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    if s.redis_connect_timeout_s > 0:
-                        raise RedisNotAnsweringError(
-                            f"{exc} (waited {s.redis_connect_timeout_s:g} s, "
-                            "REDIS_CONNECT_TIMEOUT_S)", exc.reason,
-                        ) from None
-                    raise
-                wait = min(delay, remaining)
-                log.warning("Redis at %s not answering (%s); retrying in %s s",
-                            redact_url(s.redis_url or ""), exc.reason,
-                            f"{max(round(wait, 1), 0.1):g}")
-                await asyncio.sleep(wait)
-                delay = min(delay * 2, _MAX_RETRY_S)
 
     async def close(self) -> None:
         """Close workers (waiting for active jobs), event readers and queues; stop Redis if ours."""
@@ -415,7 +379,7 @@ class MailManager:
         """Redis ping latency and version, and per queue: counts and workers."""
         return await self.monitoring.health_check()
 
-    async def redis_info(self) -> dict[str, Any]:
+    async def redis_info(self) -> RedisInfo:
         """What an operator wants to know about the Redis: version, memory, clients, load."""
         return await self.monitoring.redis_info()
 

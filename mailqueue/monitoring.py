@@ -14,10 +14,11 @@ from mailqueue.mail.sink import registered_sink_url
 from mailqueue.mail.transport import probe_smtp
 from mailqueue.queues import QueueManager
 from mailqueue.redact import redact_url
-from mailqueue.redis_memory import redis_memory
+from mailqueue.redis_memory import RedisMemory, redis_memory
 from mailqueue.redis_server import RedisTarget
 from mailqueue.settings import Settings
 from mailqueue.smtp_url import SmtpConfig
+from mailqueue.types import WorkerInfo
 from mailqueue.worker_gates import gate_warnings
 from mailqueue.workers import WorkerManager
 
@@ -52,6 +53,29 @@ class HealthReport(TypedDict):
     warnings: NotRequired[list[str]]
     smtp: NotRequired[dict[str, Any]]
     error: NotRequired[str]
+
+
+class MemoryHealth(RedisMemory):
+    state: str  # "ok", "near full" or "full"
+    warning: str | None  # what to do about it, from "near full" on
+
+
+class RedisInfo(TypedDict):
+    """The Redis in use; on a cluster, summed over its masters (`nodes` of them)."""
+
+    url: str | None
+    source: str | None
+    version: str | None
+    mode: str | None
+    nodes: int
+    used_memory: int
+    used_memory_peak: int
+    maxmemory: int
+    connected_clients: int
+    ops_per_sec: int
+    total_commands: int
+    uptime_s: int
+    memory: RedisMemory
 
 
 class Monitoring:
@@ -91,13 +115,15 @@ class Monitoring:
             latency_ms = (time.perf_counter() - started) * 1000
             info = (await node_infos(self._client, "server"))[0][1]
             memory = await self._memory_health()
-            report["redis"] = {**self._where(), "ping_ms": round(latency_ms, 2),
+            report["redis"] = {"url": redact_url(self._redis.url) if self._redis else None,
+                               "source": self._redis.source if self._redis else None,
+                               "ping_ms": round(latency_ms, 2),
                                "version": info.get("redis_version"), "memory": memory}
-            if memory.get("warning"):
+            if memory["warning"]:
                 warnings.append(memory["warning"])
             if memory["state"] == "full":
                 report["healthy"] = False
-            every_worker: list[dict[str, Any]] = []
+            every_worker: list[WorkerInfo] = []
             for name in await self._queues.list_queues(refresh=True):
                 counts, workers = await asyncio.gather(
                     self._queues.get_job_counts(name), self._workers.list_workers(name)
@@ -122,7 +148,7 @@ class Monitoring:
             report["warnings"] = warnings
         return report
 
-    async def redis_info(self) -> dict[str, Any]:
+    async def redis_info(self) -> RedisInfo:
         """What an operator wants to know about the Redis: version, memory, clients, load.
 
         On a cluster: memory, clients and load summed over the masters (`nodes` of them),
@@ -137,7 +163,8 @@ class Monitoring:
             return sum(int(info.get(field, 0)) for info in infos)
 
         return {
-            **self._where(),
+            "url": redact_url(self._redis.url) if self._redis else None,
+            "source": self._redis.source if self._redis else None,
             "version": first.get("redis_version"),
             "mode": first.get("redis_mode"),
             "nodes": len(infos),
@@ -151,18 +178,12 @@ class Monitoring:
             "memory": memory,
         }
 
-    def _where(self) -> dict[str, Any]:
-        """Which Redis (its URL without the password) and where it came from."""
-        return {"url": redact_url(self._redis.url) if self._redis else None,
-                "source": self._redis.source if self._redis else None}
-
-    async def _memory_health(self) -> dict[str, Any]:
+    async def _memory_health(self) -> MemoryHealth:
         """Used memory against maxmemory: state "ok", "near full" (90 %) or "full" (98 %)."""
-        memory = await redis_memory(self._client)
+        memory = MemoryHealth(**await redis_memory(self._client), state="ok", warning=None)
         ratio = memory["used_ratio"]
         used_mb = memory["used_memory"] / (1024 * 1024)
         limit_mb = memory["maxmemory"] / (1024 * 1024)
-        memory["state"] = "ok"
         if ratio is None or ratio < _NEAR_FULL:
             return memory
         memory["state"] = "full" if ratio >= _FULL else "near full"

@@ -8,7 +8,7 @@ acts on. The overview, /workers, /health and every write path use them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import redis.asyncio as aioredis
 from redis.exceptions import OutOfMemoryError, ResponseError
@@ -30,7 +30,16 @@ def _megabytes(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB"
 
 
-async def redis_memory(client: aioredis.Redis) -> dict[str, Any]:
+class RedisMemory(TypedDict):
+    used_memory: int
+    maxmemory: int  # 0: no limit
+    maxmemory_policy: str | None
+    used_ratio: float | None
+    fragmentation_ratio: float | None
+    node: NotRequired[str]  # on a cluster, the fullest master
+
+
+async def redis_memory(client: aioredis.Redis) -> RedisMemory:
     """Used memory against `maxmemory` (0: no limit), the policy, the share used, and the
     fragmentation ratio (RSS over used; None where INFO has none).
 
@@ -40,7 +49,7 @@ async def redis_memory(client: aioredis.Redis) -> dict[str, Any]:
     readings = []
     for node, info in await node_infos(client, "memory"):
         used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
-        reading: dict[str, Any] = {
+        reading: RedisMemory = {
             "used_memory": used,
             "maxmemory": limit,
             "maxmemory_policy": info.get("maxmemory_policy"),

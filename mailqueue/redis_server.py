@@ -7,6 +7,7 @@ data directory, killed with its parent and stopped on shutdown.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import fcntl
 import json
@@ -334,3 +335,42 @@ def _running_owner(directory: Path) -> tuple[int, int] | None:
     except PermissionError:
         pass  # alive, someone else's
     return (pid, port) if ping(f"redis://127.0.0.1:{port}", timeout=0.5) else None
+
+
+# Back-off while waiting for Redis at start: 1, 2, 4, 5, 5... seconds.
+_FIRST_RETRY_S = 1.0
+_MAX_RETRY_S = 5.0
+
+
+async def wait_for_redis(redis_url: str | None, data_dir: Path, timeout_s: float
+                         ) -> RedisTarget:
+    """The Redis to use (resolve_redis); a REDIS_URL one that does not answer yet is waited
+    for.
+
+    Containers start in any order: a worker or dashboard started before its Redis tries
+    again with back-off, one log line per attempt, for up to `timeout_s`
+    (REDIS_CONNECT_TIMEOUT_S). A malformed URL, a refused password or a certificate that does
+    not verify fail at once: waiting would not change them.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    delay = _FIRST_RETRY_S
+    while True:
+        try:
+            # Probing, or starting a redis-server child, blocks: keep the loop free.
+            return await asyncio.to_thread(resolve_redis, redis_url, data_dir)
+        except RedisNotAnsweringError as exc:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                if timeout_s > 0:
+                    raise RedisNotAnsweringError(
+                        f"{exc} (waited {timeout_s:g} s, REDIS_CONNECT_TIMEOUT_S)",
+                        exc.reason,
+                    ) from None
+                raise
+            wait = min(delay, remaining)
+            log.warning("Redis at %s not answering (%s); retrying in %s s",
+                        redact_url(redis_url or ""), exc.reason,
+                        f"{max(round(wait, 1), 0.1):g}")
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, _MAX_RETRY_S)

@@ -127,3 +127,16 @@ class JobSearch(TypedDict):
     start: int
     next_start: int | None
     jobs: list[JobSummary]
+
+
+class WorkerInfo(TypedDict):
+    """A live BullMQ worker (Python or Node, any process), as CLIENT LIST shows it."""
+
+    queue: str
+    name: str | None  # host-pid-n for the workers this project starts; Node's have none
+    addr: str
+    age_s: int
+    idle_s: int
+    language: str  # "python" or "node"
+    client_name: str
+    connections: int

@@ -23,6 +23,8 @@ from typing import Any, Protocol, cast
 
 import redis.asyncio as aioredis
 
+from mailqueue.types import WorkerInfo
+
 log = logging.getLogger(__name__)
 
 REFRESH_S = 20.0
@@ -144,20 +146,20 @@ async def read_gates(client: aioredis.Redis, prefix: str,
     return found
 
 
-def gate_warnings(workers: list[dict[str, Any]], gates: dict[str, dict[str, Any]]
+def gate_warnings(workers: Iterable[WorkerInfo], gates: dict[str, dict[str, Any]]
                   ) -> tuple[list[str], set[str]]:
     """/health's warnings about workers that cannot send, and the queues none can serve."""
     warnings: list[str] = []
     down_queues: set[str] = set()
-    by_queue: dict[str, list[dict[str, Any]]] = {}
+    by_queue: dict[str, list[WorkerInfo]] = {}
     for worker in workers:
         by_queue.setdefault(worker["queue"], []).append(worker)
     for queue, members in sorted(by_queue.items()):
-        down = [w for w in members if w.get("name") in gates]
-        for worker in down:
-            gate = gates[worker["name"]]
+        down = [(w["name"], gates[w["name"]]) for w in members
+                if w["name"] is not None and w["name"] in gates]
+        for name, gate in down:
             warnings.append(
-                f"worker {worker['name']} of queue {queue!r}: SMTP down ({gate['target']}, "
+                f"worker {name} of queue {queue!r}: SMTP down ({gate['target']}, "
                 f"{gate['failures']} connection failure(s): {gate['error']}); it takes no "
                 "jobs until a probe gets through"
             )

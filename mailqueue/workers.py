@@ -12,7 +12,7 @@ import itertools
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, overload
 
 import redis.asyncio as aioredis
@@ -35,6 +35,7 @@ from mailqueue.errors import MailQueueError, UnknownJobNameError
 from mailqueue.job_options import validate_queue_name
 from mailqueue.runtime import NativeWorker
 from mailqueue.settings import Settings
+from mailqueue.types import WorkerInfo
 from mailqueue.worker_gates import read_gates
 
 log = logging.getLogger(__name__)
@@ -273,7 +274,7 @@ class WorkerManager:
         limit = self.settings.worker_close_timeout_s if timeout is None else timeout
         await asyncio.gather(*(w.close(limit) for w in workers))
 
-    async def list_workers(self, queue: str | None = None) -> list[dict[str, Any]]:
+    async def list_workers(self, queue: str | None = None) -> list[WorkerInfo]:
         """Every live BullMQ worker (Python or Node, any process) of `queue` or of all queues.
 
         Each: {queue, name, addr, age_s, idle_s, language, client_name, connections}.
@@ -285,7 +286,7 @@ class WorkerManager:
         return find_workers(node_clients[0], self.prefix, queue,
                             known_queues=set(self._workers))
 
-    async def gate_states(self, workers: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    async def gate_states(self, workers: Iterable[WorkerInfo]) -> dict[str, dict[str, Any]]:
         """Worker name -> what holds it (its SMTP server is down), for the workers of
         `list_workers` that published one (mailqueue.worker_gates)."""
         return await read_gates(self._client, self.prefix, (w.get("name") for w in workers))

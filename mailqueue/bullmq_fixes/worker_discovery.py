@@ -12,6 +12,8 @@ import binascii
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
+from mailqueue.types import WorkerInfo
+
 # Python bullmq names a worker's connections `<prefix>:<queue>`, Node BullMQ
 # `<prefix>:<base64(queue)>`, both optionally followed by `:w:<worker name>`; each side's
 # getWorkers sees only its own. A worker holds two connections (commands + blocking wait)
@@ -51,7 +53,7 @@ def _node_queue_name(segment: str) -> str | None:
 def find_workers(
     clients: Iterable[Mapping[str, Any]], prefix: str, queue: str | None = None,
     known_queues: Collection[str] = (),
-) -> list[dict[str, Any]]:
+) -> list[WorkerInfo]:
     """BullMQ workers (Python and Node) among CLIENT LIST entries, one dict per worker.
 
     `queue` keeps the workers of one queue; `known_queues` settles a name that reads both as a
@@ -76,7 +78,7 @@ def find_workers(
             continue
         groups.setdefault((queue_name, language, raw), []).append(client)
 
-    workers = []
+    workers: list[WorkerInfo] = []
     for (queue_name, language, raw), connections in groups.items():
         worker_name = raw[len(head):].partition(":")[2][2:]
         # Connections sharing a name are ordered as Redis created them (client id).

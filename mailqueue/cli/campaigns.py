@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from mailqueue.campaigns import CampaignError
+from mailqueue.campaigns import Campaign, CampaignError
 from mailqueue.cli.common import USAGE_ERROR, _App, actor, app, fail, is_quiet
 from mailqueue.cli.mail import _parse_vars
 from mailqueue.cli.ops import JsonOption, _session
@@ -126,13 +126,13 @@ async def follow(mail: MailManager, campaign_id: str, console: Console) -> int:
     return 0
 
 
-def _detail(c: dict[str, Any]) -> str:
+def _detail(c: Campaign) -> str:
     eta = f", ETA {c['eta_s']:,} s" if c.get("eta_s") is not None else ""
     return (f"sent {c['sent']:,}  failed {c['failed']:,}  suppressed {c['suppressed']:,}  "
             f"{c['rate']:,.1f}/s{eta}")
 
 
-def _summary(c: dict[str, Any]) -> str:
+def _summary(c: Campaign) -> str:
     return (f"Campaign {c['id']} {c['state']}: {c['sent']:,} sent, {c['failed']:,} failed, "
             f"{c['suppressed']:,} suppressed, {c['remaining']:,} not sent, of {c['total']:,}")
 
@@ -200,7 +200,7 @@ for _verb in ("pause", "resume", "cancel"):
     campaign_app.command(_verb)(_action(_verb))
 
 
-async def _get(mail: MailManager, campaign_id: str) -> dict[str, Any]:
+async def _get(mail: MailManager, campaign_id: str) -> Campaign:
     try:
         return await mail.campaigns.get(campaign_id)
     except CampaignError as exc:
