@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from mailqueue.errors import MailQueueError
 from mailqueue.mail.message import make_message_id
-from mailqueue.mail.message_log import OUTCOMES, MessageLog, Retention
+from mailqueue.mail.message_log import OUTCOMES, MessageEntry, MessageLog, Retention
 from mailqueue.mail.outbox import outbox_key
 from mailqueue.mail.suppressions import REASONS, Reason, Suppression, SuppressionList
 
@@ -50,7 +50,7 @@ class MailDesk:
         self, *, recipient: str = "", message_id: str = "", outcome: str = "",
         template: str = "", since_ms: int | None = None, until_ms: int | None = None,
         before: str = "", limit: int = 50,
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[MessageEntry], str | None]:
         """Delivery-log entries, newest first, and the cursor of the next page (or None).
 
         `recipient`: an address or `@domain`; `message_id`: with or without `<>`. Filters
@@ -70,13 +70,13 @@ class MailDesk:
             outcome=outcome or None, template=template.strip() or None,
             since_ms=since_ms, until_ms=until_ms, before=before or None, limit=limit)
 
-    async def message(self, entry_id: str) -> dict[str, Any] | None:
+    async def message(self, entry_id: str) -> MessageEntry | None:
         if not _CURSOR.match(entry_id):
             return None
         return await self.messages.get(entry_id)
 
     async def job_messages(self, queue: str, job_id: str, limit: int = 100
-                           ) -> list[dict[str, Any]]:
+                           ) -> list[MessageEntry]:
         """Every logged attempt of a job's message (its Message-ID comes from its id)."""
         message_id = make_message_id(queue, job_id, self._sender_domain)
         entries, _ = await self.messages.search(message_id=message_id, limit=limit)

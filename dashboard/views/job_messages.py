@@ -4,9 +4,10 @@ again, over htmx, when the job changes (views/messages.py job_messages)."""
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import TypedDict
 
 from mailqueue.mail.message import make_message_id, parse_sender
+from mailqueue.mail.message_log import MessageEntry
 from mailqueue.manager import MailManager
 
 JOB_MESSAGES_SHOWN = 50
@@ -21,7 +22,7 @@ def job_message_id(mail: MailManager, queue: str, job_id: str) -> str:
 class JobMessages(TypedDict):
     """The context of partials/_job_messages_list.html."""
 
-    entries: list[dict[str, Any]]
+    entries: list[MessageEntry]
     queue: str
     job_id: str
     message_id: str
