@@ -23,6 +23,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from mailqueue.keys import Keys
 from mailqueue.lua import load_script
 from mailqueue.settings import Settings
 
@@ -172,7 +173,7 @@ class FailureAlerts:
         name: Any = self._job_names.get((queue, job_id))
         if name is None and job_id:
             with contextlib.suppress(Exception):
-                name = await self._client.hget(f"{self.prefix}:{queue}:{job_id}", "name")
+                name = await self._client.hget(Keys(self.prefix, queue).job(job_id), "name")
             if name:
                 self.remember_job_name(queue, job_id, name)
         return str(name) if name else None

@@ -47,6 +47,10 @@ class Keys:
         """A job's hash."""
         return self.base + str(job_id)
 
+    def lock(self, job_id: str) -> str:
+        """The lock of an active job: its worker's token, renewed while the job runs."""
+        return f"{self.base}{job_id}:lock"
+
     def logs(self, job_id: str) -> str:
         return f"{self.base}{job_id}:logs"
 

@@ -16,6 +16,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from mailqueue.job_options import validate_queue_name
+from mailqueue.keys import Keys, queue_of_marker
 
 Event = dict[str, Any]
 EventCallback = Callable[[Event], Any]
@@ -39,12 +40,12 @@ def glob_escape(text: str) -> str:
 
 
 def events_key(prefix: str, queue: str) -> str:
-    return f"{prefix}:{queue}:events"
+    return Keys(prefix, queue).events
 
 
 def queue_of(prefix: str, key: str) -> str:
-    """The queue name in an events-stream key."""
-    return key[len(prefix) + 1: -len(":events")]
+    """The queue name in an events-stream key (one this module read: always a queue's)."""
+    return queue_of_marker(prefix, key) or ""
 
 
 def parse_event(queue: str, entry_id: str, fields: dict[str, str]) -> Event:
@@ -73,11 +74,10 @@ def stream_entries(reply: Any) -> list[tuple[str, list[tuple[str, dict[str, str]
 
 async def scan_queues(conn: aioredis.Redis, prefix: str) -> set[str]:
     """Every queue of `prefix` that has an events stream (a SCAN over the keyspace)."""
-    head = f"{prefix}:"
     names = set()
-    async for key in conn.scan_iter(match=f"{glob_escape(head)}*:events", count=1000):
-        name = key[len(head): -len(":events")]
-        if name and ":" not in name:  # a name with ':' is not a queue (BullMQ forbids it)
+    async for key in conn.scan_iter(match=f"{glob_escape(prefix)}:*:events", count=1000):
+        name = queue_of_marker(prefix, key)  # None for a name with ':' (BullMQ forbids it)
+        if name:
             names.add(name)
     return names
 

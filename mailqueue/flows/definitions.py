@@ -10,6 +10,7 @@ from typing import Any, TypedDict
 
 from mailqueue.errors import InvalidFlowError, InvalidJobOptionsError, MailQueueError
 from mailqueue.job_options import merge_job_options, validate_job_options, validate_queue_name
+from mailqueue.keys import Keys
 
 MAX_DEFINITION_DEPTH = 32
 
@@ -123,5 +124,5 @@ def _parent_option(
             validate_queue_name(queue)
         except MailQueueError as exc:
             raise bad("opts.parent.queue", str(exc)) from None
-        queue = f"{prefix}:{queue}"
+        queue = Keys(prefix, queue).qualified
     return {"id": parent["id"], "queue": queue}

@@ -43,6 +43,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from mailqueue.keys import Keys
 from mailqueue.lua import load_script
 from mailqueue.mail.errors import DeliveryInProgressError, UnconfirmedSendError
 from mailqueue.mail.key_namespace import NAMESPACE
@@ -160,10 +161,10 @@ class DeliveryLog:
         once, UnconfirmedSendError when a dead one did (it may have sent). One round trip.
         """
         lock_token = getattr(job, "token", None)
-        queue_name = getattr(getattr(job, "queue", None), "qualifiedName", None)
-        # The job's lock, as bullmq names it: whoever holds the claim is alive while its
-        # token is there. (No job: the claim key, which never holds a bare token.)
-        lock_key = (f"{queue_name}:{job.id}:lock" if queue_name
+        queue = getattr(job, "queue", None)
+        # The job's lock: whoever holds the claim is alive while its token is there. (No
+        # job: the claim key, which never holds a bare token.)
+        lock_key = (Keys(queue.prefix, queue.name).lock(str(job.id)) if queue is not None
                     else self._claim_key(message_id))
         if lock_token:
             token, ttl_ms = f"lock:{lock_token}", self.record_ttl_s * 1000

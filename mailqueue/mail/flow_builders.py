@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, TypedDict, TypeVar
 
 from mailqueue.errors import MailQueueError
+from mailqueue.keys import Keys
 from mailqueue.mail.flow_conditions import check_conditions_shape
 from mailqueue.mail.message import parse_address
 
@@ -182,7 +183,7 @@ async def create_newsletter_flow(
     })
     parent_id = str(added["job_id"])
     [gate] = added["tree"]["children"]
-    parent = {"id": parent_id, "queue": f"{flows.prefix}:{queue}"}
+    parent = {"id": parent_id, "queue": Keys(flows.prefix, queue).qualified}
     batch_opts = {"parent": parent, "ignoreDependencyOnFailure": True}
 
     total = batches = 0
