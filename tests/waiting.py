@@ -32,10 +32,14 @@ async def eventually(check: Callable[[], Any], timeout: float = 20.0,
 
 
 def eventually_sync(check: Callable[[], Any], timeout: float = 20.0,
-                    what: str = "the condition", *, interval: float = 0.1) -> Any:
+                    what: str = "the condition", *,
+                    accept: Callable[[Any], Any] | None = None,
+                    interval: float = 0.1) -> Any:
     deadline = time.monotonic() + timeout
-    while not (value := check()):
+    while True:
+        value = check()
+        if accept(value) if accept is not None else value:
+            return value
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not met within {timeout} s; last value: {value!r}")
         time.sleep(interval)
-    return value

@@ -25,6 +25,7 @@ from mailqueue.redis_server import (
     resolve_redis,
     validate_redis_url,
 )
+from tests.waiting import eventually_sync
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,13 +34,20 @@ def answers(port: int) -> bool:
     return ping(f"redis://127.0.0.1:{port}", timeout=0.3)
 
 
-def wait_until_silent(port: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not answers(port):
-            return True
-        time.sleep(0.1)
-    return False
+def wait_until_silent(port: int, what: str = "the server gone") -> None:
+    eventually_sync(lambda: not answers(port), 5, f"{what} (port {port} silent)")
+
+
+def jobs_read_back(server: EmbeddedRedis) -> list[str]:
+    """Start `server`, read the list `jobs` written before, stop it."""
+    server.start()
+    try:
+        client = redis.Redis(port=server.port, decode_responses=True)
+        jobs: list[str] = client.lrange("jobs", 0, -1)
+        client.close()
+        return jobs
+    finally:
+        server.stop()
 
 
 # --- REDIS_URL ----------------------------------------------------------------------------
@@ -123,7 +131,7 @@ def test_no_redis_url_starts_an_embedded_server_with_aof(tmp_path: Path) -> None
         client.close()
     finally:
         target.close()
-    assert wait_until_silent(target.embedded.port, 5)
+    wait_until_silent(target.embedded.port)
     assert any(p.name.startswith("appendonly") for p in (tmp_path / "redis").iterdir())
 
 
@@ -138,20 +146,8 @@ def test_embedded_data_survives_stop_and_start(tmp_path: Path) -> None:
     assert not answers(server.port)
 
     # Same object (same port) and a new one (a new port) both read the AOF back.
-    server.start()
-    try:
-        client = redis.Redis(port=server.port, decode_responses=True)
-        assert client.lrange("jobs", 0, -1) == ["a", "b", "c"]
-        client.close()
-    finally:
-        server.stop()
-    other = EmbeddedRedis(data_dir=tmp_path / "aof").start()
-    try:
-        client = redis.Redis(port=other.port, decode_responses=True)
-        assert client.lrange("jobs", 0, -1) == ["a", "b", "c"]
-        client.close()
-    finally:
-        other.stop()
+    assert jobs_read_back(server) == ["a", "b", "c"]
+    assert jobs_read_back(EmbeddedRedis(data_dir=tmp_path / "aof")) == ["a", "b", "c"]
 
 
 def test_a_second_process_shares_the_running_embedded_server(tmp_path: Path) -> None:
@@ -173,7 +169,7 @@ def test_a_second_process_shares_the_running_embedded_server(tmp_path: Path) -> 
         owner.wait()
         if owner.stdout is not None:
             owner.stdout.close()
-    assert wait_until_silent(port, 5)
+    wait_until_silent(port, "the owner's server gone with it")
     # Its owner gone, the next process starts its own server on the same data.
     target = resolve_redis(None, tmp_path, probe_local=False)
     try:
@@ -190,7 +186,7 @@ _OWNER_SCRIPT = textwrap.dedent(
     from mailqueue.redis_server import resolve_redis
     target = resolve_redis(None, Path(sys.argv[1]), probe_local=False)
     print(target.embedded.port, flush=True)
-    time.sleep(120)
+    time.sleep(120)  # alive until the test kills it; gone on its own if the test dies
     """
 )
 
@@ -201,7 +197,7 @@ _CHILD_SCRIPT = textwrap.dedent(
     from mailqueue.redis_server import EmbeddedRedis
     server = EmbeddedRedis(data_dir=Path(sys.argv[1])).start()
     print(server.port, flush=True)
-    time.sleep(120)
+    time.sleep(120)  # alive until the test kills it; gone on its own if the test dies
     """
 )
 
@@ -217,7 +213,7 @@ def test_the_embedded_server_dies_when_its_parent_is_killed(tmp_path: Path) -> N
         assert answers(port)
         parent.send_signal(signal.SIGKILL)  # no chance to clean up: the kernel must do it
         parent.wait(10)
-        assert wait_until_silent(port, 5), "redis-server outlived its parent"
+        wait_until_silent(port, "redis-server gone with its killed parent")
     finally:
         if parent.poll() is None:
             parent.kill()
@@ -237,7 +233,9 @@ def test_the_server_lives_on_when_the_thread_that_started_it_ends(tmp_path: Path
     thread.join()
     [server] = started
     try:
-        time.sleep(0.5)
+        # A window in which it must not die: a PDEATHSIG at the thread's exit (which comes just
+        # after join returns) would end it in ~0.06 s here.
+        time.sleep(0.3)
         assert server.process is not None and server.process.poll() is None
         assert answers(server.port)
     finally:

@@ -22,6 +22,7 @@ from bullmq.custom_errors import UnrecoverableError
 from mailqueue.runtime import NativeWorker
 from mailqueue.settings import Settings
 from tests.mailqueue.conftest import Stack, open_stack, wait_for_counts
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -65,7 +66,7 @@ async def test_jobs_are_fetched_by_the_previous_completion_in_pipelined_batches(
 
 async def test_locks_are_renewed_in_one_call_for_all_active_jobs(native: Stack) -> None:
     async def slow(data: Any, job: Job) -> None:
-        await asyncio.sleep(2.2)
+        await asyncio.sleep(2.2)  # the scenario: jobs outlive twice their 1 s lock
 
     await native.queues.add_jobs("locks", [{"name": "s", "data": {}} for _ in range(4)])
     managed = native.workers.start_worker("locks", {"s": slow}, concurrency=4,
@@ -89,7 +90,7 @@ async def test_an_abandoned_job_is_recovered_as_stalled(native: Stack) -> None:
 
     async def stuck(data: Any, job: Job) -> None:
         started.set()
-        await asyncio.sleep(60)
+        await asyncio.sleep(60)  # the scenario: a job that never ends while the test runs
 
     native.workers.start_worker("stall", {"j": stuck}, lockDuration=1000, stalledInterval=500)
     job = await native.queues.add_job("stall", "j", {})
@@ -133,8 +134,8 @@ async def test_rate_limit_and_delayed_jobs(native: Stack) -> None:
     await wait_for_counts(native, "limited", 10, completed=12)
     assert 1.8 < time.monotonic() - started < 4.5  # windows of 5: 5, 5, 2
 
-    native.workers.start_worker("later", {"n": noop})
-    await asyncio.sleep(0.3)  # idle: blocked on the marker
+    idle = native.workers.start_worker("later", {"n": noop}).worker
+    await eventually(lambda: idle.waiting is not None, 5, "the idle worker blocked on the marker")
     added = time.monotonic()
     await native.queues.add_job("later", "n", {}, {"delay": 300})
     await wait_for_counts(native, "later", 5, completed=1)
@@ -151,12 +152,13 @@ async def test_pausing_the_worker_and_the_queue(native: Stack) -> None:
     await native.queues.add_jobs("pause", [{"name": "g", "data": {}} for _ in range(2)])
     await wait_for_counts(native, "pause", 5, active=2)
     pausing = asyncio.ensure_future(managed.worker.pause())
-    await asyncio.sleep(0.1)
-    assert not pausing.done()  # waits for the active jobs
+    await eventually(lambda: managed.worker.paused, 5, "the worker pausing")
+    await asyncio.sleep(0.1)  # a window in which pause() must not return: jobs still run
+    assert not pausing.done()
     gate.set()
     await asyncio.wait_for(pausing, 5)
     await native.queues.add_job("pause", "g", {})
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.2)  # a window in which the paused worker must take nothing
     assert (await native.queues.get_job_counts("pause"))["waiting"] == 1
     managed.worker.resume()
     await wait_for_counts(native, "pause", 5, completed=3)
@@ -164,7 +166,7 @@ async def test_pausing_the_worker_and_the_queue(native: Stack) -> None:
     queue = await native.queues.get_queue("pause")
     await queue.pause()
     await native.queues.add_job("pause", "g", {})
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.2)  # a window in which no worker may take from a paused queue
     assert (await native.queues.get_job_counts("pause"))["completed"] == 3
     await queue.resume()  # its marker wakes the idle worker
     await wait_for_counts(native, "pause", 5, completed=4)
@@ -180,11 +182,7 @@ async def test_remove_on_complete_and_fail(native: Stack) -> None:
         {"name": "m", "data": {"fail": i % 2 == 1},
          "opts": {"removeOnComplete": True, "removeOnFail": 2, "attempts": 1}}
         for i in range(8)])
-    for _ in range(100):
-        counts = await native.queues.get_job_counts("remove")
-        if counts["waiting"] + counts["active"] == 0:
-            break
-        await asyncio.sleep(0.05)
+    counts = await wait_for_counts(native, "remove", 10, waiting=0, active=0)  # all 8 done
     assert counts["completed"] == 0 and counts["failed"] == 2, counts
 
 
@@ -202,12 +200,10 @@ async def test_children_move_their_parent_on(native: Stack, settings: Settings) 
 
         mail.start_worker("fchild", {"c": noop})
         mail.start_worker("fparent", {"parent": parent})
-        for _ in range(100):
-            tree = await mail.get_flow("fparent", flow["job_id"])
-            if tree["state"] == "completed":
-                break
-            await asyncio.sleep(0.05)
-        assert tree["state"] == "completed" and tree["return_value"] == 3
+        tree = await eventually(lambda: mail.get_flow("fparent", flow["job_id"]), 10,
+                                "the parent completed",
+                                accept=lambda found: found["state"] == "completed")
+        assert tree["return_value"] == 3
 
 
 async def _event_names(client: aioredis.Redis, prefix: str, queue: str) -> list[str]:
@@ -232,10 +228,11 @@ async def test_event_stream_entries_are_those_of_a_node_worker(
     await node.run("work", queue="ev-node", jobs=2, seconds=15)
     native.workers.start_worker("ev-native", {"e": like_node}, concurrency=1)  # as Node's
     await wait_for_counts(native, "ev-native", 5, completed=1, failed=1)
-    await asyncio.sleep(0.2)
     from_node = await _event_names(native.client, native.prefix, "ev-node")
-    ours = await _event_names(native.client, native.prefix, "ev-native")
-    assert ours == from_node, (ours, from_node)
+    # The last entries (retries-exhausted, drained) may follow the counts by a moment.
+    await eventually(lambda: _event_names(native.client, native.prefix, "ev-native"), 5,
+                     f"the native worker's event entries equal to Node's {from_node}",
+                     accept=lambda ours: ours == from_node)
     assert from_node.count("completed") == 1 and from_node.count("failed") == 1
 
 
@@ -244,7 +241,7 @@ async def test_node_and_native_workers_share_a_queue(native: Stack, node: Any) -
     ours: list[int] = []
 
     async def record(data: Any, job: Job) -> None:
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(0.002)  # a job that takes a moment, so that both workers get some
         ours.append(data["i"])
 
     worker = await node.start("work", queue="shared", concurrency=5, seconds=30)

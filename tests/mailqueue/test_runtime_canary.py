@@ -32,6 +32,7 @@ from mailqueue.runtime import NativeWorker
 from mailqueue.settings import Settings
 from tests.mailqueue.conftest import Stack, open_stack, wait_for_counts
 from tests.node_support import NodeProcess, NodeRunner
+from tests.waiting import eventually
 
 JOB_NAMES = ("job", "parent", "child")
 TOLERANCE_MS = 5  # stream ids are Redis ms, delays are computed on the workers' clocks
@@ -45,7 +46,7 @@ def steered(hang: bool) -> Callable[[Any, Job], Awaitable[Any]]:
         for line in data.get("logs", []):
             await job.log(line)
         if data.get("sleepMs"):
-            await asyncio.sleep(data["sleepMs"] / 1000)
+            await asyncio.sleep(data["sleepMs"] / 1000)  # the job's work, as the harness's
         if hang:
             await asyncio.Event().wait()
         if data.get("fail"):
@@ -99,10 +100,9 @@ class NativeRuntime:
         managed = self._stack.workers.start_worker(
             queue, dict.fromkeys(JOB_NAMES, steered(hang)), concurrency=concurrency, **options)
         assert isinstance(managed.worker, NativeWorker)
-        for _ in range(200):  # as Node's "ready": the loop runs (connections made)
-            if managed.worker.running:
-                break
-            await asyncio.sleep(0.01)
+        # As Node's "ready": the loop runs (connections made).
+        await eventually(lambda: managed.worker.running, 5, f"the native worker of {queue} running",
+                         interval=0.01)
 
     async def stop(self, queue: str) -> None:
         await self._stack.workers.stop_worker(queue)
