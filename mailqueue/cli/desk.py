@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Any, cast
+from typing import Annotated, cast
 
 import typer
 
@@ -21,7 +21,7 @@ from mailqueue.cli.ops import JsonOption, _session, _table
 from mailqueue.desk import InvalidSearchError
 from mailqueue.desk_query import MessageQuery, list_suppressions, resolve, search_messages
 from mailqueue.mail.errors import InvalidMailDataError
-from mailqueue.mail.message_log import OUTCOMES
+from mailqueue.mail.message_log import OUTCOMES, MessageEntry
 from mailqueue.mail.suppressions import REASONS, Reason, Suppression, normalize_address
 from mailqueue.manager import MailManager
 
@@ -121,14 +121,14 @@ def _recipients(recipients: list[str]) -> str:
     return shown + (f" +{len(recipients) - 2}" if len(recipients) > 2 else "")
 
 
-def _reply(entry: dict[str, Any]) -> str:
+def _reply(entry: MessageEntry) -> str:
     reply, code = entry["reply"] or "", entry["code"]
     if code and not reply.startswith(str(code)):
         reply = f"{code} {reply}"
     return _cut(reply, REPLY_CHARS) or "-"
 
 
-def _messages_table(entries: list[dict[str, Any]]) -> str:
+def _messages_table(entries: list[MessageEntry]) -> str:
     header = ["time (UTC)", "outcome", "recipients", "subject", "reply"]
     rows = [[_when(e["at"]), e["outcome"], _recipients(e["recipients"]),
              _cut(e["subject"], SUBJECT_CHARS) or "-", _reply(e)] for e in entries]
