@@ -33,7 +33,7 @@ from mailqueue.errors import (
     UnknownQueueError,
 )
 from mailqueue.redact import redact_url
-from mailqueue.redis_memory import is_redis_full, redis_full_error
+from mailqueue.redis_memory import is_redis_full
 
 from .context import mail_of, page_context
 from .render import is_htmx, path_for, render, render_fragment, wants_json
@@ -161,7 +161,7 @@ async def redis_full(request: Request, exc: Exception) -> Response:
     comes here. Pages keep working: they read. Other ResponseErrors are bugs: re-raised."""
     if not is_redis_full(exc):
         raise exc
-    error = await redis_full_error(mail_of(request).client, "this change was not made")
+    error = await mail_of(request).monitoring.full_error("this change was not made")
     result = refusal(request, str(error))
     headers = {"Retry-After": str(REDIS_FULL_RETRY_AFTER_S)}
     if wants_json(request):

@@ -114,7 +114,7 @@ class LiveHub:
         """
         while True:
             try:
-                await self.mail.client.ping()
+                await self.mail.monitoring.ping()
                 trouble = None
             except asyncio.CancelledError:
                 raise

@@ -10,11 +10,12 @@ from typing import Any, NotRequired, TypedDict
 import redis.asyncio as aioredis
 
 from mailqueue.cluster import node_infos, redis_error_reason
+from mailqueue.errors import RedisFullError
 from mailqueue.mail.sink import registered_sink_url
 from mailqueue.mail.transport import probe_smtp
 from mailqueue.queues import QueueManager
 from mailqueue.redact import redact_url
-from mailqueue.redis_memory import RedisMemory, redis_memory
+from mailqueue.redis_memory import RedisMemory, redis_full_error, redis_memory
 from mailqueue.redis_server import RedisTarget
 from mailqueue.settings import Settings
 from mailqueue.smtp_url import SmtpConfig
@@ -88,6 +89,15 @@ class Monitoring:
         self._redis = redis
         self._queues = queues
         self._workers = workers
+
+    async def ping(self) -> None:
+        """Raises when Redis does not answer within REDIS_COMMAND_TIMEOUT_S."""
+        await self._client.ping()
+
+    async def full_error(self, what: str) -> RedisFullError:
+        """The one-line error for a write Redis refused at maxmemory: how full it is and
+        what to do; `what` says what did not happen."""
+        return await redis_full_error(self._client, what)
 
     async def get_queue_stats(self, queue: str) -> QueueStats:
         """Counts per state, paused flag, workers and throughput of one queue."""

@@ -71,7 +71,7 @@ async def render_metrics(mail: MailManager) -> str:
     """Every mailqueue metric in the Prometheus text format."""
     out = _Exposition()
     try:
-        await mail.client.ping()
+        await mail.monitoring.ping()
         data = await _queue_samples(mail)
         up = 1
     except Exception as exc:  # metrics are scraped, never raised: say Redis is down
