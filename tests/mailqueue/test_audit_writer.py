@@ -257,14 +257,23 @@ async def own(tmp_path: Path, prefix: str) -> AsyncIterator[tuple[MailManager, M
         server.stop()
 
 
+def audit_lease(prefix: str) -> str:
+    return f"{prefix}:__mailqueue__:audit-writer"
+
+
 async def start_two_workers(tmp_path: Path, mail: MailManager, url: str, prefix: str,
-                            sink: MailSink, **env: str) -> list[MailqueueProcess]:
+                            sink: MailSink, **env: str
+                            ) -> tuple[list[MailqueueProcess], int | None]:
+    """Two `mailqueue worker` processes on "emails", the sink refusing gone@example.com (so
+    add_mails' every 50th mail fails); and the pid of the one holding the audit lease."""
+    sink.fail_recipient("gone@example.com", 550)
+    await mail.create_queue("emails")
     workers = [MailqueueProcess(tmp_path, ["worker", "emails", "--concurrency", "20"],
                                 redis_url=url, prefix=prefix, SMTP_URL=sink.url, **env)
                for _ in range(2)]
     for worker in workers:
         worker.wait_for_output("Ctrl-C to stop", timeout=60)
-    return workers
+    return workers, holder_pid(await mail.client.get(audit_lease(prefix)))
 
 
 async def add_mails(mail: MailManager, total: int) -> None:
@@ -293,13 +302,9 @@ async def test_two_worker_processes_one_reader_one_entry_per_job(
 ) -> None:
     mail, sink, url = own
     total = 500
-    sink.fail_recipient("gone@example.com", 550)
-    await mail.create_queue("emails")
     counter = CommandCounter(url)
-    workers = await start_two_workers(tmp_path, mail, url, prefix, sink)
+    workers, holder = await start_two_workers(tmp_path, mail, url, prefix, sink)
     try:
-        lease = f"{prefix}:__mailqueue__:audit-writer"
-        holder = holder_pid(await mail.client.get(lease))
         pids = [w.process.pid for w in workers]
         assert holder in pids
         ports = {pid: client_ports(pid) for pid in pids}
@@ -332,12 +337,8 @@ async def test_sigkill_the_lease_holder_mid_run(
 ) -> None:
     mail, sink, url = own
     total = 500
-    sink.fail_recipient("gone@example.com", 550)
-    await mail.create_queue("emails")
-    workers = await start_two_workers(tmp_path, mail, url, prefix, sink, **FAST_STALLS)
+    workers, holder = await start_two_workers(tmp_path, mail, url, prefix, sink, **FAST_STALLS)
     try:
-        lease = f"{prefix}:__mailqueue__:audit-writer"
-        holder = holder_pid(await mail.client.get(lease))
         victim = next(w for w in workers if w.process.pid == holder)
         survivor = next(w for w in workers if w is not victim)
         await add_mails(mail, total)
@@ -353,7 +354,7 @@ async def test_sigkill_the_lease_holder_mid_run(
             "all jobs finished before the kill"
 
         async def taken_over() -> bool:
-            return holder_pid(await mail.client.get(lease)) == survivor.process.pid
+            return holder_pid(await mail.client.get(audit_lease(prefix))) == survivor.process.pid
 
         await eventually(taken_over, LEASE_TTL_MS / 1000 + 2, "the survivor takes the lease")
         takeover_s = time.monotonic() - killed_at
