@@ -12,10 +12,9 @@ import os
 import subprocess
 import sys
 import tarfile
-import time
 import venv
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import pytest
 
 from mailqueue import __version__
 from mailqueue.redis_server import free_port
+from tests.waiting import eventually_sync
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 
@@ -145,12 +145,16 @@ class _Run:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def wait_until_serving(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while "Ctrl-C to stop" not in self.output():
-            assert self.process.poll() is None, f"mailqueue run exited:\n{self.output()}"
-            assert time.monotonic() < deadline, f"not serving after {timeout} s:\n{self.output()}"
-            time.sleep(0.1)
+    def wait_for(self, check: Callable[[], Any], timeout: float, what: str) -> Any:
+        """eventually_sync(check); a failure shows the run's output."""
+        try:
+            return eventually_sync(check, timeout, what)
+        except AssertionError as failed:
+            raise AssertionError(f"{failed}\n{self.output()}") from None
+
+    def serving(self) -> bool:
+        assert self.process.poll() is None, "mailqueue run exited"
+        return "Ctrl-C to stop" in self.output()
 
 
 @pytest.fixture
@@ -161,7 +165,7 @@ def running(installed: Path, user_dir: Path, redis_url: str, prefix: str) -> Ite
     }
     run = _Run(installed, user_dir, env, free_port())
     try:
-        run.wait_until_serving()
+        run.wait_for(run.serving, 60, "mailqueue run serving")
         yield run
     finally:
         if run.process.poll() is None:
@@ -186,14 +190,9 @@ def test_installed_run_serves_pages_and_delivers_mail(running: _Run, installed: 
                     cwd=user_dir, env=running.env)
         assert "job" in sent.stdout.lower(), sent.stdout
 
-        deadline = time.monotonic() + 30
-        while True:
-            messages = http.get("/api/outbox").json()["messages"]
-            delivered = [m for m in messages if "ada@example.com" in m["envelope_to"]]
-            if delivered:
-                break
-            assert time.monotonic() < deadline, f"not delivered:\n{running.output()}"
-            time.sleep(0.2)
+        delivered = running.wait_for(
+            lambda: [m for m in http.get("/api/outbox").json()["messages"]
+                     if "ada@example.com" in m["envelope_to"]], 30, "ada's mail in the outbox")
         subject = delivered[0]["subject"]
         assert subject.startswith("Welcome") and "Ada" in subject, delivered[0]
 
