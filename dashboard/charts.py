@@ -1,6 +1,6 @@
 """Charts as server-rendered SVG: no chart library, no script, no inline style (CSP).
 
-What the templates draw from mailqueue.queue_stats: bars of jobs finished per bucket
+What the templates draw from mailqueue.queues.stats: bars of jobs finished per bucket
 (completed under failed) with a `<title>` per bucket for hover values, the overview's
 sparklines, and wait/run time percentiles. Every chart has a text equivalent (an aria-label
 summary, and a visually hidden table of the buckets that had jobs), and says where its
@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, TypedDict
 
 from mailqueue.manager import MailManager
-from mailqueue.queue_stats import KINDS, NO_HISTORY, Durations, KindSeries, Series
+from mailqueue.queues.stats import KINDS, NO_HISTORY, Durations, KindSeries, Series
 
 from . import formatting
 from .formatting import duration

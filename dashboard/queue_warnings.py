@@ -2,7 +2,7 @@
 
 - `no-worker`: jobs wait (or are prioritized) and no worker of any language is connected to
   the queue; nothing will run them. Not said of a paused queue: its badge says why.
-- `rate-limited`: BullMQ's rate limit holds the queue (mailqueue.queue_alerts).
+- `rate-limited`: BullMQ's rate limit holds the queue (mailqueue.queues.alerts).
 - `schedule-overdue`: a job scheduler's next run is more than a minute in the past.
 
 Each warning is data (kind, numbers); templates/partials/_warnings.html words it, so relative

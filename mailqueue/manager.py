@@ -29,8 +29,8 @@ from mailqueue.mail.outbox import Outbox
 from mailqueue.mail.sink import MailSink, registered_sink_url
 from mailqueue.mail.templates import BUILTIN_TEMPLATES
 from mailqueue.monitoring import HealthReport, Monitoring, QueueStats, RedisInfo
-from mailqueue.queue_counts import QueueMetrics
 from mailqueue.queues import QueueManager
+from mailqueue.queues.counts import QueueMetrics
 from mailqueue.redact import redact_url
 from mailqueue.redis_server import RedisTarget, wait_for_redis
 from mailqueue.settings import Settings

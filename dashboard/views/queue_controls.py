@@ -2,7 +2,7 @@
 delayed job's delay and a job's priority, a job scheduler edited with a preview of its next
 runs, and the "latest" tab (the newest jobs whatever their state).
 
-Every change goes through the manager layer (mailqueue/queue_limits.py, job_writes.py,
+Every change goes through the manager layer (mailqueue/queues/limits.py, job_writes.py,
 schedules.py), is audited by `operator_action`, and answers htmx, JSON (`/api/...`) or a
 plain form. A job in the wrong state is a 409 with the reason, one line (dashboard/errors.py).
 """
@@ -21,8 +21,8 @@ from mailqueue.errors import (
     InvalidScheduleError,
 )
 from mailqueue.manager import MailManager
-from mailqueue.queue_limits import QueueLimits
-from mailqueue.schedules import iso_utc, next_runs
+from mailqueue.queues.limits import QueueLimits
+from mailqueue.queues.schedules import iso_utc, next_runs
 from mailqueue.types import JOB_STATES
 
 from ..actions import ActionResult, Endpoint, form_data, operator_action

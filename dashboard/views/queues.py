@@ -19,8 +19,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mailqueue.errors import JobNotFoundError, MailQueueError
-from mailqueue.job_reads import MAX_PER_PAGE
 from mailqueue.manager import MailManager
+from mailqueue.queues.job_reads import MAX_PER_PAGE
 from mailqueue.types import JOB_STATES
 
 from ..charts import queue_charts

@@ -30,8 +30,8 @@ from mailqueue.cli.common import (
     run_async,
 )
 from mailqueue.errors import MailQueueError
-from mailqueue.job_reads import MAX_PER_PAGE
 from mailqueue.manager import MailManager
+from mailqueue.queues.job_reads import MAX_PER_PAGE
 from mailqueue.types import JOB_STATES, JobInfo
 
 # The states the dashboard's Clean action offers (BullMQ cannot clean waiting-children).

@@ -16,7 +16,7 @@ from bullmq import Job
 from playwright.async_api import expect
 
 from mailqueue.manager import MailManager
-from mailqueue.queue_stats import DAY, HOUR
+from mailqueue.queues.stats import DAY, HOUR
 from tests.browser.conftest import BrowserLog, screenshot
 from tests.browser.test_dashboard_browser import wait_live
 from tests.dashboard.test_job_page import wait_for_state

@@ -12,7 +12,7 @@ from bullmq import Job
 
 from mailqueue.dashboard.views.overview import group_rows, sparkline
 from mailqueue.manager import MailManager
-from mailqueue.queue_stats import NO_HISTORY, Series
+from mailqueue.queues.stats import NO_HISTORY, Series
 from tests.dashboard.conftest import csrf_token
 
 XSS = "<script>alert(1)</script>"

@@ -198,7 +198,7 @@ async def test_charts_say_when_no_history_is_kept(mail: MailManager,
 def test_a_live_chart_asks_to_be_redrawn_when_its_newest_bucket_ends() -> None:
     from mailqueue.dashboard.charts import throughput_chart
     from mailqueue.dashboard.formatting import relative_times
-    from mailqueue.queue_stats import HOUR
+    from mailqueue.queues.stats import HOUR
 
     now = 1_800_000_030_000
     kind = {"values": [0] * 60, "sources": ["set"], "known_from": None, "jobs_removed": False}

@@ -1,4 +1,4 @@
-"""mailqueue/queue_limits.py, job_writes.py and schedules.py against the suite's Redis: the
+"""mailqueue/queues/limits.py, job_writes.py and schedules.py against the suite's Redis: the
 global concurrency is obeyed by two workers of either runtime (native and bullmq's loop), the
 newest jobs across states, and the preview of a scheduler's next runs."""
 
@@ -13,7 +13,7 @@ import pytest
 from bullmq import Job
 
 from mailqueue.errors import InvalidScheduleError
-from mailqueue.schedules import next_runs
+from mailqueue.queues.schedules import next_runs
 from mailqueue.settings import Settings
 from tests.mailqueue.conftest import open_stack, wait_for_counts
 

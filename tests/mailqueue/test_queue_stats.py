@@ -1,4 +1,4 @@
-"""Throughput series and durations (mailqueue/queue_stats.py) against known data.
+"""Throughput series and durations (mailqueue/queues/stats.py) against known data.
 
 Known data is either written straight into Redis the way BullMQ lays it out (sorted sets
 scored by finishedOn, the id counter, the metrics hash and list), so every bucket's count is
@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from mailqueue import queue_stats
-from mailqueue.queue_stats import DAY, HOUR, NO_HISTORY, percentile
+from mailqueue.queues import stats
+from mailqueue.queues.stats import DAY, HOUR, NO_HISTORY, percentile
 from tests.mailqueue.conftest import Stack, wait_for_counts
 
 MIN = 60_000
@@ -34,9 +34,9 @@ async def finished(stack: Stack, queue: str, kind: str, finishes: list[int],
     await stack.client.set(key(stack, queue, "id"), current + made)
 
 
-async def series(stack: Stack, queue: str, window: queue_stats.Window = HOUR,
-                 now: int = NOW) -> queue_stats.Series:
-    return (await queue_stats.read_series(stack.client, stack.prefix, [queue], window,
+async def series(stack: Stack, queue: str, window: stats.Window = HOUR,
+                 now: int = NOW) -> stats.Series:
+    return (await stats.read_series(stack.client, stack.prefix, [queue], window,
                                           now))[queue]
 
 
@@ -186,7 +186,7 @@ async def test_wait_and_run_percentiles_from_known_jobs(stack: Stack) -> None:
     assert sum(v or 0 for v in charts["hour"]["completed"]["values"]) == 100
 
     # The sample is bounded: the newest N only.
-    small = await queue_stats.read_queue_charts(stack.client, stack.prefix, "timed", NOW,
+    small = await stats.read_queue_charts(stack.client, stack.prefix, "timed", NOW,
                                                 sample=10)
     assert small["durations"]["sample"] == 10 and small["durations"]["run"]["p50"] == 95
 
@@ -220,7 +220,7 @@ async def test_node_worker_without_metrics_has_a_true_series(stack: Stack, node:
         for n in range(7)])
     await node.run("work", queue="nodeq", jobs=7, seconds=30)
     now = int(time.time() * 1000)
-    s = (await queue_stats.read_series(stack.client, stack.prefix, ["nodeq"], HOUR, now)
+    s = (await stats.read_series(stack.client, stack.prefix, ["nodeq"], HOUR, now)
          )["nodeq"]
     assert not await stack.client.exists(key(stack, "nodeq", "metrics", "completed"))
     assert sum(v or 0 for v in s["completed"]["values"]) == 5
@@ -232,6 +232,6 @@ async def test_node_worker_without_metrics_has_a_true_series(stack: Stack, node:
         {"name": "job", "data": {}, "opts": {"removeOnComplete": True, "removeOnFail": True}}
         for _ in range(3)])
     await node.run("work", queue="nodegone", jobs=3, seconds=30)
-    gone = (await queue_stats.read_series(stack.client, stack.prefix, ["nodegone"], HOUR,
+    gone = (await stats.read_series(stack.client, stack.prefix, ["nodegone"], HOUR,
                                           int(time.time() * 1000)))["nodegone"]
     assert gone["no_history"]

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from mailqueue.errors import JobNotFoundError
-from mailqueue.job_view import DATA_PREVIEW_BYTES
 from mailqueue.manager import MailManager
+from mailqueue.queues.job_view import DATA_PREVIEW_BYTES
 
 
 async def test_small_payload_is_parsed(mail: MailManager) -> None:

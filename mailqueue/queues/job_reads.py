@@ -14,9 +14,9 @@ import redis.asyncio as aioredis
 from bullmq import Queue
 
 from mailqueue.errors import MailQueueError
-from mailqueue.job_view import job_info
-from mailqueue.queue_counts import QueueCounter
-from mailqueue.queue_handles import QueueHandles
+from mailqueue.queues.counts import QueueCounter
+from mailqueue.queues.handles import QueueHandles
+from mailqueue.queues.job_view import job_info
 from mailqueue.types import JOB_STATES, JobPage, JobSearch, JobSummary, SummaryPage
 
 SORT_ORDERS = {"asc": True, "desc": False}

@@ -13,7 +13,7 @@ from bullmq import Job
 
 from mailqueue.errors import JobNotFoundError
 from mailqueue.lua import load_script
-from mailqueue.queue_handles import QueueHandles
+from mailqueue.queues.handles import QueueHandles
 from mailqueue.types import JobInfo, JobView, LogPage
 
 DATA_PREVIEW_BYTES = 64 * 1024

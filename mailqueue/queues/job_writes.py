@@ -25,7 +25,7 @@ from mailqueue.job_options import (
     validate_job_options,
     whole_number,
 )
-from mailqueue.queue_handles import QueueHandles
+from mailqueue.queues.handles import QueueHandles
 from mailqueue.redis_memory import is_redis_full, redis_full_error
 
 MAX_DELAY_MS = 10 * 365 * 24 * 3600 * 1000

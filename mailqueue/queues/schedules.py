@@ -15,8 +15,8 @@ from croniter import croniter
 
 from mailqueue.errors import InvalidScheduleError, JobNotFoundError
 from mailqueue.job_options import validate_job_options
-from mailqueue.job_writes import check_json, merged_options
-from mailqueue.queue_handles import QueueHandles
+from mailqueue.queues.handles import QueueHandles
+from mailqueue.queues.job_writes import check_json, merged_options
 from mailqueue.types import ScheduleInfo
 
 PREVIEW_RUNS = 5

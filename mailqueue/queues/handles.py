@@ -12,7 +12,7 @@ from mailqueue.cluster import bullmq_connection
 from mailqueue.errors import MailQueueError, UnknownQueueError
 from mailqueue.job_options import merge_job_options, validate_job_options, validate_queue_name
 from mailqueue.keys import Keys
-from mailqueue.queue_discovery import QueueDiscovery
+from mailqueue.queues.discovery import QueueDiscovery
 
 
 class QueueHandles:

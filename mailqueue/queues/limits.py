@@ -9,7 +9,7 @@ from typing import Any, TypedDict
 import redis.asyncio as aioredis
 
 from mailqueue.job_options import whole_number
-from mailqueue.queue_handles import QueueHandles
+from mailqueue.queues.handles import QueueHandles
 
 MAX_CONCURRENCY = 1_000_000
 MAX_DURATION_MS = 7 * 24 * 3600 * 1000

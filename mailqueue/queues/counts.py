@@ -1,7 +1,7 @@
 """How many jobs each queue holds per state, and its throughput: many queues per round trip.
 
 The counts are bullmq's own `getCounts` script (so Node and Python agree on them) with the
-`meta` paused flag beside it; the throughput series come from queue_stats.
+`meta` paused flag beside it; the throughput series come from stats.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any, TypedDict
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-from mailqueue import queue_stats
 from mailqueue.errors import MailQueueError
 from mailqueue.job_options import validate_queue_name
-from mailqueue.queue_handles import QueueHandles
+from mailqueue.queues import stats
+from mailqueue.queues.handles import QueueHandles
 from mailqueue.types import JOB_STATES
 
 # bullmq's getCounts takes the key names of the states, not the states' names.
@@ -33,7 +33,7 @@ class QueueCounts(TypedDict):
 class QueueOverview(QueueCounts):
     """What the overview shows of a queue: counts and its last hour, minute by minute."""
 
-    series: queue_stats.Series
+    series: stats.Series
     completed_per_minute: list[int]  # the known minutes, newest first
     failed_per_minute: list[int]
 
@@ -41,8 +41,8 @@ class QueueOverview(QueueCounts):
 class QueueMetrics(QueueCounts):
     """Counts and BullMQ's per-minute metrics (workers started with `metrics` write them)."""
 
-    completed: queue_stats.Metrics
-    failed: queue_stats.Metrics
+    completed: stats.Metrics
+    failed: stats.Metrics
 
 
 class QueueCounter:
@@ -74,7 +74,7 @@ class QueueCounter:
     async def get_overview(self, names: list[str], now_ms: int | None = None
                            ) -> dict[str, QueueOverview]:
         """Per queue its counts, the paused flag and its last hour of completed and failed
-        jobs per minute (`series`, see queue_stats), in ONE round trip."""
+        jobs per minute (`series`, see stats.py), in ONE round trip."""
         names = _checked(names)
         now = int(time.time() * 1000) if now_ms is None else now_ms
         replies = await self._pipeline(names, now)
@@ -82,15 +82,15 @@ class QueueCounter:
         for i, name in enumerate(names):
             raw, paused, series_reply = replies[3 * i: 3 * i + 3]
             counted = _parse_counts(raw, paused)
-            series = queue_stats.parse_series(series_reply, queue_stats.HOUR, now)
-            known = queue_stats.known_newest_first
+            series = stats.parse_series(series_reply, stats.HOUR, now)
+            known = stats.known_newest_first
             result[name] = {**counted, "series": series,
                             "completed_per_minute": known(series["completed"]),
                             "failed_per_minute": known(series["failed"])}
         return result
 
     async def get_metrics(self, queue: str, kind: str = "completed", points: int = 60
-                          ) -> queue_stats.Metrics:
+                          ) -> stats.Metrics:
         """Per-minute counts written by workers with metrics on (newest first).
 
         bullmq for Python has no getMetrics (docs/bullmq-notes.md #4); this reads the same keys
@@ -99,7 +99,7 @@ class QueueCounter:
         if kind not in ("completed", "failed"):
             raise MailQueueError("kind must be 'completed' or 'failed'")
         await self._handles.get_queue(queue)
-        return await queue_stats.read_metrics(self._client,
+        return await stats.read_metrics(self._client,
                                               self._handles.keys(queue).metrics(kind), points)
 
     async def get_all_queue_metrics(self) -> dict[str, QueueMetrics]:
@@ -115,18 +115,18 @@ class QueueCounter:
         return result
 
     async def get_charts(self, queue: str, now_ms: int | None = None
-                         ) -> queue_stats.QueueCharts:
+                         ) -> stats.QueueCharts:
         """The queue page's charts: last hour and day of throughput, wait and run times."""
         await self._handles.get_queue(queue)
         now = int(time.time() * 1000) if now_ms is None else now_ms
-        return await queue_stats.read_queue_charts(self._client, self._handles.prefix, queue,
+        return await stats.read_queue_charts(self._client, self._handles.prefix, queue,
                                                    now)
 
     async def _pipeline(self, names: list[str], series_now_ms: int | None = None
                         ) -> list[Any]:
         """The replies of one pipeline: per queue, bullmq's `getCounts` script and an HEXISTS
         of `meta` (paused); with `series_now_ms`, also the queue's last-hour throughput
-        series (queue_stats.HOUR ending then; 3 replies per queue then, 2 otherwise)."""
+        series (stats.HOUR ending then; 3 replies per queue then, 2 otherwise)."""
         if not names:
             return []
         if self._get_counts is None:  # bullmq's own script, as its Queue.getJobCounts runs it
@@ -138,8 +138,8 @@ class QueueCounter:
             await self._get_counts(keys=[keys.base], args=_COUNTED_KEYS, client=pipe)
             pipe.hexists(keys.meta, "paused")
             if series_now_ms is not None:
-                await queue_stats.queue_series_command(self._client, pipe, keys,
-                                                       queue_stats.HOUR, series_now_ms)
+                await stats.queue_series_command(self._client, pipe, keys,
+                                                       stats.HOUR, series_now_ms)
         replies: list[Any] = await pipe.execute()
         return replies
 

@@ -1,10 +1,10 @@
 """QueueManager: every queue-level operation, over the collaborators that own each concern.
 
-Handles and discovery (queue_handles, queue_discovery), counts and charts (queue_counts),
-one job's reads (job_view), table reads (job_reads), job writes (job_writes), schedulers
-(schedules), global limits (queue_limits) and alerts (queue_alerts) each live in a module
-of their own; this class builds them over one Redis client and answers for them all. The
-operations on a whole queue (pause, clean, drain, obliterate...) are its own.
+Handles and discovery (handles.py, discovery.py), counts and charts (counts.py, stats.py),
+one job's reads (job_view.py), table reads (job_reads.py), job writes (job_writes.py),
+schedulers (schedules.py), global limits (limits.py) and alerts (alerts.py) each live in a
+module of their own; this class builds them over one Redis client and answers for them all.
+The operations on a whole queue (pause, clean, drain, obliterate...) are its own.
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from mailqueue.errors import MailQueueError
-from mailqueue.job_reads import JobReads, listed_state
-from mailqueue.job_view import JobViews
-from mailqueue.job_writes import JobWrites
 from mailqueue.keys import Keys
-from mailqueue.queue_alerts import QueueAlerts
-from mailqueue.queue_counts import QueueCounter
-from mailqueue.queue_discovery import QueueDiscovery
-from mailqueue.queue_handles import QueueHandles
-from mailqueue.queue_limits import QueueLimiter
-from mailqueue.schedules import Schedules
+from mailqueue.queues.alerts import QueueAlerts
+from mailqueue.queues.counts import QueueCounter
+from mailqueue.queues.discovery import QueueDiscovery
+from mailqueue.queues.handles import QueueHandles
+from mailqueue.queues.job_reads import JobReads, listed_state
+from mailqueue.queues.job_view import JobViews
+from mailqueue.queues.job_writes import JobWrites
+from mailqueue.queues.limits import QueueLimiter
+from mailqueue.queues.schedules import Schedules
 
 _CLEANABLE_STATES = ("completed", "failed", "delayed", "wait", "waiting", "active", "paused",
                      "prioritized")
