@@ -141,6 +141,8 @@ class AuditWriter:
         while not self._closed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
+            if self._closed:  # closed meanwhile, its cancel possibly swallowed (_writing)
+                return
             self._wake.clear()
             try:
                 delay = await self._claim_once()
@@ -178,14 +180,21 @@ class AuditWriter:
 
     # --- reading and writing ---------------------------------------------------------------
 
+    def _writing(self, token: str) -> bool:
+        """Whether the tenure of `token` goes on. The writer stops on `_closed`, not on close's
+        cancel alone: Python 3.11's asyncio.wait_for swallows a cancel that comes as its XREAD
+        returns, and the task goes on (close then waited for it forever: a worker told to stop
+        never exited)."""
+        return self.holding and token == self._token and not self._closed
+
     async def _write_forever(self, token: str) -> None:
         backoff = _BACKOFF_MIN_S
-        while self.holding and token == self._token:
+        while self._writing(token):
             conn = make_client(self._connection)
             failed = False
             try:
                 await self._load_cursors()
-                while self.holding and token == self._token:
+                while self._writing(token):
                     streams: dict[Any, Any] = await self._streams(conn)
                     if not streams:
                         await asyncio.sleep(_DISCOVERY_INTERVAL_S)
@@ -277,12 +286,12 @@ class AuditWriter:
     async def close(self) -> None:
         """Stop reading, store the positions, and hand the lease over at once."""
         self._closed = True
-        for task in (self._campaign_task, self._writer_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        # Each also stops on `_closed`, should its cancel be swallowed (see _writing).
+        tasks = [t for t in (self._campaign_task, self._writer_task) if t is not None]
         self._campaign_task = self._writer_task = None
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.holding:
             self.holding = False
             try:
