@@ -65,10 +65,11 @@ class WorkerHolds:
         self._worker = worker
         self._on_release = on_release
         self._watches: dict[WorkerGate, asyncio.Task[None]] = {}
+        self._closed = False
 
     def hold(self, gate: WorkerGate) -> bool:
         """Start waiting on `gate`; False if it does not block or is held already."""
-        if not gate.blocked or gate in self._watches:
+        if self._closed or not gate.blocked or gate in self._watches:
             return False
         self._watches[gate] = asyncio.ensure_future(self._watch(gate))
         return True
@@ -78,6 +79,7 @@ class WorkerHolds:
 
     async def close(self) -> None:
         """Stop publishing (the hashes are deleted) before the worker's connections close."""
+        self._closed = True
         watches = list(self._watches.values())
         for task in watches:
             task.cancel()
@@ -91,7 +93,9 @@ class WorkerHolds:
     async def _watch(self, gate: WorkerGate) -> None:
         client: aioredis.Redis = self._worker.client
         try:
-            while gate.blocked:
+            # Not only the cancel: asyncio.wait_for (3.11) drops a cancel that comes as the
+            # wait ends, and a watch that missed it would keep close() waiting.
+            while gate.blocked and not self._closed:
                 seen = gate.version
                 await self._publish(client, gate)
                 with contextlib.suppress(TimeoutError):
