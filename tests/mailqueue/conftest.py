@@ -1,4 +1,5 @@
-"""A QueueManager and a WorkerManager on the test's prefix, without the whole facade."""
+"""A QueueManager and a WorkerManager on the test's prefix, without the whole facade; and plain
+bullmq workers on that prefix (`worker_factory`)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from dataclasses import dataclass
 
 import pytest
 import redis.asyncio as aioredis
+from bullmq import Worker
 
 from mailqueue.bullmq_fixes import connection_options
 from mailqueue.queues import QueueManager
 from mailqueue.settings import Settings
 from mailqueue.workers import WorkerManager
+from tests.mailqueue.event_support import Processor, WorkerFactory
 from tests.waiting import eventually
 
 
@@ -53,3 +56,21 @@ async def wait_for_counts(
         lambda: stack.queues.get_job_counts(queue), timeout, f"{queue}: counts {expected}",
         accept=lambda found: all(found.get(state) == n for state, n in expected.items()))
     return counts
+
+
+@pytest.fixture
+async def worker_factory(
+    redis_url: str, prefix: str
+) -> AsyncIterator[WorkerFactory]:
+    """Starts plain bullmq Workers on the test's prefix, and closes them after the test."""
+    workers: list[Worker] = []
+
+    def start(queue: str, processor: Processor) -> Worker:
+        worker = Worker(queue, processor, {"connection": connection_options(redis_url),
+                                           "prefix": prefix})
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        await worker.close()
