@@ -1,17 +1,34 @@
-"""QueueManager's reads for the job page: a job without its large payload, raw data, logs,
-and duplicating a job."""
+"""One job read for a person (mailqueue/queues/job_view.py): what was added, a job without
+its large payload, raw data, logs."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
+from bullmq import Job
 
-from mailqueue.errors import JobNotFoundError
+from mailqueue.errors import (
+    JobNotFoundError,
+)
 from mailqueue.manager import MailManager
+from mailqueue.queues import QueueManager
 from mailqueue.queues.job_view import DATA_PREVIEW_BYTES
 
+
+async def test_get_job_returns_what_was_added(qm: QueueManager) -> None:
+    job = await qm.add_job("emails", "send-welcome", {"to": "ada@example.com"}, {"priority": 3})
+    info = await qm.get_job("emails", str(job.id))
+    assert info["id"] == str(job.id)
+    assert info["queue"] == "emails"
+    assert info["name"] == "send-welcome"
+    assert info["data"] == {"to": "ada@example.com"}
+    assert info["priority"] == 3
+    assert info["state"] == "prioritized"
+    assert info["attempts_made"] == 0
+    assert info["timestamp"] > 0
+    with pytest.raises(JobNotFoundError, match=r"'999'.*'emails'"):
+        await qm.get_job("emails", "999")
 
 async def test_small_payload_is_parsed(mail: MailManager) -> None:
     await mail.add_job("jv", "hello", {"to": "ada@example.com", "n": 1}, jobId="small")
@@ -23,7 +40,6 @@ async def test_small_payload_is_parsed(mail: MailManager) -> None:
                                                separators=(",", ":")))
     assert view["state"] == "waiting"
     assert view["name"] == "hello"
-
 
 async def test_large_payload_is_not_read_whole(mail: MailManager) -> None:
     # Multi-byte characters everywhere: the cut must land on a character boundary. Python's
@@ -44,7 +60,6 @@ async def test_large_payload_is_not_read_whole(mail: MailManager) -> None:
     text = await mail.queues.get_job_data_text("jv", "big")
     assert json.loads(text) == payload
 
-
 async def test_custom_limit_and_missing_job(mail: MailManager) -> None:
     await mail.add_job("jv", "x", {"a": "b" * 100}, jobId="j1")
     view = await mail.queues.get_job_view("jv", "j1", data_limit=10)
@@ -54,7 +69,6 @@ async def test_custom_limit_and_missing_job(mail: MailManager) -> None:
     with pytest.raises(JobNotFoundError):
         await mail.queues.get_job_data_text("jv", "nope")
 
-
 async def test_log_page_has_count(mail: MailManager) -> None:
     job = await mail.add_job("jv", "x", {}, jobId="logged")
     for i in range(5):
@@ -62,17 +76,9 @@ async def test_log_page_has_count(mail: MailManager) -> None:
     page = await mail.queues.get_job_log_page("jv", "logged", -2, -1)
     assert page == {"logs": ["line 3", "line 4"], "count": 5}
 
-
-async def test_duplicate_keeps_name_data_options_but_not_the_id(mail: MailManager) -> None:
-    data: dict[str, Any] = {"to": "ada@example.com"}
-    await mail.add_job("jv", "send", data, jobId="orig", attempts=4, priority=3)
-    copy = await mail.queues.duplicate_job("jv", "orig")
-    assert copy.id != "orig"
-    view = await mail.queues.get_job_view("jv", str(copy.id))
-    assert view["name"] == "send"
-    assert view["data"] == data
-    assert view["opts"]["attempts"] == 4
-    assert view["priority"] == 3
-    assert view["opts"].get("jobId") in (None, copy.id)
-    with pytest.raises(JobNotFoundError):
-        await mail.queues.duplicate_job("jv", "nope")
+async def test_job_logs(qm: QueueManager) -> None:
+    job = await qm.add_job("emails", "n", {})
+    assert job.id is not None
+    await Job.addJobLog(qm.handles.handle("emails"), str(job.id), "first")
+    await Job.addJobLog(qm.handles.handle("emails"), str(job.id), "second")
+    assert await qm.get_job_logs("emails", str(job.id)) == ["first", "second"]
