@@ -3,8 +3,8 @@
 - Every route of the route table (`dashboard.app.routes()`, the static Mount included) gets
   random path parameters (slashes, unicode, `..`, NUL, very long text, XSS payloads), random
   query strings, form bodies and JSON, with valid credentials and CSRF token: never a 500,
-  never an exception, never a payload unescaped in an HTML answer (test_xss.html_problems).
-  Requests are made at the ASGI level (test_xss.asgi_request), so paths reach the app
+  never an exception, never a payload unescaped in an HTML answer (xss_corpus.html_problems).
+  Requests are made at the ASGI level (asgi_raw.asgi_request), so paths reach the app
   exactly as a server would pass them (no client-side normalisation of `..`).
 - Jobs no page may choke on: data that is not JSON (a hash written by a buggy producer),
   10 MB of data, ids with slashes and unicode, and Node-made jobs next to Python-made ones.
@@ -32,9 +32,10 @@ from starlette.routing import Mount, Route
 
 from mailqueue.dashboard.app import create_app, routes
 from mailqueue.manager import MailManager
+from tests.faults.asgi_raw import asgi_request
 from tests.faults.desk_seed import seed_desk
-
-from .test_xss import CORPUS, asgi_request, html_problems, report
+from tests.faults.figures import report
+from tests.faults.xss_corpus import CORPUS, html_problems
 
 USER, PASSWORD = "admin", "fuzz-secret"
 TOKEN = "t" * 43  # a CSRF token of the right shape, sent as cookie and header/field
