@@ -10,18 +10,11 @@ import pytest
 import redis.asyncio as aioredis
 from bullmq import Job
 
-from mailqueue.errors import (
-    MailQueueError,
-)
+from mailqueue.errors import MailQueueError
 from mailqueue.manager import MailManager
 from mailqueue.queues import QueueManager
 from mailqueue.types import JOB_STATES
-from tests.mailqueue.queues.conftest import (
-    boom,
-    has_counts,
-    ok,
-    running_worker,
-)
+from tests.mailqueue.queues.conftest import boom, has_counts, ok, running_worker
 from tests.waiting import eventually
 
 
@@ -47,6 +40,7 @@ async def test_job_counts_cover_every_state(
         "completed": 2, "failed": 1, "waiting": 1, "delayed": 1, "prioritized": 1,
     }
 
+
 async def test_many_job_counts(mail: MailManager) -> None:
     await mail.add_job("a", "x", {})
     await mail.add_job("b", "x", {})
@@ -55,6 +49,7 @@ async def test_many_job_counts(mail: MailManager) -> None:
     counts = await mail.queues.get_many_job_counts(["a", "b"])
     assert counts["a"]["counts"]["waiting"] == 1 and counts["a"]["paused"] is False
     assert counts["b"]["counts"]["delayed"] == 1 and counts["b"]["paused"] is True
+
 
 async def test_metrics_are_read_from_what_a_worker_writes(
     qm: QueueManager, redis_url: str, prefix: str, redis_client: aioredis.Redis
@@ -90,6 +85,7 @@ async def test_metrics_are_read_from_what_a_worker_writes(
     assert (await qm.get_metrics("emails", "completed", points=1))["per_minute"] == [0]
     with pytest.raises(MailQueueError, match="kind must be"):
         await qm.get_metrics("emails", "stalled")
+
 
 async def test_all_queue_metrics(qm: QueueManager, redis_url: str, prefix: str) -> None:
     await qm.add_jobs("emails", [{"name": "n", "data": {}} for _ in range(2)])

@@ -8,9 +8,7 @@ import redis.asyncio as aioredis
 from bullmq import Job, Queue
 
 from mailqueue.bullmq_fixes import connection_options
-from mailqueue.errors import (
-    UnknownQueueError,
-)
+from mailqueue.errors import UnknownQueueError
 from mailqueue.queues import QueueManager
 from mailqueue.settings import Settings
 from mailqueue.types import JOB_STATES
@@ -35,6 +33,7 @@ async def test_create_queue_is_idempotent_and_an_empty_queue_is_discoverable(
         await other.close()
         await client.aclose()
 
+
 async def test_list_queues_finds_raw_bullmq_queues_and_ignores_job_keys(
     qm: QueueManager, redis_url: str, prefix: str, redis_client: aioredis.Redis
 ) -> None:
@@ -54,6 +53,7 @@ async def test_list_queues_finds_raw_bullmq_queues_and_ignores_job_keys(
         assert await qm.list_queues(refresh=True) == ["emails", "made-elsewhere"]
     finally:
         await redis_client.delete(f"other{prefix}:elsewhere:meta")
+
 
 async def test_list_queues_does_not_invent_queues_from_lookups(qm: QueueManager) -> None:
     await qm.create_queue("real")

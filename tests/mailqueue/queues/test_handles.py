@@ -8,10 +8,7 @@ from typing import Any
 
 import pytest
 
-from mailqueue.errors import (
-    MailQueueError,
-    UnknownQueueError,
-)
+from mailqueue.errors import MailQueueError, UnknownQueueError
 from mailqueue.queues import QueueManager
 
 
@@ -36,6 +33,7 @@ async def test_unknown_queue_is_a_clear_error(qm: QueueManager, prefix: str) -> 
     for call in calls:
         with pytest.raises(UnknownQueueError, match=rf"'nope'.*{prefix}"):
             await call()
+
 
 @pytest.mark.parametrize("name", ["", " emails", "emails ", "a:b", "x" * 201, None, 42])
 async def test_bad_queue_names_are_refused(qm: QueueManager, name: Any) -> None:

@@ -7,10 +7,7 @@ from typing import Any
 
 import pytest
 
-from mailqueue.errors import (
-    MailQueueError,
-    UnknownQueueError,
-)
+from mailqueue.errors import MailQueueError, UnknownQueueError
 from mailqueue.manager import MailManager
 from mailqueue.queues import QueueManager
 from mailqueue.settings import Settings
@@ -37,6 +34,7 @@ async def test_get_jobs_paginates_sorts_and_totals(qm: QueueManager) -> None:
     assert [j["id"] for j in page["jobs"]] == [str(delayed.id)]
     assert page["total"] == 1
 
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -54,6 +52,7 @@ async def test_get_jobs_refuses_bad_arguments(
     with pytest.raises(MailQueueError, match=message):
         await qm.get_jobs("emails", **kwargs)
 
+
 async def test_job_summaries_page_rows_without_payloads(mail: MailManager) -> None:
     await mail.add_jobs("rows", [{"name": f"job-{i}", "data": {"i": i, "blob": "x" * 1000},
                                   "opts": {"attempts": 3}} for i in range(30)])
@@ -70,6 +69,7 @@ async def test_job_summaries_page_rows_without_payloads(mail: MailManager) -> No
     past_end = await mail.queues.get_job_summaries("rows", "waiting", page=10_000, per_page=10)
     assert past_end["jobs"] == [] and past_end["total"] == 30
 
+
 async def test_job_summaries_refuse_bad_arguments(mail: MailManager) -> None:
     await mail.add_job("rows", "one", {})
     with pytest.raises(MailQueueError, match="Unknown state"):
@@ -78,6 +78,7 @@ async def test_job_summaries_refuse_bad_arguments(mail: MailManager) -> None:
         await mail.queues.get_job_summaries("rows", "waiting", page=0)
     with pytest.raises(UnknownQueueError):
         await mail.queues.get_job_summaries("missing", "waiting")
+
 
 async def test_search_is_bounded_and_says_how_much_it_read(mail: MailManager) -> None:
     jobs = [{"name": "needle" if i % 10 == 0 else "hay", "data": {"to": f"user{i}@example.com"}}
@@ -92,10 +93,12 @@ async def test_search_is_bounded_and_says_how_much_it_read(mail: MailManager) ->
                                             max_results=20)
     assert by_name["matched"] == 100 and len(by_name["jobs"]) == 20
 
+
 async def test_search_matches_non_ascii_data_written_as_escapes(mail: MailManager) -> None:
     await mail.add_job("search", "hello", {"who": "Zoë"})
     found = await mail.queues.search_jobs("search", "waiting", "zoë")
     assert found["matched"] == 1
+
 
 async def test_latest_merges_the_newest_of_every_state(settings: Settings, redis_url: str
                                                        ) -> None:

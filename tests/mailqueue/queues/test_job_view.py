@@ -8,9 +8,7 @@ import json
 import pytest
 from bullmq import Job
 
-from mailqueue.errors import (
-    JobNotFoundError,
-)
+from mailqueue.errors import JobNotFoundError
 from mailqueue.manager import MailManager
 from mailqueue.queues import QueueManager
 from mailqueue.queues.job_view import DATA_PREVIEW_BYTES
@@ -30,6 +28,7 @@ async def test_get_job_returns_what_was_added(qm: QueueManager) -> None:
     with pytest.raises(JobNotFoundError, match=r"'999'.*'emails'"):
         await qm.get_job("emails", "999")
 
+
 async def test_small_payload_is_parsed(mail: MailManager) -> None:
     await mail.add_job("jv", "hello", {"to": "ada@example.com", "n": 1}, jobId="small")
     view = await mail.queues.get_job_view("jv", "small")
@@ -40,6 +39,7 @@ async def test_small_payload_is_parsed(mail: MailManager) -> None:
                                                separators=(",", ":")))
     assert view["state"] == "waiting"
     assert view["name"] == "hello"
+
 
 async def test_large_payload_is_not_read_whole(mail: MailManager) -> None:
     # Multi-byte characters everywhere: the cut must land on a character boundary. Python's
@@ -60,6 +60,7 @@ async def test_large_payload_is_not_read_whole(mail: MailManager) -> None:
     text = await mail.queues.get_job_data_text("jv", "big")
     assert json.loads(text) == payload
 
+
 async def test_custom_limit_and_missing_job(mail: MailManager) -> None:
     await mail.add_job("jv", "x", {"a": "b" * 100}, jobId="j1")
     view = await mail.queues.get_job_view("jv", "j1", data_limit=10)
@@ -69,12 +70,14 @@ async def test_custom_limit_and_missing_job(mail: MailManager) -> None:
     with pytest.raises(JobNotFoundError):
         await mail.queues.get_job_data_text("jv", "nope")
 
+
 async def test_log_page_has_count(mail: MailManager) -> None:
     job = await mail.add_job("jv", "x", {}, jobId="logged")
     for i in range(5):
         await job.log(f"line {i}")
     page = await mail.queues.get_job_log_page("jv", "logged", -2, -1)
     assert page == {"logs": ["line 3", "line 4"], "count": 5}
+
 
 async def test_job_logs(qm: QueueManager) -> None:
     job = await qm.add_job("emails", "n", {})

@@ -10,20 +10,10 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from mailqueue.errors import (
-    InvalidJobOptionsError,
-    JobNotFoundError,
-    MailQueueError,
-)
+from mailqueue.errors import InvalidJobOptionsError, JobNotFoundError, MailQueueError
 from mailqueue.manager import MailManager
 from mailqueue.queues import QueueManager
-from tests.mailqueue.queues.conftest import (
-    boom,
-    counts_of,
-    has_counts,
-    running_worker,
-    stored_opts,
-)
+from tests.mailqueue.queues.conftest import boom, counts_of, has_counts, running_worker, stored_opts
 from tests.waiting import eventually
 
 
@@ -47,6 +37,7 @@ async def test_add_job_merges_default_options_under_per_call_ones(
     assert opts["backoff"] == {"type": "fixed", "delay": 5}
     assert opts["removeOnComplete"] == 1000
 
+
 async def test_queue_defaults_from_create_queue_sit_between_settings_and_call(
     qm: QueueManager, prefix: str, redis_client: aioredis.Redis
 ) -> None:
@@ -58,6 +49,7 @@ async def test_queue_defaults_from_create_queue_sit_between_settings_and_call(
     assert opts["removeOnFail"] == 5000
     [bulk] = await qm.add_jobs("news", [{"name": "send-newsletter", "data": {}}])
     assert (await stored_opts(redis_client, prefix, "news", str(bulk.id)))["attempts"] == 9
+
 
 async def test_add_jobs_adds_all_in_one_go(
     qm: QueueManager, prefix: str, redis_client: aioredis.Redis
@@ -80,6 +72,7 @@ async def test_add_jobs_adds_all_in_one_go(
     assert (await qm.get_job("emails", fourth))["data"] == 0
     assert await qm.add_jobs("emails", []) == []
 
+
 async def test_add_jobs_names_the_bad_item_and_adds_nothing(qm: QueueManager) -> None:
     await qm.create_queue("emails")
     good = {"name": "ok", "data": {}}
@@ -94,6 +87,7 @@ async def test_add_jobs_names_the_bad_item_and_adds_nothing(qm: QueueManager) ->
     with pytest.raises(InvalidJobOptionsError, match=r"jobs\[0\].*options"):
         await qm.add_jobs("emails", [{"name": "x", "options": {"attempts": 2}}])
     assert await counts_of(qm, "emails") == {}
+
 
 @pytest.mark.parametrize(
     ("opts", "message"),
@@ -118,6 +112,7 @@ async def test_bad_job_options_are_refused_before_anything_is_stored(
         await qm.add_job("emails", "send-welcome", {}, opts)
     assert await counts_of(qm, "emails") == {}
 
+
 async def test_non_json_data_and_empty_names_are_refused(qm: QueueManager) -> None:
     await qm.create_queue("emails")
     with pytest.raises(InvalidJobOptionsError, match="JSON"):
@@ -127,6 +122,7 @@ async def test_non_json_data_and_empty_names_are_refused(qm: QueueManager) -> No
     with pytest.raises(InvalidJobOptionsError, match="name"):
         await qm.add_job("emails", "", {})
     assert await counts_of(qm, "emails") == {}
+
 
 async def test_retry_one_failed_job(qm: QueueManager, redis_url: str, prefix: str) -> None:
     job = await qm.add_job("emails", "n", {"n": 7}, {"attempts": 1})
@@ -142,6 +138,7 @@ async def test_retry_one_failed_job(qm: QueueManager, redis_url: str, prefix: st
     with pytest.raises(JobNotFoundError):
         await qm.retry_job("emails", "404")
 
+
 async def test_promote_one_delayed_job(qm: QueueManager) -> None:
     job = await qm.add_job("emails", "later", {}, {"delay": 60_000})
     now = await qm.add_job("emails", "now", {})
@@ -149,6 +146,7 @@ async def test_promote_one_delayed_job(qm: QueueManager) -> None:
     assert (await qm.get_job("emails", str(job.id)))["state"] == "waiting"
     with pytest.raises(MailQueueError, match=f"Cannot promote job '{now.id}'"):
         await qm.promote_job("emails", str(now.id))
+
 
 async def test_remove_job(qm: QueueManager) -> None:
     job = await qm.add_job("emails", "n", {})
@@ -158,6 +156,7 @@ async def test_remove_job(qm: QueueManager) -> None:
     assert await counts_of(qm, "emails") == {}
     with pytest.raises(JobNotFoundError):
         await qm.remove_job("emails", str(job.id))
+
 
 async def test_update_job_data(qm: QueueManager, prefix: str,
                                redis_client: aioredis.Redis) -> None:
@@ -170,6 +169,7 @@ async def test_update_job_data(qm: QueueManager, prefix: str,
         await qm.update_job_data("emails", "404", {})
     raw = await redis_client.hget(f"{prefix}:emails:{job.id}", "data")
     assert json.loads(raw or "null") == {"to": "new@example.com"}
+
 
 async def test_duplicate_keeps_name_data_options_but_not_the_id(mail: MailManager) -> None:
     data: dict[str, Any] = {"to": "ada@example.com"}

@@ -66,6 +66,7 @@ async def _max_active(settings: Settings, redis_url: str, runtime: str, limit: i
             sampling.cancel()
         return most, sampled, time.monotonic() - started
 
+
 @pytest.mark.parametrize("runtime", ["native", "bullmq"])
 async def test_global_concurrency_one_is_obeyed_by_two_workers(
         settings: Settings, redis_url: str, runtime: str) -> None:

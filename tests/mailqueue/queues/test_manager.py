@@ -9,18 +9,9 @@ import pytest
 import redis.asyncio as aioredis
 from bullmq import Job
 
-from mailqueue.errors import (
-    MailQueueError,
-    UnknownQueueError,
-)
+from mailqueue.errors import MailQueueError, UnknownQueueError
 from mailqueue.queues import QueueManager
-from tests.mailqueue.queues.conftest import (
-    boom,
-    counts_of,
-    has_counts,
-    ok,
-    running_worker,
-)
+from tests.mailqueue.queues.conftest import boom, counts_of, has_counts, ok, running_worker
 from tests.waiting import eventually
 
 
@@ -41,6 +32,7 @@ async def test_a_paused_queue_counts_and_lists_its_jobs_as_paused(qm: QueueManag
     assert await counts_of(qm, "emails") == {"waiting": 3}
     assert (await qm.get_job("emails", str(added[0].id)))["state"] == "waiting"
 
+
 async def test_a_paused_queue_processes_nothing_until_resumed(
     qm: QueueManager, redis_url: str, prefix: str
 ) -> None:
@@ -53,6 +45,7 @@ async def test_a_paused_queue_processes_nothing_until_resumed(
         assert await counts_of(qm, "emails") == {"paused": 1}
         await qm.resume("emails")
         await eventually(lambda: has_counts(qm, "emails", completed=1))
+
 
 async def test_clean_removes_only_jobs_older_than_the_grace(
     qm: QueueManager, redis_url: str, prefix: str
@@ -75,11 +68,13 @@ async def test_clean_removes_only_jobs_older_than_the_grace(
     with pytest.raises(MailQueueError, match=">= 0"):
         await qm.clean("emails", "completed", grace_ms=-1)
 
+
 async def test_clean_with_a_limit_removes_at_most_that_many(qm: QueueManager) -> None:
     await qm.add_jobs("emails", [{"name": "n", "data": {}} for _ in range(5)])
     await asyncio.sleep(0.01)
     assert len(await qm.clean("emails", "waiting", limit=2)) == 2
     assert await counts_of(qm, "emails") == {"waiting": 3}
+
 
 async def test_clean_of_a_paused_queue_cleans_what_it_lists_as_paused(qm: QueueManager) -> None:
     await qm.create_queue("emails")
@@ -90,6 +85,7 @@ async def test_clean_of_a_paused_queue_cleans_what_it_lists_as_paused(qm: QueueM
     assert len(await qm.clean("emails", "paused")) == 2
     assert await counts_of(qm, "emails") == {}
 
+
 async def test_drain_keeps_delayed_jobs_unless_asked(qm: QueueManager) -> None:
     await qm.add_jobs("emails", [{"name": "n", "data": {}} for _ in range(3)])
     await qm.add_job("emails", "later", {}, {"delay": 60_000})
@@ -99,6 +95,7 @@ async def test_drain_keeps_delayed_jobs_unless_asked(qm: QueueManager) -> None:
     await qm.drain("emails", include_delayed=True)
     assert await counts_of(qm, "emails") == {}
     assert "emails" in await qm.list_queues(refresh=True)
+
 
 async def test_obliterate_removes_every_trace_of_the_queue(
     qm: QueueManager, prefix: str, redis_client: aioredis.Redis
@@ -114,6 +111,7 @@ async def test_obliterate_removes_every_trace_of_the_queue(
     # The queue can be made again afterwards.
     await qm.add_job("emails", "n", {})
     assert await counts_of(qm, "emails") == {"waiting": 1}
+
 
 async def test_obliterate_with_an_active_job_needs_force(
     qm: QueueManager, redis_url: str, prefix: str
@@ -138,6 +136,7 @@ async def test_obliterate_with_an_active_job_needs_force(
         assert await qm.list_queues(refresh=True) == []
         release.set()
 
+
 async def test_retry_failed_moves_every_failed_job_back(
     qm: QueueManager, redis_url: str, prefix: str
 ) -> None:
@@ -152,6 +151,7 @@ async def test_retry_failed_moves_every_failed_job_back(
     assert await counts_of(qm, "emails") == {"waiting": 3}
     assert await qm.retry_failed("emails") == 0
 
+
 async def test_retry_failed_handles_more_than_one_batch(
     qm: QueueManager, redis_url: str, prefix: str
 ) -> None:
@@ -163,6 +163,7 @@ async def test_retry_failed_handles_more_than_one_batch(
         await eventually(lambda: has_counts(qm, "emails", failed=1200), timeout=60)
     assert await qm.retry_failed("emails") == 1200
     assert await counts_of(qm, "emails") == {"waiting": 1200}
+
 
 async def test_promote_delayed_makes_every_delayed_job_wait(qm: QueueManager) -> None:
     await qm.add_jobs(

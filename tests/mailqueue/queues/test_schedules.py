@@ -10,14 +10,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailqueue.errors import (
-    InvalidScheduleError,
-)
+from mailqueue.errors import InvalidScheduleError
 from mailqueue.queues import QueueManager
 from mailqueue.queues.schedules import next_runs
-from tests.mailqueue.queues.conftest import (
-    counts_of,
-)
+from tests.mailqueue.queues.conftest import counts_of
 
 
 async def test_schedule_with_a_five_field_cron_in_a_time_zone(qm: QueueManager) -> None:
@@ -36,12 +32,14 @@ async def test_schedule_with_a_five_field_cron_in_a_time_zone(qm: QueueManager) 
     # The next iteration waits as a delayed job.
     assert await counts_of(qm, "emails") == {"delayed": 1}
 
+
 async def test_schedule_with_a_six_field_cron_has_seconds_first(qm: QueueManager) -> None:
     schedule = await qm.schedule_job("emails", "tick", {}, cron="59 59 23 * * *")
     assert schedule["cron"] == "59 59 23 * * *"
     assert schedule["next_run"] is not None
     at = datetime.fromtimestamp(schedule["next_run"] / 1000, ZoneInfo("UTC"))
     assert (at.hour, at.minute, at.second) == (23, 59, 59)
+
 
 async def test_schedule_every_and_list_and_remove(qm: QueueManager) -> None:
     every = await qm.schedule_job("emails", "poll", {"a": 1}, every_ms=60_000,
@@ -66,6 +64,7 @@ async def test_schedule_every_and_list_and_remove(qm: QueueManager) -> None:
     assert await qm.remove_schedule("emails", "poll-inbox") is False
     assert await qm.list_schedules("emails") == []
 
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -88,6 +87,7 @@ async def test_bad_schedules_are_refused(
         await qm.schedule_job("emails", "x", {}, **kwargs)
     assert await qm.list_schedules("emails") == []
     assert await counts_of(qm, "emails") == {}
+
 
 def test_next_runs_follow_the_pattern_zone_and_interval() -> None:
     now = int(datetime(2026, 1, 9, 12, 0, tzinfo=UTC).timestamp() * 1000)
