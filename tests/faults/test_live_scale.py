@@ -21,19 +21,17 @@ import statistics
 import time
 from collections import Counter
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from mailqueue.redis_server import EmbeddedRedis
-from tests.faults import test_load
-from tests.faults.system import MailqueueProcess
-from tests.faults.test_load import BUSY, QUIET, Producer, make_queues, percentile, record
+from tests.faults import load_support
+from tests.faults.load_support import BUSY, QUIET, LoadDashboard, Producer, percentile, record
 
 # The load scenario's own Redis (no AOF) and dashboard process.
-load_redis = test_load.load_redis
-dashboard = test_load.dashboard
+load_redis = load_support.load_redis
+dashboard = load_support.dashboard
 
 CLIENTS = 500
 ADDS_PER_S = 500  # two events per add: 1,000 events a second
@@ -107,11 +105,8 @@ async def probe_overview(base: str, stop: asyncio.Event) -> tuple[list[float], l
 
 async def test_500_live_pages_under_1000_events_per_second(
         tmp_path: Path, load_redis: EmbeddedRedis,
-        dashboard: tuple[MailqueueProcess, str]) -> None:
-    process, base = dashboard
-    make_queues(load_redis.url)
-    url = urlsplit(base)
-    host, port = url.hostname or "127.0.0.1", url.port or 80
+        dashboard: LoadDashboard) -> None:
+    process, base, host, port = dashboard
     paths = [f"/live?view=queue&queue={BUSY}&state=waiting"] * (CLIENTS // 2) \
         + ["/live?view=overview"] * (CLIENTS // 4)
     paths += [f"/live?view=queue&queue={QUIET[0]}&state=waiting"] * (CLIENTS - len(paths))
