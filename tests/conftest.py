@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
 from mailqueue.redis_server import EmbeddedRedis
 from mailqueue.settings import Settings
@@ -61,3 +62,12 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def sink(redis_client: aioredis.Redis, prefix: str) -> AsyncIterator[MailSink]:
+    """A development SMTP sink on a free port, its outbox under the test's prefix."""
+    server = MailSink(redis_client, prefix)
+    await server.start()
+    yield server
+    await server.stop()

@@ -19,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 
@@ -50,14 +49,6 @@ def settings(redis_url: str, prefix: str, tmp_path: Path) -> Settings:
         job_backoff_delay_ms=100,
         mail_unsubscribe_url=PUBLIC, mail_unsubscribe_secret=SECRET,
     )
-
-
-@pytest.fixture
-async def sink(redis_client: aioredis.Redis, prefix: str) -> AsyncIterator[MailSink]:
-    server = MailSink(redis_client, prefix)
-    await server.start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 from bullmq import Job, Queue
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -18,14 +17,6 @@ from mailqueue.bullmq_fixes import connection_options
 from mailqueue.mail.sink import MailSink
 from mailqueue.mail.transport import SmtpTransport
 from tests.mailqueue.mail.dkim_support import private_pem
-
-
-@pytest.fixture
-async def sink(redis_client: aioredis.Redis, prefix: str) -> AsyncIterator[MailSink]:
-    server = MailSink(redis_client, prefix)
-    await server.start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture
