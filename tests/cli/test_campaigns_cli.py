@@ -17,9 +17,7 @@ from mailqueue.mail.handlers import EmailHandlers, create_email_handlers
 from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
 from tests.cli.test_errors import assert_one_line, cli, cli_env
-from tests.mailqueue.mail import conftest as mail_fixtures
 
-sink = mail_fixtures.sink
 ACTOR = f"cli:{getpass.getuser()}"
 
 

@@ -19,10 +19,7 @@ from mailqueue.mail.handlers import EmailHandlers, create_email_handlers
 from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
 from tests.dashboard.conftest import csrf_token
-from tests.mailqueue.mail import conftest as mail_fixtures
 from tests.waiting import eventually
-
-sink = mail_fixtures.sink  # the mail tests' SMTP sink fixture
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 NEWS = {"campaign": "Spring news", "intro": "Hello"}

@@ -23,10 +23,7 @@ from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
 from mailqueue.settings import Settings
 from tests.dashboard.conftest import csrf_token
-from tests.mailqueue.mail import conftest as mail_fixtures
 from tests.waiting import eventually
-
-sink = mail_fixtures.sink
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 FRAME_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; "

@@ -31,9 +31,6 @@ from mailqueue.mail.outbox import OutboxSummary
 from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
 from tests.mail_support import email_worker, settled
-from tests.mailqueue.mail import conftest as mail_fixtures
-
-sink = mail_fixtures.sink  # the mail tests' sink fixture, used here too
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "reliability"
 QUEUE = "emails"

@@ -15,10 +15,7 @@ from mailqueue.mail.handlers import EmailHandlers
 from mailqueue.mail.sink import MailSink
 from mailqueue.manager import MailManager
 from tests.mail_support import campaign_handlers
-from tests.mailqueue.mail import conftest as mail_fixtures
 from tests.waiting import eventually
-
-sink = mail_fixtures.sink  # the mail tests' SMTP sink fixture
 
 NEWS = {"campaign": "Spring news", "intro": "Hello"}
 
