@@ -20,12 +20,13 @@ memory stays bounded whatever their number.
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, TextIO, TypedDict
 
 import redis.asyncio as aioredis
 
@@ -52,6 +53,22 @@ class CampaignError(MailQueueError, ValueError):
 class Recipient:
     address: str
     variables: dict[str, Any]
+
+
+def recipient_rows(stream: TextIO) -> Iterator[str | dict[str, str]]:
+    """A list of recipients as people write one: CSV with a header holding `email` (or `to`)
+    gives a mapping per row (the other columns are the recipient's variables); else one
+    address per line (blank lines and `#` comments skipped). `mailqueue newsletter send` and
+    the campaign page read their lists with it."""
+    first = stream.readline().lstrip("\ufeff")
+    header = [c.strip().lower() for c in next(csv.reader([first]))] if first.strip() else []
+    if "email" in header or "to" in header:
+        for row in csv.DictReader(stream, fieldnames=header):
+            yield {k: v for k, v in row.items() if k}
+        return
+    for line in (first, *stream):
+        if line.strip() and not line.lstrip().startswith("#"):
+            yield line.strip()
 
 
 def recipients_from(items: Iterable[Any]) -> Iterator[Recipient | str]:

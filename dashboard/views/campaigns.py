@@ -13,7 +13,6 @@ whoever made the campaign or its recipient list: untrusted text, escaped like ev
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from mailqueue.campaigns import DEFAULT_ERROR_LIMIT, Campaign, CampaignError
+from mailqueue.campaigns import DEFAULT_ERROR_LIMIT, Campaign, CampaignError, recipient_rows
 
 from ..actions import ActionResult, is_json_body, json_object, safe_redirect
 from ..context import mail_of, page_context
@@ -183,22 +182,6 @@ campaign_resume = _verb_endpoint("resume")
 campaign_cancel = _verb_endpoint("cancel")
 
 
-def recipients_from_text(text: str) -> Iterator[Any]:
-    """As `mailqueue newsletter send` reads a file: CSV with a header holding `email` (or
-    `to`) gives a mapping per row (the other columns are the recipient's variables); else
-    one address per line (blank lines and `#` comments skipped)."""
-    lines = io.StringIO(text.lstrip("\ufeff"))
-    first = lines.readline()
-    header = [c.strip().lower() for c in next(csv.reader([first]))] if first.strip() else []
-    if "email" in header or "to" in header:
-        for row in csv.DictReader(lines, fieldnames=header):
-            yield {k: v for k, v in row.items() if k}
-        return
-    for line in (first, *lines):
-        if line.strip() and not line.lstrip().startswith("#"):
-            yield line.strip()
-
-
 async def _create_fields(request: Request) -> tuple[dict[str, Any], str]:
     """The new campaign's fields from a form (an uploaded file's text included) or JSON,
     and the recipients' text (or a JSON list, as `recipients`)."""
@@ -252,7 +235,7 @@ async def campaign_create(request: Request) -> Response:
             error_limit = int(fields.get("error_limit") or DEFAULT_ERROR_LIMIT)
         except (TypeError, ValueError):
             raise CampaignError("error_limit must be a whole number") from None
-        rows = recipients_from_text(text)
+        rows = recipient_rows(io.StringIO(text))
         first = next(rows, None)
         if first is None:
             raise CampaignError("no recipients: paste addresses or upload a CSV file")

@@ -10,7 +10,6 @@ Following a campaign only reads it: Ctrl-C stops watching, never sending.
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import sys
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from mailqueue.campaigns import Campaign, CampaignError
+from mailqueue.campaigns import Campaign, CampaignError, recipient_rows
 from mailqueue.cli.common import USAGE_ERROR, _App, actor, app, fail, is_quiet
 from mailqueue.cli.mail import _parse_vars
 from mailqueue.cli.ops import JsonOption, _session
@@ -43,15 +42,7 @@ def read_recipients(path: str) -> Iterator[Any]:
     """Rows of a CSV file with a header (dicts) or lines of a text file (addresses)."""
     stream = sys.stdin if path == "-" else open(path, encoding="utf-8-sig", newline="")
     try:
-        first = stream.readline()
-        header = [c.strip().lower() for c in next(csv.reader([first]))] if first else []
-        if "email" in header or "to" in header:
-            for row in csv.DictReader(stream, fieldnames=header):
-                yield {k: v for k, v in row.items() if k}
-            return
-        for line in (first, *stream):
-            if line.strip() and not line.lstrip().startswith("#"):
-                yield line.strip()
+        yield from recipient_rows(stream)
     finally:
         if stream is not sys.stdin:
             stream.close()
